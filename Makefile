@@ -1,0 +1,55 @@
+# smeledger developer targets. Everything runs from the project-local virtualenv in .venv.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+BIN := $(VENV)/bin
+TESTNET_DIR ?= .testnet
+BASE_PORT ?= 7700
+SEEDS ?= 2000
+JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+
+.PHONY: all venv testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
+
+all: test
+
+$(VENV)/.installed: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip >/dev/null
+	@$(PY) -m pip install -q -e '.[dev]'
+	@touch $@
+
+venv: $(VENV)/.installed
+
+testnet: venv
+	@$(PY) -m node.devnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
+
+testnet-stop:
+	@if [ -x $(PY) ]; then $(PY) -m node.devnet down --dir $(TESTNET_DIR); else echo "no virtualenv: nothing is running"; fi
+
+testnet-clean: testnet-stop
+	@rm -rf $(TESTNET_DIR)
+	@echo "removed $(TESTNET_DIR)"
+
+test: venv
+	@$(BIN)/pytest -p no:cacheprovider tests
+
+lint: venv
+	@$(BIN)/ruff check protocol storage node tests
+	@$(BIN)/mypy protocol storage
+	@$(BIN)/lint-imports
+
+soak: venv
+	@$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
+
+chaos: venv
+	@$(BIN)/pytest -p no:cacheprovider -m integration tests/integration
+
+fuzz: venv
+	@$(PY) -m tests.fuzz.run
+
+bench: venv
+	@$(PY) -m node.bench
+
+clean:
+	@rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
