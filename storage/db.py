@@ -1,0 +1,270 @@
+"""The one LevelDB handle: open/close, reads, atomic write batches, snapshots and prefixed views.
+
+Rule: this is the only module that imports plyvel. Every plyvel exception is translated here into a
+`StorageError` subclass with a stable code (`db_locked`, `db_corrupt`, `db_not_found`, `db_write_failed`,
+`db_closed`); callers never see a plyvel traceback. A batch is all-or-nothing: an exception inside
+`with db.batch():` discards it, and a failed write leaves nothing of it visible.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from types import TracebackType
+from typing import Any
+
+import plyvel
+
+from storage.errors import (
+    DatabaseClosed,
+    DatabaseCorrupt,
+    DatabaseLocked,
+    DatabaseNotFound,
+    DatabaseWriteFailed,
+    StorageError,
+)
+from storage.schema import prefix_end
+
+Op = tuple[bytes, bytes | None]
+"""A write: (full key, value) or (full key, None) for a delete."""
+
+
+def _text(exc: BaseException) -> str:
+    arg = exc.args[0] if exc.args else exc
+    return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
+
+
+def _read_error(exc: BaseException, what: str) -> StorageError:
+    if isinstance(exc, RuntimeError):
+        return DatabaseClosed(f"{what}: the database is closed")
+    return DatabaseCorrupt(f"{what}: {_text(exc)}")
+
+
+class WriteBatch:
+    """Puts and deletes collected for one atomic write."""
+
+    __slots__ = ("_wb", "count")
+
+    def __init__(self, wb: Any) -> None:
+        self._wb = wb
+        self.count = 0
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self._wb.put(key, value)
+        self.count += 1
+
+    def delete(self, key: bytes) -> None:
+        self._wb.delete(key)
+        self.count += 1
+
+    def apply(self, ops: Iterable[Op]) -> None:
+        put = self._wb.put
+        delete = self._wb.delete
+        n = 0
+        for key, value in ops:
+            if value is None:
+                delete(key)
+            else:
+                put(key, value)
+            n += 1
+        self.count += n
+
+
+class Snapshot:
+    """A consistent read-only view of the whole database at one instant. Close it when done."""
+
+    __slots__ = ("_snap",)
+
+    def __init__(self, snap: Any) -> None:
+        self._snap = snap
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._snap.get(key)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(exc, "snapshot read failed") from exc
+        return value
+
+    def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
+                prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """Ascending (or descending) (key, value) pairs with start <= key < stop, or under `prefix`."""
+        if prefix is not None:
+            start, stop = prefix, prefix_end(prefix)
+        it: Iterator[tuple[bytes, bytes]] = self._snap.iterator(start=start, stop=stop, reverse=reverse)
+        return it
+
+    def close(self) -> None:
+        self._snap.close()
+
+    def __enter__(self) -> Snapshot:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+
+class PrefixedView:
+    """Reads and single writes under one schema prefix, with keys relative to it."""
+
+    __slots__ = ("_db", "prefix")
+
+    def __init__(self, db: Database, prefix: bytes) -> None:
+        self._db = db
+        self.prefix = prefix
+
+    def key(self, key: bytes) -> bytes:
+        return self.prefix + key
+
+    def get(self, key: bytes) -> bytes | None:
+        return self._db.get(self.prefix + key)
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        self._db.put(self.prefix + key, value, sync=sync)
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        self._db.delete(self.prefix + key, sync=sync)
+
+    def iterate(self, start: bytes = b"", stop: bytes | None = None, *,
+                reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """(relative key, value) pairs with start <= key < stop (stop None: to the prefix's end)."""
+        p = self.prefix
+        n = len(p)
+        full_stop = prefix_end(p) if stop is None else p + stop
+        for k, v in self._db.iterate(p + start, full_stop, reverse=reverse):
+            yield k[n:], v
+
+
+class Database:
+    """A LevelDB database opened through plyvel. Thread-safe for reads and writes (LevelDB is)."""
+
+    __slots__ = ("_db", "path")
+
+    def __init__(self, raw: Any, path: str) -> None:
+        self._db = raw
+        self.path = path
+
+    @classmethod
+    def open(cls, path: str | os.PathLike[str], *, create: bool = True, cache_mb: int = 64,
+             write_buffer_mb: int = 32, max_open_files: int = 512) -> Database:
+        """Open (and with `create`, create) the database at `path`; raises a StorageError on failure."""
+        p = os.fspath(path)
+        try:
+            if create and not os.path.exists(p):
+                os.makedirs(p, exist_ok=True)
+        except OSError as exc:
+            raise DatabaseCorrupt(f"cannot create database directory {p}: {exc.strerror}") from exc
+        try:
+            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=True,
+                            lru_cache_size=cache_mb * 1024 * 1024,
+                            write_buffer_size=write_buffer_mb * 1024 * 1024,
+                            max_open_files=max_open_files)
+        except plyvel.CorruptionError as exc:
+            raise DatabaseCorrupt(f"database at {p} is corrupt: {_text(exc)}") from exc
+        except plyvel.IOError as exc:
+            text = _text(exc)
+            if "lock" in text.lower() and ("held" in text or "unavailable" in text.lower()):
+                raise DatabaseLocked(f"database at {p} is in use by another process "
+                                     f"(is a node already running on this home?): {text}") from exc
+            raise DatabaseCorrupt(f"cannot read database at {p}: {text}") from exc
+        except plyvel.Error as exc:
+            text = _text(exc)
+            if "does not exist" in text:
+                raise DatabaseNotFound(f"no database at {p}") from exc
+            raise DatabaseCorrupt(f"cannot open database at {p}: {text}") from exc
+        return cls(raw, p)
+
+    @property
+    def closed(self) -> bool:
+        return bool(self._db.closed)
+
+    def close(self) -> None:
+        if not self._db.closed:
+            self._db.close()
+
+    def __enter__(self) -> Database:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    # -- reads ---------------------------------------------------------------------------------------
+
+    def get(self, key: bytes) -> bytes | None:
+        try:
+            value: bytes | None = self._db.get(key)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(exc, "read failed") from exc
+        return value
+
+    def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
+                prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
+        """(key, value) pairs with start <= key < stop, or every key under `prefix`, in key order."""
+        if prefix is not None:
+            start, stop = prefix, prefix_end(prefix)
+        try:
+            it: Iterator[tuple[bytes, bytes]] = self._db.iterator(start=start, stop=stop, reverse=reverse)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(exc, "iteration failed") from exc
+        return it
+
+    def snapshot(self) -> Snapshot:
+        try:
+            return Snapshot(self._db.snapshot())
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(exc, "snapshot failed") from exc
+
+    def prefixed(self, prefix: bytes) -> PrefixedView:
+        return PrefixedView(self, prefix)
+
+    # -- writes --------------------------------------------------------------------------------------
+
+    def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
+        try:
+            self._db.put(key, value, sync=sync)
+        except RuntimeError as exc:
+            raise DatabaseClosed("write failed: the database is closed") from exc
+        except plyvel.Error as exc:
+            raise DatabaseWriteFailed(f"write failed: {_text(exc)}") from exc
+
+    def delete(self, key: bytes, *, sync: bool = False) -> None:
+        try:
+            self._db.delete(key, sync=sync)
+        except RuntimeError as exc:
+            raise DatabaseClosed("write failed: the database is closed") from exc
+        except plyvel.Error as exc:
+            raise DatabaseWriteFailed(f"write failed: {_text(exc)}") from exc
+
+    @contextmanager
+    def batch(self, *, sync: bool = True) -> Iterator[WriteBatch]:
+        """Collect writes and apply them atomically on exit; an exception inside discards them all."""
+        try:
+            wb = self._db.write_batch(sync=sync)
+        except RuntimeError as exc:
+            raise DatabaseClosed("batch failed: the database is closed") from exc
+        batch = WriteBatch(wb)
+        try:
+            yield batch
+        except BaseException:
+            wb.clear()
+            raise
+        try:
+            wb.write()
+        except RuntimeError as exc:
+            raise DatabaseClosed("batch failed: the database is closed") from exc
+        except plyvel.Error as exc:
+            raise DatabaseWriteFailed(f"batch of {batch.count} writes failed, none applied: "
+                                      f"{_text(exc)}") from exc
+
+    def write(self, ops: Iterable[Op], *, sync: bool = True) -> None:
+        """Apply `ops` as one atomic batch."""
+        with self.batch(sync=sync) as b:
+            b.apply(ops)
+
+    def delete_prefix(self, prefix: bytes, batch: WriteBatch) -> int:
+        """Add a delete of every key under `prefix` to `batch`; returns how many."""
+        n = 0
+        for key in self._db.iterator(prefix=prefix, include_value=False):
+            batch.delete(key)
+            n += 1
+        return n

@@ -1,0 +1,149 @@
+"""Every LevelDB key of smeledger, in one table: prefix, key layout and value type.
+
+Rule: no other module writes a key literal. Prefixes are one byte and never reused; integers in keys are
+fixed-width big-endian so that LevelDB's byte order is numeric order. To add a namespace, add a row to
+`TABLE` and a key function below it.
+
+| prefix | key                                   | value                                               |
+|--------|---------------------------------------|-----------------------------------------------------|
+| `M`    | `M` + meta name (ascii)               | see META_* below                                    |
+| `B`    | `B` + height u64                      | canonical block bytes (exactly as received/built)   |
+| `H`    | `H` + block hash (32)                 | height u64                                          |
+| `C`    | `C` + height u64                      | commit certificate bytes (opaque to storage)        |
+| `r`    | `r` + height u64                      | state root (32) after executing that height         |
+| `T`    | `T` + tx hash (32)                    | height u64 + index u32                              |
+| `R`    | `R` + height u64 + index u32          | receipt bytes (opaque to storage)                   |
+| `s`    | `s` + logical state key               | state value bytes (ordered: the ledger's iter_range)|
+| `k`    | `k` + bucket u16                      | Merkle bucket blob: sorted (key hash + leaf hash)   |
+| `n`    | `n` + level u8 + index u16            | Merkle node hash (32); only level 16 is persisted   |
+| `W`    | `W` + sequence u64                    | consensus WAL record bytes                          |
+| `P`    | `P` + height u64                      | snapshot metadata (canonical msgpack map)           |
+| `X`    | `X` + `s`/`k` + as above              | snapshot import staging (wiped at import start)     |
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+U64: Final = 8
+U32: Final = 4
+
+META: Final = b"M"
+BLOCK: Final = b"B"
+BLOCK_HASH: Final = b"H"
+CERTIFICATE: Final = b"C"
+STATE_ROOT_AT: Final = b"r"
+TX_INDEX: Final = b"T"
+RECEIPT: Final = b"R"
+STATE: Final = b"s"
+MERKLE_BUCKET: Final = b"k"
+MERKLE_NODE: Final = b"n"
+WAL: Final = b"W"
+SNAPSHOT_META: Final = b"P"
+IMPORT_STAGING: Final = b"X"
+
+TABLE: Final[dict[bytes, str]] = {
+    META: "meta name -> value (height u64, hashes 32 bytes, chain id utf-8)",
+    BLOCK: "height u64 -> canonical block bytes",
+    BLOCK_HASH: "block hash -> height u64",
+    CERTIFICATE: "height u64 -> commit certificate bytes",
+    STATE_ROOT_AT: "height u64 -> state root after that height",
+    TX_INDEX: "tx hash -> height u64 + index u32",
+    RECEIPT: "height u64 + index u32 -> receipt bytes",
+    STATE: "logical state key -> value",
+    MERKLE_BUCKET: "bucket u16 -> sorted 64-byte (key hash + leaf hash) entries",
+    MERKLE_NODE: "level u8 + index u16 -> node hash",
+    WAL: "sequence u64 -> consensus WAL record",
+    SNAPSHOT_META: "height u64 -> snapshot metadata",
+    IMPORT_STAGING: "staging copy of s/k during a snapshot import",
+}
+assert all(len(p) == 1 for p in TABLE) and len(set(TABLE)) == len(TABLE)
+
+# Meta names: each value's type is fixed.
+META_HEIGHT: Final = META + b"height"  # u64: last committed block height (0 = none yet)
+META_LAST_HASH: Final = META + b"last_hash"  # 32 bytes: hash of the block at META_HEIGHT
+META_STATE_ROOT: Final = META + b"state_root"  # 32 bytes: state root after META_HEIGHT
+META_CHAIN_ID: Final = META + b"chain_id"  # utf-8 chain id
+META_GENESIS_HASH: Final = META + b"genesis_hash"  # 32 bytes
+META_SCHEMA_VERSION: Final = META + b"schema_version"  # u64
+SCHEMA_VERSION: Final = 1
+
+
+def u64(n: int) -> bytes:
+    return n.to_bytes(U64, "big")
+
+
+def read_u64(b: bytes) -> int:
+    if len(b) != U64:
+        raise ValueError("a u64 is 8 bytes")
+    return int.from_bytes(b, "big")
+
+
+def block_key(height: int) -> bytes:
+    return BLOCK + height.to_bytes(U64, "big")
+
+
+def block_hash_key(block_hash: bytes) -> bytes:
+    return BLOCK_HASH + block_hash
+
+
+def certificate_key(height: int) -> bytes:
+    return CERTIFICATE + height.to_bytes(U64, "big")
+
+
+def state_root_at_key(height: int) -> bytes:
+    return STATE_ROOT_AT + height.to_bytes(U64, "big")
+
+
+def tx_index_key(tx_hash: bytes) -> bytes:
+    return TX_INDEX + tx_hash
+
+
+def tx_location_value(height: int, index: int) -> bytes:
+    return height.to_bytes(U64, "big") + index.to_bytes(U32, "big")
+
+
+def read_tx_location(value: bytes) -> tuple[int, int]:
+    if len(value) != U64 + U32:
+        raise ValueError("a tx location is 12 bytes")
+    return int.from_bytes(value[:U64], "big"), int.from_bytes(value[U64:], "big")
+
+
+def receipt_key(height: int, index: int) -> bytes:
+    return RECEIPT + height.to_bytes(U64, "big") + index.to_bytes(U32, "big")
+
+
+def state_key(key: bytes) -> bytes:
+    return STATE + key
+
+
+def merkle_bucket_key(bucket: int) -> bytes:
+    return MERKLE_BUCKET + bucket.to_bytes(2, "big")
+
+
+def merkle_node_key(level: int, index: int) -> bytes:
+    return MERKLE_NODE + bytes((level,)) + index.to_bytes(2, "big")
+
+
+def wal_key(seq: int) -> bytes:
+    return WAL + seq.to_bytes(U64, "big")
+
+
+def snapshot_meta_key(height: int) -> bytes:
+    return SNAPSHOT_META + height.to_bytes(U64, "big")
+
+
+def staging_key(key: bytes) -> bytes:
+    """Staging copy of a full key (`s...` or `k...`) during a snapshot import."""
+    return IMPORT_STAGING + key
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix` (prefix must not be all 0xff)."""
+    p = bytearray(prefix)
+    while p and p[-1] == 0xFF:
+        p.pop()
+    if not p:
+        raise ValueError("prefix has no upper bound")
+    p[-1] += 1
+    return bytes(p)

@@ -1,0 +1,103 @@
+"""The consensus write-ahead log: records the replica must see again after a crash (its own votes).
+
+Rule: `append` / `append_many` return only after the records are on disk (one synced LevelDB write),
+so the driver may act on them (send the vote) afterwards. Records are opaque bytes, replayed in append
+order by `records()`. The log is bounded: at most `max_records` records and `max_bytes` bytes in total
+(defaults 100_000 and 256 MiB) and `max_record_bytes` per record (1 MiB). Appending past a bound raises
+`WalFull` and writes nothing: the owner prunes at each stable checkpoint (`prune(keep_from_seq)`), which
+keeps the log far below the bound in normal operation. A single writer (the consensus driver) owns it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from storage import schema
+from storage.db import Database
+from storage.errors import DatabaseCorrupt, RecordTooLarge, WalFull
+
+DEFAULT_MAX_RECORDS = 100_000
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
+DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+
+
+class ConsensusWal:
+    """Sequence-numbered, synced, bounded consensus records under the `W` prefix."""
+
+    def __init__(self, db: Database, *, max_records: int = DEFAULT_MAX_RECORDS,
+                 max_bytes: int = DEFAULT_MAX_BYTES, max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES) -> None:
+        self.db = db
+        self.max_records = max_records
+        self.max_bytes = max_bytes
+        self.max_record_bytes = max_record_bytes
+        self._sizes: dict[int, int] = {}
+        self._bytes = 0
+        for k, v in db.iterate(prefix=schema.WAL):
+            if len(k) != 1 + schema.U64:
+                raise DatabaseCorrupt("malformed consensus WAL key")
+            self._sizes[schema.read_u64(k[1:])] = len(v)
+            self._bytes += len(v)
+        self._next = max(self._sizes, default=-1) + 1
+
+    def __len__(self) -> int:
+        return len(self._sizes)
+
+    @property
+    def total_bytes(self) -> int:
+        return self._bytes
+
+    @property
+    def next_seq(self) -> int:
+        return self._next
+
+    def append(self, record: bytes) -> int:
+        """Durably append one record; returns its sequence number."""
+        return self.append_many([record])[0]
+
+    def append_many(self, records: Sequence[bytes]) -> list[int]:
+        """Durably append records together (one synced batch); returns their sequence numbers."""
+        size = 0
+        for r in records:
+            if len(r) > self.max_record_bytes:
+                raise RecordTooLarge(f"WAL record of {len(r)} bytes exceeds {self.max_record_bytes}")
+            size += len(r)
+        if len(self._sizes) + len(records) > self.max_records or self._bytes + size > self.max_bytes:
+            raise WalFull(f"consensus WAL is full ({len(self._sizes)} records, {self._bytes} bytes); "
+                          "prune it at a stable checkpoint")
+        seqs = list(range(self._next, self._next + len(records)))
+        with self.db.batch(sync=True) as b:
+            for seq, r in zip(seqs, records, strict=True):
+                b.put(schema.wal_key(seq), r)
+        for seq, r in zip(seqs, records, strict=True):
+            self._sizes[seq] = len(r)
+        self._bytes += size
+        self._next += len(records)
+        return seqs
+
+    def records(self) -> list[bytes]:
+        """Every record in append order (for restoring the replica)."""
+        return [v for _k, v in self.db.iterate(prefix=schema.WAL)]
+
+    def entries(self) -> list[tuple[int, bytes]]:
+        """(sequence number, record) pairs in append order."""
+        return [(schema.read_u64(k[1:]), v) for k, v in self.db.iterate(prefix=schema.WAL)]
+
+    def prune(self, keep_from_seq: int) -> int:
+        """Drop every record with sequence < keep_from_seq (one synced batch); returns how many."""
+        doomed = [s for s in self._sizes if s < keep_from_seq]
+        return self._drop(doomed)
+
+    def prune_where(self, drop: Callable[[bytes], bool]) -> int:
+        """Drop every record for which `drop(record)` is true (one synced batch); returns how many."""
+        doomed = [schema.read_u64(k[1:]) for k, v in self.db.iterate(prefix=schema.WAL) if drop(v)]
+        return self._drop(doomed)
+
+    def _drop(self, seqs: list[int]) -> int:
+        if not seqs:
+            return 0
+        with self.db.batch(sync=True) as b:
+            for s in seqs:
+                b.delete(schema.wal_key(s))
+        for s in seqs:
+            self._bytes -= self._sizes.pop(s)
+        return len(seqs)
