@@ -1,0 +1,343 @@
+"""The mempool: admission of signed txs, bounded pending queues in per-sender nonce order.
+
+Admission decodes strictly (`SignedTx.from_wire`), then checks size, chain id, duplicates (pending and
+recently committed), the sender's nonce window relative to its committed next nonce, the bounds, and
+last the signature: verified once, in batches, on a small thread pool, and cached by tx hash (with the
+signature, so a forged copy of a known body is not mistaken for it). Admitted txs go to the gossiper.
+
+Rule: every collection is bounded (`MempoolLimits`); a full pool answers `mempool_full` (the API turns
+it into 503 + Retry-After) and never grows. The pool only reads account nonces through the supplied
+callable and never executes txs; txs leave only through `remove_committed`. Event-loop only: the
+executor sees plain tuples, never the pool's state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import OrderedDict
+from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
+from concurrent.futures import Executor, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from itertools import count, islice
+
+from node.p2p.metrics import MempoolCollector, MempoolStats
+from protocol.crypto import DOMAIN_TX, verify
+from protocol.errors import ProtocolError
+from protocol.tx import MAX_TX_BYTES, SignedTx
+
+GossipCallback = Callable[[list[SignedTx], bytes | None], None]
+
+ACCEPTED = "accepted"
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolLimits:
+    max_txs: int = 50_000
+    max_bytes: int = 64 * 1024 * 1024
+    per_sender_max: int = 512
+    nonce_window: int = 1024  # admit nonces in [committed_next, committed_next + nonce_window)
+    max_tx_bytes: int = MAX_TX_BYTES
+    max_batch: int = 10_000  # raw txs per add_many call
+    recent_committed: int = 200_000  # LRU of committed hashes rejected as duplicates
+    verified_cache: int = 200_000  # LRU of (hash -> signature) already verified
+    verify_chunk: int = 512  # signatures per executor job
+
+
+@dataclass(frozen=True, slots=True)
+class AdmitResult:
+    hash: bytes | None  # None when the bytes did not decode
+    accepted: bool
+    code: str  # "accepted" or a stable rejection code
+    message: str = ""
+
+    @property
+    def hash_hex(self) -> str | None:
+        return self.hash.hex() if self.hash is not None else None
+
+
+@dataclass(slots=True)
+class _Sender:
+    next_nonce: int  # committed next nonce, as last learned
+    txs: dict[int, SignedTx] = field(default_factory=dict)
+
+
+def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
+    return [verify(pk, DOMAIN_TX, body, sig) for pk, body, sig in items]
+
+
+class Mempool:
+    def __init__(self, chain_id: str, account_nonce: Callable[[bytes], int], *,
+                 limits: MempoolLimits | None = None, verify_executor: Executor | None = None,
+                 gossip: GossipCallback | None = None) -> None:
+        self.chain_id = chain_id
+        self.limits = limits or MempoolLimits()
+        self._account_nonce = account_nonce
+        self._own_executor = verify_executor is None
+        self._executor: Executor = verify_executor or ThreadPoolExecutor(2, thread_name_prefix="sigverify")
+        self._gossip = gossip
+        self._by_hash: dict[bytes, SignedTx] = {}  # insertion order = arrival order
+        self._arrival: dict[bytes, int] = {}
+        self._seq = count()
+        self._senders: dict[bytes, _Sender] = {}
+        self._bytes = 0
+        self._recent: OrderedDict[bytes, None] = OrderedDict()
+        self._verified: OrderedDict[bytes, bytes] = OrderedDict()
+        self.stats = MempoolStats()
+
+    # ---- wiring ----------------------------------------------------------------------------------
+
+    def set_gossip(self, callback: GossipCallback | None) -> None:
+        self._gossip = callback
+
+    def collector(self) -> MempoolCollector:
+        return MempoolCollector(self.stats, lambda: (len(self._by_hash), self._bytes))
+
+    def close(self) -> None:
+        if self._own_executor:
+            self._executor.shutdown(wait=False, cancel_futures=True)
+
+    # ---- queries ---------------------------------------------------------------------------------
+
+    def __len__(self) -> int:
+        return len(self._by_hash)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._bytes
+
+    def get(self, tx_hash: bytes) -> SignedTx | None:
+        return self._by_hash.get(tx_hash)
+
+    def status(self, tx_hash: bytes) -> str | None:
+        return "pending" if tx_hash in self._by_hash else None
+
+    def is_verified(self, tx_hash: bytes, sig: bytes) -> bool:
+        """True when this exact (body hash, signature) pair was verified before; skip re-verifying it."""
+        tx = self._by_hash.get(tx_hash)
+        if tx is not None and tx.sig == sig:
+            return True
+        return self._verified.get(tx_hash) == sig
+
+    def pending_raw(self, limit: int) -> list[bytes]:
+        """Raw bytes of up to `limit` pending txs, oldest first (offered to a newly connected peer)."""
+        return [tx.raw for tx in islice(self._by_hash.values(), limit)]
+
+    # ---- admission -------------------------------------------------------------------------------
+
+    async def add_many(self, raw_txs: Sequence[bytes], source: bytes | None = None) -> list[AdmitResult]:
+        """Admit a batch; one result per input, in order. `source` is the peer key, or None for clients."""
+        lim = self.limits
+        if len(raw_txs) > lim.max_batch:
+            return [self._reject(None, "batch_too_large", f"at most {lim.max_batch} txs per batch")
+                    for _ in raw_txs]
+        results: list[AdmitResult | None] = [None] * len(raw_txs)
+        cands: list[tuple[int, SignedTx]] = []
+        batch_hashes: set[bytes] = set()
+        batch_nonces: set[tuple[bytes, int]] = set()
+        per_sender: dict[bytes, int] = {}
+        proj_n, proj_b = len(self._by_hash), self._bytes
+        for i, raw in enumerate(raw_txs):
+            r = self._precheck(raw, batch_hashes, batch_nonces, per_sender, proj_n, proj_b)
+            if isinstance(r, AdmitResult):
+                results[i] = r
+                continue
+            cands.append((i, r))
+            batch_hashes.add(r.hash)
+            batch_nonces.add((r.sender, r.nonce))
+            per_sender[r.sender] = per_sender.get(r.sender, 0) + 1
+            proj_n += 1
+            proj_b += len(r.raw)
+
+        ok = await self._verify([tx for _, tx in cands])
+        admitted: list[SignedTx] = []
+        for (i, tx), good in zip(cands, ok, strict=True):
+            if not good:
+                results[i] = self._reject(tx.hash, "bad_signature", "signature does not verify")
+                continue
+            res = self._insert(tx)
+            results[i] = res
+            if res.accepted:
+                admitted.append(tx)
+        if admitted and self._gossip is not None:
+            self._gossip(admitted, source)
+        return [r for r in results if r is not None]
+
+    def _reject(self, tx_hash: bytes | None, code: str, message: str) -> AdmitResult:
+        self.stats.rejected[code] += 1
+        return AdmitResult(tx_hash, False, code, message)
+
+    def _committed_next(self, sender: bytes) -> int:
+        s = self._senders.get(sender)
+        return s.next_nonce if s is not None else self._account_nonce(sender)
+
+    def _precheck(self, raw: bytes, batch_hashes: set[bytes], batch_nonces: set[tuple[bytes, int]],
+                  per_sender: dict[bytes, int], proj_n: int, proj_b: int) -> AdmitResult | SignedTx:
+        lim = self.limits
+        if len(raw) > lim.max_tx_bytes:
+            return self._reject(None, "too_large", f"tx of {len(raw)} bytes exceeds {lim.max_tx_bytes}")
+        try:
+            tx = SignedTx.from_wire(raw)
+        except ProtocolError as exc:
+            return self._reject(None, exc.code, exc.message)
+        h = tx.hash
+        if tx.chain != self.chain_id:
+            return self._reject(h, "wrong_chain", f"tx is for chain '{tx.chain}'")
+        if h in self._by_hash or h in batch_hashes:
+            return self._reject(h, "duplicate", "tx is already pending")
+        if h in self._recent:
+            return self._reject(h, "already_committed", "tx was committed recently")
+        nxt = self._committed_next(tx.sender)
+        if tx.nonce < nxt:
+            return self._reject(h, "nonce_too_low", f"nonce {tx.nonce} is below the next nonce {nxt}")
+        if tx.nonce >= nxt + lim.nonce_window:
+            return self._reject(h, "nonce_too_high", f"nonce {tx.nonce} is beyond the window {nxt}+{lim.nonce_window}")
+        s = self._senders.get(tx.sender)
+        if (s is not None and tx.nonce in s.txs) or (tx.sender, tx.nonce) in batch_nonces:
+            return self._reject(h, "nonce_conflict", f"another tx with nonce {tx.nonce} is pending")
+        held = (len(s.txs) if s is not None else 0) + per_sender.get(tx.sender, 0)
+        if held >= lim.per_sender_max:
+            return self._reject(h, "sender_limit", f"sender has {lim.per_sender_max} pending txs")
+        if proj_n >= lim.max_txs or proj_b + len(raw) > lim.max_bytes:
+            return self._reject(h, "mempool_full", "mempool is full; retry later")
+        return tx
+
+    async def _verify(self, txs: list[SignedTx]) -> list[bool]:
+        """Signature check for each tx, from the cache or in executor batches; results are cached."""
+        ok = [False] * len(txs)
+        todo: list[int] = []
+        for i, tx in enumerate(txs):
+            if self._verified.get(tx.hash) == tx.sig:
+                ok[i] = True
+            else:
+                todo.append(i)
+        if not todo:
+            return ok
+        step = min(self.limits.verify_chunk, max(1, (len(todo) + 1) // 2))
+        loop = asyncio.get_running_loop()
+        jobs = []
+        for start in range(0, len(todo), step):
+            items = [(txs[i].sender, txs[i].body_bytes, txs[i].sig) for i in todo[start:start + step]]
+            jobs.append(loop.run_in_executor(self._executor, _verify_chunk, items))
+        flat = [b for part in await asyncio.gather(*jobs) for b in part]
+        self.stats.verified += len(flat)
+        cache, cap = self._verified, self.limits.verified_cache
+        for i, good in zip(todo, flat, strict=True):
+            ok[i] = good
+            if good:
+                cache[txs[i].hash] = txs[i].sig
+        while len(cache) > cap:
+            cache.popitem(last=False)
+        return ok
+
+    async def verify_txs(self, txs: Sequence[SignedTx]) -> list[bool]:
+        """Verify signatures not seen before (e.g. a proposed block's txs); cached like admission."""
+        return await self._verify(list(txs))
+
+    def _insert(self, tx: SignedTx) -> AdmitResult:
+        """Re-check what may have changed while verifying, then add."""
+        lim = self.limits
+        h = tx.hash
+        if h in self._by_hash:
+            return self._reject(h, "duplicate", "tx is already pending")
+        if h in self._recent:
+            return self._reject(h, "already_committed", "tx was committed recently")
+        s = self._senders.get(tx.sender)
+        if s is None:
+            s = _Sender(next_nonce=self._account_nonce(tx.sender))
+        if tx.nonce < s.next_nonce:
+            return self._reject(h, "nonce_too_low", f"nonce {tx.nonce} is below the next nonce {s.next_nonce}")
+        if tx.nonce in s.txs:
+            return self._reject(h, "nonce_conflict", f"another tx with nonce {tx.nonce} is pending")
+        if len(s.txs) >= lim.per_sender_max:
+            return self._reject(h, "sender_limit", f"sender has {lim.per_sender_max} pending txs")
+        if len(self._by_hash) >= lim.max_txs or self._bytes + len(tx.raw) > lim.max_bytes:
+            return self._reject(h, "mempool_full", "mempool is full; retry later")
+        self._senders[tx.sender] = s
+        s.txs[tx.nonce] = tx
+        self._by_hash[h] = tx
+        self._arrival[h] = next(self._seq)
+        self._bytes += len(tx.raw)
+        self.stats.admitted += 1
+        return AdmitResult(h, True, ACCEPTED, "")
+
+    # ---- proposer side ---------------------------------------------------------------------------
+
+    def take_batch(self, max_txs: int, max_bytes: int, skip: Collection[bytes] = ()) -> list[SignedTx]:
+        """Ready txs (consecutive nonces from each sender's committed next nonce) in nonce order per
+        sender, one per sender per round; senders ordered by the arrival of their first ready tx.
+        Nothing is removed. Hashes in `skip` (e.g. already proposed) count as included but are not
+        returned, so the sender's later nonces can follow them."""
+        heads: list[tuple[int, bytes]] = []
+        for sender, s in self._senders.items():
+            first = s.txs.get(s.next_nonce)
+            if first is not None:
+                heads.append((self._arrival[first.hash], sender))
+        heads.sort()
+        cursors = {sender: self._senders[sender].next_nonce for _, sender in heads}
+        active = [sender for _, sender in heads]
+        out: list[SignedTx] = []
+        size = 0
+        while active and len(out) < max_txs:
+            still: list[bytes] = []
+            for sender in active:
+                if len(out) >= max_txs:
+                    break
+                txs = self._senders[sender].txs
+                n = cursors[sender]
+                tx = txs.get(n)
+                while tx is not None and tx.hash in skip:
+                    n += 1
+                    tx = txs.get(n)
+                if tx is None or size + len(tx.raw) > max_bytes:
+                    continue
+                out.append(tx)
+                size += len(tx.raw)
+                cursors[sender] = n + 1
+                still.append(sender)
+            active = still
+        return out
+
+    def remove_committed(self, committed: Iterable[SignedTx | bytes],
+                         account_nonces: Mapping[bytes, int] | None = None) -> int:
+        """Drop committed txs (SignedTx or hashes) and every pending tx whose nonce is now stale.
+        Each committed tx advances its sender's next nonce past it (failed txs consume a nonce too);
+        `account_nonces` (sender -> next nonce from the ledger) overrides. Returns how many were removed."""
+        touched: dict[bytes, int] = {}
+        removed = 0
+        for item in committed:
+            h = item.hash if isinstance(item, SignedTx) else item
+            self._recent[h] = None
+            tx = self._by_hash.get(h)
+            if tx is not None:
+                self._drop(tx)
+                removed += 1
+                self.stats.committed += 1
+            ref = tx if tx is not None else (item if isinstance(item, SignedTx) else None)
+            if ref is not None:
+                touched[ref.sender] = max(touched.get(ref.sender, 0), ref.nonce + 1)
+        while len(self._recent) > self.limits.recent_committed:
+            self._recent.popitem(last=False)
+        for sender, n in (account_nonces or {}).items():
+            touched[sender] = n
+        for sender, n in touched.items():
+            s = self._senders.get(sender)
+            if s is None:
+                continue
+            s.next_nonce = max(s.next_nonce, n) if account_nonces is None or sender not in account_nonces else n
+            for stale in [tx for nonce, tx in s.txs.items() if nonce < s.next_nonce]:
+                self._drop(stale)
+                removed += 1
+                self.stats.evicted_stale += 1
+            if not s.txs:
+                del self._senders[sender]
+        return removed
+
+    def _drop(self, tx: SignedTx) -> None:
+        del self._by_hash[tx.hash]
+        del self._arrival[tx.hash]
+        self._bytes -= len(tx.raw)
+        s = self._senders.get(tx.sender)
+        if s is not None:
+            s.txs.pop(tx.nonce, None)
+            if not s.txs:
+                del self._senders[tx.sender]

@@ -1,0 +1,71 @@
+"""Plain data of the P2P layer: settings with their limits, dial targets and the peer table rows.
+
+Rule: every limit the P2P layer enforces is a named field of `P2PSettings` with a sane default; the
+config module maps its TOML onto these fields and nothing else in the P2P code hard-codes a bound.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from protocol.framing import DEFAULT_MAX_FRAME
+
+
+@dataclass(frozen=True, slots=True)
+class P2PSettings:
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 0  # 0 = ephemeral (tests); read the bound port from P2P.listen_port
+    max_frame: int = DEFAULT_MAX_FRAME  # sealed payload bytes (8-byte counter + MAC + plaintext)
+    send_queue_frames: int = 4096  # per peer
+    send_queue_bytes: int = 16 * 1024 * 1024  # per peer
+    write_batch_bytes: int = 256 * 1024  # writer coalesces queued frames into writes up to this size
+    slow_peer_timeout: float = 10.0  # send queue full for this long -> disconnect the peer
+    handshake_timeout: float = 5.0
+    connect_timeout: float = 5.0
+    ping_interval: float = 5.0
+    idle_timeout: float = 20.0  # nothing received for this long -> close
+    backoff_initial: float = 0.2
+    backoff_max: float = 10.0
+    read_chunk: int = 256 * 1024
+    # tx gossip
+    gossip_flush_interval: float = 0.005
+    gossip_batch_txs: int = 2000
+    gossip_batch_bytes: int = 1024 * 1024
+    gossip_pending_txs: int = 50_000  # announced but not yet flushed; beyond this new txs are not gossiped
+    gossip_known_per_peer: int = 200_000  # LRU of tx hashes each peer is known to have
+    gossip_intake_batches: int = 256  # received batches waiting for admission; beyond this: dropped
+    gossip_intake_workers: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class PeerAddr:
+    """A dial target from the config: who we expect to find at host:port."""
+
+    public_key: bytes
+    host: str
+    port: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerInfo:
+    """One row of the peer table, as `/peers` shows it."""
+
+    public_key: str  # lowercase hex
+    name: str
+    address: str  # host:port of the remote end of the socket
+    direction: str  # "in" (they dialed us) or "out"
+    validator: bool
+    connected_since_ms: int  # unix ms
+    rtt_ms: float | None
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    queue_frames: int
+    queue_bytes: int
+    dropped_frames: int
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
