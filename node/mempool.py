@@ -327,9 +327,7 @@ class Mempool:
             for stale in [tx for nonce, tx in s.txs.items() if nonce < s.next_nonce]:
                 self._drop(stale)
                 removed += 1
-                self.stats.evicted_stale += 1
-            if not s.txs:
-                del self._senders[sender]
+                self.stats.evicted_stale += 1  # _drop forgets the sender once it has no txs left
         return removed
 
     def _drop(self, tx: SignedTx) -> None:
