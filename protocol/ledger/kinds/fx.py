@@ -1,0 +1,123 @@
+"""FX kinds: a bank quotes a rate for a pair and locks what it sells; a taker swaps atomically.
+
+Rule: `fx-quote` moves `amount` of `base` from the bank into the quote's escrow, so an accept before
+expiry always settles. The taker pays ceil(amount * rate / 10^8) of `quote` (rounding in the bank's
+favour, written down once here). At expiry the ledger returns the unsold remainder to the bank.
+"""
+
+from __future__ import annotations
+
+from protocol.ledger import keys
+from protocol.ledger.errors import LedgerError
+from protocol.ledger.model import RATE_SCALE, BlockCtx, TxCtx
+from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
+from protocol.ledger.store import (
+    MAX_ASSET_LEN,
+    asset,
+    balance,
+    check_asset_id,
+    emit,
+    escrow_in,
+    escrow_out,
+    move,
+    need,
+    save,
+    schedule,
+)
+from protocol.state import StateView
+from protocol.tx import SignedTx
+
+
+def cost_of(amount: int, rate: int) -> int:
+    """Quote-asset price of `amount` base units at `rate` per 10^8, rounded up."""
+    return -(-amount * rate // RATE_SCALE)
+
+
+def _v_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    f = ctx.f
+    for a in (f["base"], f["quote"]):
+        check_asset_id(a)
+        asset(state, a)
+    if f["base"] == f["quote"]:
+        raise LedgerError("asset_mismatch", "base and quote must differ")
+    if f["expiry"] <= ctx.time:
+        raise LedgerError("past_due")
+    if balance(state, ctx.actor, f["base"]) < f["amount"]:
+        raise LedgerError("insufficient_funds")
+
+
+def _a_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    f = ctx.f
+    qid = ctx.tx_hash
+    escrow_in(state, ctx, ctx.actor, f["base"], f["amount"], qid, "fx_quote")
+    save(state, keys.fx_quote(qid), {"id": qid, "bank": ctx.actor, "base": f["base"], "quote": f["quote"],
+                                     "rate": f["rate"], "amount": f["amount"], "remaining": f["amount"],
+                                     "expiry": f["expiry"], "status": "open", "created": ctx.time})
+    schedule(state, f["expiry"], keys.S_FX_EXPIRY, qid)
+    emit(state, ctx, "fx_quoted", [ctx.actor], quote_id=qid, bank=ctx.actor, base=f["base"],
+         quote=f["quote"], rate=f["rate"], amount=f["amount"], expiry=f["expiry"])
+
+
+def _v_accept(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    f = ctx.f
+    q = need(state, keys.fx_quote(f["quote_id"]))
+    if q["status"] != "open":
+        raise LedgerError("bad_state", f"quote is {q['status']}")
+    if ctx.time >= q["expiry"]:
+        raise LedgerError("expired")
+    if q["bank"] == ctx.actor:
+        raise LedgerError("self_transfer")
+    if f["amount"] > q["remaining"]:
+        raise LedgerError("bad_amount", f"only {q['remaining']} left on the quote")
+    cost = cost_of(f["amount"], q["rate"])
+    if balance(state, ctx.actor, q["quote"]) < cost:
+        raise LedgerError("insufficient_funds")
+    ctx.scratch.update(q=q, cost=cost)
+
+
+def _a_accept(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    q = ctx.scratch["q"]
+    amount = ctx.f["amount"]
+    cost = ctx.scratch["cost"]
+    if cost > 0:
+        move(state, ctx, ctx.actor, q["bank"], q["quote"], cost, "fx_accept", ref=q["id"])
+    escrow_out(state, ctx, ctx.actor, q["base"], amount, q["id"], "fx_accept")
+    q["remaining"] -= amount
+    if q["remaining"] == 0:
+        q["status"] = "filled"
+    save(state, keys.fx_quote(q["id"]), q)
+    emit(state, ctx, "fx_accepted", [ctx.actor, q["bank"]], quote_id=q["id"], taker=ctx.actor,
+         bank=q["bank"], base=q["base"], quote=q["quote"], amount=amount, cost=cost,
+         remaining=q["remaining"], status=q["status"])
+
+
+def expire_quote(state: StateView, ctx: BlockCtx, qid: bytes) -> None:
+    """Time-driven: return the unsold remainder of an open quote to its bank."""
+    q = need(state, keys.fx_quote(qid))
+    if q["status"] != "open":
+        return
+    if q["remaining"] > 0:
+        escrow_out(state, ctx, q["bank"], q["base"], q["remaining"], qid, "fx_expired")
+    q["status"] = "expired"
+    q["remaining"] = 0
+    save(state, keys.fx_quote(qid), q)
+    emit(state, ctx, "fx_expired", [q["bank"]], quote_id=qid, bank=q["bank"])
+
+
+_A = MAX_ASSET_LEN
+KINDS = [
+    KindSpec("fx-quote", "money", "A bank offers `amount` of `base` for `quote` at `rate` until `expiry`.",
+             frozenset({"BANK"}),
+             (F("base", "str", "asset the bank sells", max_len=_A),
+              F("quote", "str", "asset the bank receives", max_len=_A),
+              F("rate", "int", "quote minor units per 100000000 base minor units", lo=1, hi=10**15),
+              AMOUNT("amount", "most base units sold (locked in escrow)"),
+              TIME("expiry", "quote expiry, ms")),
+             _v_quote, _a_quote, ("unknown_asset", "asset_mismatch", "past_due", "insufficient_funds"),
+             ("funds_escrowed", "fx_quoted", "fx_expired")),
+    KindSpec("fx-accept", "money", "Buy `amount` of the quote's base asset before expiry, atomically.",
+             frozenset(), (F("quote_id", "bytes32", "the fx-quote tx hash"), AMOUNT("amount", "base units")),
+             _v_accept, _a_accept, ("not_found", "bad_state", "expired", "self_transfer", "bad_amount",
+                                    "insufficient_funds"),
+             ("funds_moved", "funds_released", "fx_accepted")),
+]
