@@ -40,7 +40,7 @@ class MempoolLimits:
     max_batch: int = 10_000  # raw txs per add_many call
     recent_committed: int = 200_000  # LRU of committed hashes rejected as duplicates
     verified_cache: int = 200_000  # LRU of (hash -> signature) already verified
-    verify_chunk: int = 512  # signatures per executor job
+    verify_chunk: int = 256  # signatures per executor job
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,52 @@ class _Sender:
 
 def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
     return [verify(pk, DOMAIN_TX, body, sig) for pk, body, sig in items]
+
+
+class _Verification:
+    """Signature checks of one batch: cache hits answer at once, the rest go to the executor in
+    chunks as soon as a chunk is full (so decoding and verifying overlap); a short tail is split in
+    two so both workers help."""
+
+    def __init__(self, pool: Mempool) -> None:
+        self._pool = pool
+        self._loop = asyncio.get_running_loop()
+        self._txs: list[SignedTx] = []
+        self._ok: list[bool] = []
+        self._todo: list[int] = []
+        self._jobs: list[tuple[list[int], asyncio.Future[list[bool]]]] = []
+
+    def add(self, tx: SignedTx) -> None:
+        self._ok.append(self._pool._verified.get(tx.hash) == tx.sig)
+        self._txs.append(tx)
+        if not self._ok[-1]:
+            self._todo.append(len(self._txs) - 1)
+            if len(self._todo) >= self._pool.limits.verify_chunk:
+                self._submit(self._todo)
+                self._todo = []
+
+    def _submit(self, idx: list[int]) -> None:
+        items = [(self._txs[i].sender, self._txs[i].body_bytes, self._txs[i].sig) for i in idx]
+        self._jobs.append((idx, self._loop.run_in_executor(self._pool._executor, _verify_chunk, items)))
+
+    async def results(self) -> list[bool]:
+        if self._todo:
+            half = (len(self._todo) + 1) // 2
+            self._submit(self._todo[:half])
+            if self._todo[half:]:
+                self._submit(self._todo[half:])
+            self._todo = []
+        pool = self._pool
+        cache, cap = pool._verified, pool.limits.verified_cache
+        for idx, fut in self._jobs:
+            for i, good in zip(idx, await fut, strict=True):
+                self._ok[i] = good
+                if good:
+                    cache[self._txs[i].hash] = self._txs[i].sig
+            pool.stats.verified += len(idx)
+        while len(cache) > cap:
+            cache.popitem(last=False)
+        return self._ok
 
 
 class Mempool:
@@ -136,19 +182,21 @@ class Mempool:
         batch_nonces: set[tuple[bytes, int]] = set()
         per_sender: dict[bytes, int] = {}
         proj_n, proj_b = len(self._by_hash), self._bytes
+        verification = _Verification(self)  # signature jobs start while later txs are still decoded
         for i, raw in enumerate(raw_txs):
             r = self._precheck(raw, batch_hashes, batch_nonces, per_sender, proj_n, proj_b)
             if isinstance(r, AdmitResult):
                 results[i] = r
                 continue
             cands.append((i, r))
+            verification.add(r)
             batch_hashes.add(r.hash)
             batch_nonces.add((r.sender, r.nonce))
             per_sender[r.sender] = per_sender.get(r.sender, 0) + 1
             proj_n += 1
             proj_b += len(r.raw)
 
-        ok = await self._verify([tx for _, tx in cands])
+        ok = await verification.results()
         admitted: list[SignedTx] = []
         for (i, tx), good in zip(cands, ok, strict=True):
             if not good:
@@ -203,31 +251,10 @@ class Mempool:
 
     async def _verify(self, txs: list[SignedTx]) -> list[bool]:
         """Signature check for each tx, from the cache or in executor batches; results are cached."""
-        ok = [False] * len(txs)
-        todo: list[int] = []
-        for i, tx in enumerate(txs):
-            if self._verified.get(tx.hash) == tx.sig:
-                ok[i] = True
-            else:
-                todo.append(i)
-        if not todo:
-            return ok
-        step = min(self.limits.verify_chunk, max(1, (len(todo) + 1) // 2))
-        loop = asyncio.get_running_loop()
-        jobs = []
-        for start in range(0, len(todo), step):
-            items = [(txs[i].sender, txs[i].body_bytes, txs[i].sig) for i in todo[start:start + step]]
-            jobs.append(loop.run_in_executor(self._executor, _verify_chunk, items))
-        flat = [b for part in await asyncio.gather(*jobs) for b in part]
-        self.stats.verified += len(flat)
-        cache, cap = self._verified, self.limits.verified_cache
-        for i, good in zip(todo, flat, strict=True):
-            ok[i] = good
-            if good:
-                cache[txs[i].hash] = txs[i].sig
-        while len(cache) > cap:
-            cache.popitem(last=False)
-        return ok
+        v = _Verification(self)
+        for tx in txs:
+            v.add(tx)
+        return await v.results()
 
     async def verify_txs(self, txs: Sequence[SignedTx]) -> list[bool]:
         """Verify signatures not seen before (e.g. a proposed block's txs); cached like admission."""

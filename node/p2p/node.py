@@ -218,16 +218,13 @@ class P2P:
             if not adopted:
                 backoff = min(backoff * 2, s.backoff_max)
 
-    async def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        if task is not None:
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
+    def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        # A plain callback: the link runs in a task this class owns (and can cancel on stop).
         if self._stopping or self._pending_handshakes >= self.max_pending_handshakes:
             self.stats.handshake_failures["too_many_pending"] += 1
             writer.transport.abort()
             return
-        await self._serve(reader, writer, initiator=False, expected=None)
+        self._spawn(self._serve(reader, writer, initiator=False, expected=None), "p2p-inbound")
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, initiator: bool,
                      expected: bytes | None) -> bool:
