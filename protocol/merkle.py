@@ -19,7 +19,8 @@ never mutates it; it returns the new root and every changed node and blob for th
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Iterator, Mapping
+from bisect import bisect_left
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -85,84 +86,100 @@ def split_blob(blob: bytes | None) -> list[bytes]:
 
 def update_blob(blob: bytes | None, changes: Iterable[tuple[bytes, bytes | None]]) -> bytes | None:
     """Apply (key hash, new leaf hash or None = delete) pairs to a bucket blob; None when it empties."""
-    entries = {blob[i:i + HASH_SIZE]: blob[i + HASH_SIZE:i + ENTRY_SIZE]
-               for i in range(0, len(blob), ENTRY_SIZE)} if blob else {}
+    entries = [blob[i:i + ENTRY_SIZE] for i in range(0, len(blob), ENTRY_SIZE)] if blob else []
     for kh, leaf in changes:
-        if leaf is None:
-            entries.pop(kh, None)
-        else:
-            entries[kh] = leaf
-    if not entries:
-        return None
-    return b"".join([kh + entries[kh] for kh in sorted(entries)])
+        pos = bisect_left(entries, kh)  # an entry starting with kh sorts right after kh itself
+        if pos < len(entries) and entries[pos].startswith(kh):
+            if leaf is None:
+                del entries[pos]
+            else:
+                entries[pos] = kh + leaf
+        elif leaf is not None:
+            entries.insert(pos, kh + leaf)
+    return b"".join(entries) or None
 
 
 class NodeStore(Protocol):
-    """Where a tree's nodes and bucket blobs live. None means empty (subtree or bucket)."""
+    """Where a tree lives: dense node rows in memory, bucket blobs wherever the caller keeps them."""
 
-    def get_node(self, level: int, index: int) -> bytes | None: ...
+    def row(self, level: int) -> Sequence[bytes]:
+        """All 2^level node hashes of `level`, EMPTY[level] where the subtree is empty."""
+        ...
 
     def get_bucket(self, bucket: int) -> bytes | None: ...
 
 
-NodeChanges = dict[tuple[int, int], bytes | None]
-
-
 @dataclass(frozen=True, slots=True)
 class MerkleUpdate:
-    """The result of applying a change set: new root, new blobs and changed nodes (None = now empty)."""
+    """The result of applying a change set to the tree whose root was `base_root`.
+
+    `buckets` and `bucket_hashes` hold the new blob and hash of every touched bucket (None = now empty):
+    what a store persists. `rows` is the complete new tree (level 0..DEPTH) for `TreeNodes.install`.
+    """
 
     base_root: bytes
     root: bytes
     buckets: dict[int, bytes | None]
-    nodes: NodeChanges
+    bucket_hashes: dict[int, bytes | None]
+    rows: tuple[list[bytes], ...]
 
 
 class TreeNodes:
-    """Every node of the tree held densely in memory (about 131k slots; None = empty subtree)."""
+    """Every node of the tree held densely in memory: 131071 hashes, empty subtrees share EMPTY[level]."""
 
-    __slots__ = ("_levels",)
+    __slots__ = ("_rows",)
 
     def __init__(self) -> None:
-        self._levels: list[list[bytes | None]] = [[None] * (1 << level) for level in range(DEPTH + 1)]
+        self._rows: list[list[bytes]] = [[EMPTY[level]] * (1 << level) for level in range(DEPTH + 1)]
 
-    def get_node(self, level: int, index: int) -> bytes | None:
-        return self._levels[level][index]
+    def row(self, level: int) -> list[bytes]:
+        return self._rows[level]
 
-    def apply(self, nodes: Mapping[tuple[int, int], bytes | None]) -> None:
-        levels = self._levels
-        for (level, index), h in nodes.items():
-            levels[level][index] = h
+    def get_node(self, level: int, index: int) -> bytes:
+        return self._rows[level][index]
 
     def root(self) -> bytes:
-        return self._levels[0][0] or EMPTY_ROOT
+        return self._rows[0][0]
+
+    def install(self, update: MerkleUpdate) -> None:
+        """Move to the tree of `update`; it must have been computed on the current root."""
+        if update.base_root != self.root():
+            raise ValueError("merkle update was computed on a different root")
+        if update.rows:
+            self._rows = list(update.rows)
 
     def bucket_hashes(self) -> Iterator[tuple[int, bytes]]:
         """Non-empty bucket hashes in bucket order."""
-        for i, h in enumerate(self._levels[DEPTH]):
-            if h is not None:
+        empty = EMPTY[DEPTH]
+        for i, h in enumerate(self._rows[DEPTH]):
+            if h != empty:
                 yield i, h
 
     @classmethod
     def from_bucket_hashes(cls, hashes: Iterable[tuple[int, bytes]]) -> TreeNodes:
         """Rebuild every internal node from the non-empty bucket hashes (65535 hashes at most)."""
         tree = cls()
-        cur: dict[int, bytes] = {}
+        rows = tree._rows
+        touched: set[int] = set()
+        leaves = rows[DEPTH]
         for index, h in hashes:
             if not 0 <= index < NUM_BUCKETS or len(h) != HASH_SIZE:
                 raise ValueError("bad bucket hash entry")
-            cur[index] = h
-        tree._levels[DEPTH] = [cur.get(i) for i in range(NUM_BUCKETS)]
-        for level in range(DEPTH, 0, -1):
-            empty = EMPTY[level]
-            parents: dict[int, bytes] = {}
-            for p in sorted({i >> 1 for i in cur}):
-                parents[p] = node_hash(cur.get(2 * p, empty), cur.get(2 * p + 1, empty))
-            row = tree._levels[level - 1]
-            for p, h in parents.items():
-                row[p] = h
-            cur = parents
+            leaves[index] = h
+            touched.add(index)
+        _rehash(rows, touched)
         return tree
+
+
+def _rehash(rows: list[list[bytes]], touched: set[int]) -> None:
+    """Recompute, in place, every ancestor of the `touched` level-DEPTH nodes."""
+    for level in range(DEPTH, 0, -1):
+        child = rows[level]
+        parent = rows[level - 1]
+        parents = {i >> 1 for i in touched}
+        for p in parents:
+            parent[p] = _sha256(_NODE + child[p << 1] + child[(p << 1) | 1]).digest()
+        touched = parents
 
 
 class MemoryNodeStore(TreeNodes):
@@ -178,12 +195,12 @@ class MemoryNodeStore(TreeNodes):
         return self._buckets.get(bucket)
 
     def apply_update(self, update: MerkleUpdate) -> None:
+        self.install(update)
         for b, blob in update.buckets.items():
             if blob is None:
                 self._buckets.pop(b, None)
             else:
                 self._buckets[b] = blob
-        self.apply(update.nodes)
 
 
 class MerkleTree:
@@ -195,7 +212,7 @@ class MerkleTree:
         self._store = store
 
     def root(self) -> bytes:
-        return self._store.get_node(0, 0) or EMPTY_ROOT
+        return self._store.row(0)[0]
 
     def update(self, changes: Mapping[bytes, bytes | None]) -> MerkleUpdate:
         """New root after applying `changes` (value None = delete); only touched paths are rehashed."""
@@ -208,30 +225,29 @@ class MerkleTree:
                 _LEAF + len(key).to_bytes(4, "big") + key + value).digest()
             per_bucket.setdefault((kh[0] << 8) | kh[1], []).append((kh, leaf))
         if not per_bucket:
-            return MerkleUpdate(base_root=base_root, root=base_root, buckets={}, nodes={})
+            return MerkleUpdate(base_root=base_root, root=base_root, buckets={}, bucket_hashes={}, rows=())
+        rows = [list(store.row(level)) for level in range(DEPTH + 1)]  # copy-on-write: ~1 ms
+        leaves = rows[DEPTH]
         buckets: dict[int, bytes | None] = {}
-        nodes: NodeChanges = {}
-        cur: dict[int, bytes] = {}
+        hashes: dict[int, bytes | None] = {}
         empty = EMPTY[DEPTH]
+        get_bucket = store.get_bucket
         for b, bucket_changes in per_bucket.items():
-            blob = update_blob(store.get_bucket(b), bucket_changes)
+            old = get_bucket(b)
+            if old is None and len(bucket_changes) == 1:  # the common case in a sparse tree
+                kh, leaf = bucket_changes[0]
+                blob = None if leaf is None else kh + leaf
+            else:
+                blob = update_blob(old, bucket_changes)
             buckets[b] = blob
-            h = _sha256(_BUCKET + blob).digest() if blob else empty
-            cur[b] = h
-            nodes[(DEPTH, b)] = None if blob is None else h
-        get = store.get_node
-        for level in range(DEPTH, 0, -1):
-            empty = EMPTY[level]
-            parents: dict[int, bytes] = {}
-            for p in {i >> 1 for i in cur}:
-                li = p << 1
-                ri = li | 1
-                left = cur[li] if li in cur else (get(level, li) or empty)
-                right = cur[ri] if ri in cur else (get(level, ri) or empty)
-                parents[p] = h = _sha256(_NODE + left + right).digest()
-                nodes[(level - 1, p)] = None if h == EMPTY[level - 1] else h
-            cur = parents
-        return MerkleUpdate(base_root=base_root, root=cur[0], buckets=buckets, nodes=nodes)
+            if blob is None:
+                leaves[b] = empty
+                hashes[b] = None
+            else:
+                leaves[b] = hashes[b] = _sha256(_BUCKET + blob).digest()
+        _rehash(rows, set(per_bucket))
+        return MerkleUpdate(base_root=base_root, root=rows[0][0], buckets=buckets, bucket_hashes=hashes,
+                            rows=tuple(rows))
 
     def prove(self, key: bytes, value: bytes | None) -> Proof:
         """A proof that `key` maps to `value` (None: is absent) under the current root.
@@ -244,7 +260,7 @@ class MerkleTree:
         siblings = []
         index = b
         for level in range(DEPTH, 0, -1):
-            siblings.append(store.get_node(level, index ^ 1) or EMPTY[level])
+            siblings.append(store.row(level)[index ^ 1])
             index >>= 1
         return Proof(key=key, value=value, entries=tuple(split_blob(store.get_bucket(b))),
                      siblings=tuple(siblings))

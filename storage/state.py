@@ -70,7 +70,7 @@ class StagedState:
 
 
 class _NodeSource:
-    """`merkle.NodeStore`: internal nodes from memory, bucket blobs from the live database."""
+    """`merkle.NodeStore`: node rows from memory, bucket blobs from the live database."""
 
     __slots__ = ("_db", "nodes")
 
@@ -78,8 +78,8 @@ class _NodeSource:
         self._db = db
         self.nodes = nodes
 
-    def get_node(self, level: int, index: int) -> bytes | None:
-        return self.nodes.get_node(level, index)
+    def row(self, level: int) -> list[bytes]:
+        return self.nodes.row(level)
 
     def get_bucket(self, bucket: int) -> bytes | None:
         return self._db.get(schema.merkle_bucket_key(bucket))
@@ -143,7 +143,7 @@ class StateStore:
         bucket_key = schema.merkle_bucket_key
         ops.extend([(bucket_key(b), blob) for b, blob in update.buckets.items()])
         node_key = schema.merkle_node_key
-        ops.extend([(node_key(level, i), h) for (level, i), h in update.nodes.items() if level == DEPTH])
+        ops.extend([(node_key(DEPTH, b), h) for b, h in update.bucket_hashes.items()])
         return StagedState(base_root=update.base_root, new_root=update.root, ops=ops, update=update)
 
     def check_base(self, staged: StagedState) -> None:
@@ -154,7 +154,7 @@ class StateStore:
     def mark_committed(self, staged: StagedState) -> None:
         """Move the in-memory tree to `staged` once its ops are durably written (caller holds `lock`)."""
         self.check_base(staged)
-        self._source.nodes.apply(staged.update.nodes)
+        self._source.nodes.install(staged.update)
 
     def commit(self, staged: StagedState, extra_ops: list[Op] | None = None) -> None:
         """Write a staged change on its own (genesis, tools, tests); blocks go through BlockStore.commit."""

@@ -1,0 +1,204 @@
+"""The plyvel wrapper: atomic batches, reopen, snapshots, and clear errors instead of plyvel tracebacks."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from storage.db import Database
+from storage.errors import (
+    DatabaseClosed,
+    DatabaseCorrupt,
+    DatabaseLocked,
+    DatabaseNotFound,
+    DatabaseWriteFailed,
+    StorageError,
+)
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_python(code: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+                          timeout=timeout, cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+
+
+def test_reopening_after_close_keeps_every_write(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    with db.batch() as b:
+        for i in range(100):
+            b.put(b"s%03d" % i, b"v%d" % i)
+    db.put(b"x-single", b"1", sync=True)
+    db.close()
+    assert db.closed
+    db = Database.open(tmp_path / "db", create=False)
+    assert db.get(b"s042") == b"v42"
+    assert db.get(b"x-single") == b"1"
+    assert [k for k, _ in db.iterate(prefix=b"s")] == [b"s%03d" % i for i in range(100)]
+    db.close()
+
+
+def test_an_exception_inside_a_batch_makes_none_of_it_visible(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    db.put(b"a", b"old")
+    with pytest.raises(RuntimeError, match="mid-batch"), db.batch() as b:
+        b.put(b"a", b"new")
+        b.put(b"b", b"new")
+        b.delete(b"a")
+        raise RuntimeError("mid-batch failure")
+    assert db.get(b"a") == b"old"
+    assert db.get(b"b") is None
+    db.close()
+    db = Database.open(tmp_path / "db")
+    assert db.get(b"a") == b"old" and db.get(b"b") is None
+    db.close()
+
+
+def test_write_applies_puts_and_deletes_together(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        db.write([(b"a", b"1"), (b"b", b"2")])
+        db.write([(b"a", None), (b"c", b"3")])
+        assert list(db.iterate()) == [(b"b", b"2"), (b"c", b"3")]
+
+
+def test_a_second_open_in_the_same_process_reports_db_locked(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    with pytest.raises(DatabaseLocked) as info:
+        Database.open(tmp_path / "db")
+    assert info.value.code == "db_locked"
+    assert "in use" in info.value.message
+    db.close()
+    Database.open(tmp_path / "db").close()  # free again once closed
+
+
+def test_another_process_opening_a_locked_database_gets_db_locked(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    try:
+        result = run_python(f"""
+            from storage.db import Database
+            from storage.errors import StorageError
+            try:
+                Database.open({str(tmp_path / "db")!r})
+            except StorageError as exc:
+                print(exc.code)
+            """)
+    finally:
+        db.close()
+    assert result.stdout.strip() == "db_locked", result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_corrupt_database_gives_db_corrupt(tmp_path: Path) -> None:
+    Database.open(tmp_path / "db").close()
+    (tmp_path / "db" / "CURRENT").write_text("MANIFEST-999999\n")
+    with pytest.raises(DatabaseCorrupt) as info:
+        Database.open(tmp_path / "db")
+    assert info.value.code == "db_corrupt"
+
+
+def test_a_scrambled_manifest_gives_db_corrupt(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        db.put(b"k", b"v" * 100, sync=True)
+    for f in (tmp_path / "db").iterdir():
+        if f.name.startswith("MANIFEST"):
+            f.write_bytes(b"\x13\x37" * 100)
+    with pytest.raises(DatabaseCorrupt):
+        Database.open(tmp_path / "db")
+
+
+def test_a_path_that_is_a_file_gives_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("not a database")
+    with pytest.raises(StorageError) as info:
+        Database.open(tmp_path / "file")
+    assert info.value.code == "db_corrupt"
+    assert "file" in info.value.message
+
+
+def test_opening_a_missing_database_without_create_gives_db_not_found(tmp_path: Path) -> None:
+    with pytest.raises(DatabaseNotFound) as info:
+        Database.open(tmp_path / "nothing", create=False)
+    assert info.value.code == "db_not_found"
+
+
+def test_using_a_closed_database_gives_db_closed(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    db.close()
+    db.close()  # idempotent
+    with pytest.raises(DatabaseClosed):
+        db.get(b"a")
+    with pytest.raises(DatabaseClosed):
+        db.put(b"a", b"1")
+    with pytest.raises(DatabaseClosed), db.batch() as b:
+        b.put(b"a", b"1")
+
+
+def test_a_failed_write_raises_db_write_failed_and_leaves_nothing_of_the_batch(tmp_path: Path) -> None:
+    # A file size limit makes LevelDB's log append fail exactly as a full disk does (EFBIG vs ENOSPC).
+    result = run_python(f"""
+        import resource, signal
+        from storage.db import Database
+        from storage.errors import StorageError
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        db = Database.open({str(tmp_path / "db")!r})
+        db.put(b"before", b"1", sync=True)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (256 * 1024, 256 * 1024))
+        try:
+            for i in range(100):
+                with db.batch(sync=True) as b:
+                    for j in range(50):
+                        b.put(b"big%d-%d" % (i, j), b"x" * 1024)
+        except StorageError as exc:
+            print(exc.code, i)
+        """)
+    assert "Traceback" not in result.stderr, result.stderr
+    code, failed_at = result.stdout.split()
+    assert code == "db_write_failed"
+    with Database.open(tmp_path / "db") as db:
+        assert db.get(b"before") == b"1"
+        assert db.get(b"big%s-0" % failed_at.encode()) is None  # the failed batch left nothing
+
+
+def test_db_write_failed_is_a_storage_error_with_a_stable_code() -> None:
+    err = DatabaseWriteFailed("disk full")
+    assert isinstance(err, StorageError) and err.code == "db_write_failed" and err.message == "disk full"
+
+
+def test_a_snapshot_does_not_see_later_writes(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        db.put(b"a", b"1")
+        with db.snapshot() as snap:
+            db.put(b"a", b"2")
+            db.put(b"b", b"3")
+            assert snap.get(b"a") == b"1"
+            assert snap.get(b"b") is None
+            assert list(snap.iterate()) == [(b"a", b"1")]
+        assert db.get(b"a") == b"2"
+
+
+def test_a_prefixed_view_reads_and_writes_relative_keys_only_under_its_prefix(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        db.put(b"a1", b"outside")
+        db.put(b"b1", b"outside")
+        view = db.prefixed(b"W")
+        view.put(b"2", b"two")
+        view.put(b"1", b"one")
+        assert view.get(b"1") == b"one"
+        assert db.get(b"W1") == b"one"
+        assert list(view.iterate()) == [(b"1", b"one"), (b"2", b"two")]
+        assert list(view.iterate(b"2")) == [(b"2", b"two")]
+        assert list(view.iterate(reverse=True)) == [(b"2", b"two"), (b"1", b"one")]
+        view.delete(b"1")
+        assert view.get(b"1") is None and db.get(b"a1") == b"outside"
+
+
+def test_delete_prefix_removes_exactly_that_namespace(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        db.write([(b"s1", b""), (b"s2", b""), (b"t1", b""), (b"r9", b"")])
+        with db.batch() as b:
+            assert db.delete_prefix(b"s", b) == 2
+        assert [k for k, _ in db.iterate()] == [b"r9", b"t1"]
