@@ -183,8 +183,9 @@ class Mempool:
         per_sender: dict[bytes, int] = {}
         proj_n, proj_b = len(self._by_hash), self._bytes
         verification = _Verification(self)  # signature jobs start while later txs are still decoded
+        memo: dict[bytes, int] = {}  # account nonces read once per sender per batch
         for i, raw in enumerate(raw_txs):
-            r = self._precheck(raw, batch_hashes, batch_nonces, per_sender, proj_n, proj_b)
+            r = self._precheck(raw, batch_hashes, batch_nonces, per_sender, proj_n, proj_b, memo)
             if isinstance(r, AdmitResult):
                 results[i] = r
                 continue
@@ -214,12 +215,18 @@ class Mempool:
         self.stats.rejected[code] += 1
         return AdmitResult(tx_hash, False, code, message)
 
-    def _committed_next(self, sender: bytes) -> int:
+    def _committed_next(self, sender: bytes, memo: dict[bytes, int]) -> int:
         s = self._senders.get(sender)
-        return s.next_nonce if s is not None else self._account_nonce(sender)
+        if s is not None:
+            return s.next_nonce
+        n = memo.get(sender)
+        if n is None:
+            n = memo[sender] = self._account_nonce(sender)
+        return n
 
     def _precheck(self, raw: bytes, batch_hashes: set[bytes], batch_nonces: set[tuple[bytes, int]],
-                  per_sender: dict[bytes, int], proj_n: int, proj_b: int) -> AdmitResult | SignedTx:
+                  per_sender: dict[bytes, int], proj_n: int, proj_b: int,
+                  memo: dict[bytes, int]) -> AdmitResult | SignedTx:
         lim = self.limits
         if len(raw) > lim.max_tx_bytes:
             return self._reject(None, "too_large", f"tx of {len(raw)} bytes exceeds {lim.max_tx_bytes}")
@@ -234,7 +241,7 @@ class Mempool:
             return self._reject(h, "duplicate", "tx is already pending")
         if h in self._recent:
             return self._reject(h, "already_committed", "tx was committed recently")
-        nxt = self._committed_next(tx.sender)
+        nxt = self._committed_next(tx.sender, memo)
         if tx.nonce < nxt:
             return self._reject(h, "nonce_too_low", f"nonce {tx.nonce} is below the next nonce {nxt}")
         if tx.nonce >= nxt + lim.nonce_window:

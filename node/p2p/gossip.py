@@ -22,9 +22,12 @@ from typing import Any, Protocol
 
 import structlog
 
+from node.p2p.channel import OVERHEAD
+from node.p2p.errors import P2PError
 from node.p2p.node import P2P
 from node.p2p.types import P2PSettings
-from protocol.messages import T_TXS, Txs
+from protocol.crypto import PUBLIC_KEY_SIZE
+from protocol.messages import MAX_ALSO, MAX_TXS_PER_BATCH, T_TXS, Txs
 from protocol.tx import SignedTx
 
 # (gossip id, raw, excluded source peer or None, only-this-peer or None)
@@ -59,6 +62,10 @@ class TxGossip:
         self._wake = asyncio.Event()
         self._intake: asyncio.Queue[tuple[bytes, tuple[bytes, ...]]] = asyncio.Queue(self.s.gossip_intake_batches)
         self._tasks: list[asyncio.Task[None]] = []
+        # a batch must fit one frame: envelope, map keys and the `also` list take the rest
+        room = p2p.settings.max_frame - OVERHEAD - 64 - MAX_ALSO * (PUBLIC_KEY_SIZE + 2)
+        self._batch_bytes = max(1, min(self.s.gossip_batch_bytes, room))
+        self._batch_txs = max(1, min(self.s.gossip_batch_txs, MAX_TXS_PER_BATCH))
         p2p.register(T_TXS, self._on_txs)
         p2p.add_peer_listener(self._on_peer)
         mempool.set_gossip(self.announce)
@@ -109,7 +116,10 @@ class TxGossip:
             if self._pending_bytes < self.s.gossip_batch_bytes:
                 await asyncio.sleep(self.s.gossip_flush_interval)
             self._wake.clear()
-            self.flush()
+            try:
+                self.flush()
+            except Exception:  # a bug here must not end gossip for the node's lifetime
+                self.log.exception("gossip_flush_failed")
 
     def flush(self) -> None:
         """Send every pending tx to each connected peer not known to have it, in batches."""
@@ -133,11 +143,12 @@ class TxGossip:
         cur: list[tuple[bytes, bytes]] = []
         size = 0
         for item in items:
-            if cur and (len(cur) >= self.s.gossip_batch_txs or size + len(item[1]) > self.s.gossip_batch_bytes):
+            cost = len(item[1]) + 5  # bin header
+            if cur and (len(cur) >= self._batch_txs or size + cost > self._batch_bytes):
                 out.append(cur)
                 cur, size = [], 0
             cur.append(item)
-            size += len(item[1])
+            size += cost
         if cur:
             out.append(cur)
         return out
@@ -149,8 +160,13 @@ class TxGossip:
         raws = tuple(r for _, r in chunk)
         ids = [g for g, _ in chunk]
         for p in sendable:
-            also = tuple(q for q in sendable if q != p)
-            if self.p2p.send(p, T_TXS, Txs(txs=raws, also=also).to_value()):
+            also = tuple(q for q in sendable if q != p)[:MAX_ALSO]  # naming fewer is always safe
+            try:
+                queued = self.p2p.send(p, T_TXS, Txs(txs=raws, also=also).to_value())
+            except P2PError as exc:  # a single tx larger than the configured frame limit
+                self.log.warning("gossip_batch_too_large", txs=len(raws), error=str(exc))
+                return
+            if queued:
                 self._mark(known[p], ids)
                 self.stats.gossip_batches_out += 1
                 self.stats.gossip_txs_out += len(raws)

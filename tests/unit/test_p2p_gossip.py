@@ -105,3 +105,15 @@ async def test_an_invalid_tx_from_a_peer_is_rejected_and_not_relayed(net: list[N
     assert b.mempool.get(good.hash) is not None and b.mempool.get(bad.hash) is None
     assert b.mempool.stats.rejected["bad_signature"] == 1
     assert c.mempool.get(good.hash) is not None
+
+
+async def test_gossip_splits_at_the_batch_cap_and_keeps_the_known_sets_bounded(net: list[Node]) -> None:
+    capped = P2PSettings(**{**{f: getattr(FAST, f) for f in FAST.__dataclass_fields__},
+                            "gossip_batch_txs": 10, "gossip_known_per_peer": 16})
+    a, b = await build(net, 2, [(1, 0)], settings=capped)
+    await until(lambda: a.p2p.is_connected(b.p2p.public_key))
+    txs = [tx(SENDERS[i % 5], i // 5) for i in range(50)]
+    await a.mempool.add_many([t.raw for t in txs])
+    await until(lambda: len(b.mempool) == 50)
+    assert a.p2p.stats.gossip_batches_out == 5 and b.p2p.stats.gossip_batches_in == 5
+    assert all(len(k) <= 16 for n in net for k in n.gossip._known.values())
