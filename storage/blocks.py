@@ -52,6 +52,11 @@ class BlockStore:
     def state_root(self) -> bytes:
         return self.state.root()
 
+    def first_block_height(self) -> int | None:
+        """Lowest height whose block is stored (above 1 after a state sync), None when there is none."""
+        first = next(self.db.iterate(prefix=schema.BLOCK), None)
+        return schema.read_u64(first[0][1:]) if first is not None else None
+
     def head_ops(self, height: int, last_hash: bytes, state_root: bytes) -> list[Op]:
         """Ops that set the chain head; pass to `SnapshotImporter.finish` after a state sync."""
         return [(schema.META_HEIGHT, u64(height)), (schema.META_LAST_HASH, last_hash),

@@ -17,7 +17,7 @@ fixed-width big-endian so that LevelDB's byte order is numeric order. To add a n
 | `k`    | `k` + bucket u16                      | Merkle bucket blob: sorted (key hash + leaf hash)   |
 | `n`    | `n` + level u8 + index u16            | Merkle node hash (32); only level 16 is persisted   |
 | `W`    | `W` + sequence u64                    | consensus WAL record bytes                          |
-| `P`    | `P` + height u64                      | snapshot metadata (canonical msgpack map)           |
+| `P`    | `P` + height u64                      | snapshot manifest (canonical msgpack map)           |
 | `X`    | `X` + `s`/`k` + as above              | snapshot import staging (wiped at import start)     |
 """
 
@@ -54,7 +54,7 @@ TABLE: Final[dict[bytes, str]] = {
     MERKLE_BUCKET: "bucket u16 -> sorted 64-byte (key hash + leaf hash) entries",
     MERKLE_NODE: "level u8 + index u16 -> node hash",
     WAL: "sequence u64 -> consensus WAL record",
-    SNAPSHOT_META: "height u64 -> snapshot metadata",
+    SNAPSHOT_META: "height u64 -> snapshot manifest (storage.snapshot.SnapshotManifest)",
     IMPORT_STAGING: "staging copy of s/k during a snapshot import",
 }
 assert all(len(p) == 1 for p in TABLE) and len(set(TABLE)) == len(TABLE)

@@ -4,7 +4,8 @@ Chunk wire format (canonical msgpack): `{"index": i, "root": <32-byte state root
 ...]}`, keys strictly ascending within and across chunks. Chunks are packed greedily up to
 `max_chunk_bytes` of key+value payload (at least one item each; an empty state is one empty chunk), so
 every honest node at the same height with the same limit produces byte-identical chunks: a syncing node
-may fetch different chunks from different peers.
+may fetch different chunks from different peers. A `SnapshotManifest` (height, root, chunk limit, the
+sha256 of every chunk) lets the importer check each chunk on arrival; manifests are kept under `P`.
 
 Rule: an import never touches the live state until the very end. Chunks are checked one by one
 (structure, order, root field) and staged under the `X` namespace; `finish` rebuilds the Merkle root
@@ -15,14 +16,17 @@ the state in one synced batch. Any failure raises a `SnapshotError` and wipes th
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from protocol import codec, merkle
-from protocol.errors import CodecError
+from protocol.crypto import sha256
+from protocol.errors import CodecError, FieldError, ProtocolError
+from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list
 from protocol.merkle import DEPTH, MAX_KEY_BYTES, MAX_VALUE_BYTES, TreeNodes
 from storage import schema
-from storage.db import Op, Snapshot
-from storage.errors import SnapshotError, SnapshotRootMismatch
+from storage.db import Database, Op, Snapshot
+from storage.errors import DatabaseCorrupt, SnapshotError, SnapshotRootMismatch
 
 if TYPE_CHECKING:
     from storage.state import StateStore
@@ -31,6 +35,9 @@ MAX_CHUNK_BYTES = 16 * 1024 * 1024
 MIN_CHUNK_BYTES = 1024
 CHUNK_LIMITS = codec.Limits(max_bytes=MAX_CHUNK_BYTES + MAX_VALUE_BYTES + 64 * 1024, max_depth=4,
                             max_str=16, max_bin=MAX_VALUE_BYTES, max_array=MAX_CHUNK_BYTES // 2, max_map=4)
+MAX_MANIFEST_CHUNKS = 1_000_000
+MANIFEST_LIMITS = codec.Limits(max_bytes=MAX_MANIFEST_CHUNKS * 40, max_depth=3, max_str=32, max_bin=64,
+                               max_array=MAX_MANIFEST_CHUNKS, max_map=8)
 _S = schema.STATE
 _STAGE_S = schema.staging_key(schema.STATE)
 
@@ -38,6 +45,62 @@ _STAGE_S = schema.staging_key(schema.STATE)
 def _check_limit(max_chunk_bytes: int) -> None:
     if not MIN_CHUNK_BYTES <= max_chunk_bytes <= MAX_CHUNK_BYTES:
         raise ValueError(f"max_chunk_bytes must be {MIN_CHUNK_BYTES}..{MAX_CHUNK_BYTES}")
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotManifest:
+    """What a serving node says about one snapshot: lets a syncing node check each chunk on arrival.
+
+    The manifest itself is not certified (only `root` is, by the checkpoint), so a chunk that fails its
+    hash blames the peer that served it; the final root check is what makes the import safe.
+    """
+
+    height: int
+    root: bytes
+    max_chunk_bytes: int
+    chunk_hashes: tuple[bytes, ...]
+
+    def to_value(self) -> dict[str, Any]:
+        return {"height": self.height, "root": self.root, "max_chunk_bytes": self.max_chunk_bytes,
+                "chunk_hashes": list(self.chunk_hashes)}
+
+    def encode(self) -> bytes:
+        return codec.encode(self.to_value())
+
+    @classmethod
+    def from_value(cls, v: Any) -> SnapshotManifest:
+        m = expect_map(v, "snapshot manifest")
+        only_keys(m, {"height", "root", "max_chunk_bytes", "chunk_hashes"}, "snapshot manifest")
+        hashes = req_list(m, "chunk_hashes", max_len=MAX_MANIFEST_CHUNKS)
+        if not hashes or any(not isinstance(x, bytes) or len(x) != merkle.HASH_SIZE for x in hashes):
+            raise FieldError("chunk_hashes must be a non-empty list of 32-byte hashes")
+        return cls(height=req_int(m, "height", lo=0, hi=2**63 - 1), root=req_bytes(m, "root", size=merkle.HASH_SIZE),
+                   max_chunk_bytes=req_int(m, "max_chunk_bytes", lo=MIN_CHUNK_BYTES, hi=MAX_CHUNK_BYTES),
+                   chunk_hashes=tuple(hashes))
+
+    @classmethod
+    def decode(cls, data: bytes) -> SnapshotManifest:
+        return cls.from_value(codec.decode(data, MANIFEST_LIMITS))
+
+
+def save_manifest(db: Database, manifest: SnapshotManifest) -> None:
+    """Record a manifest under its height (the `P` namespace)."""
+    db.put(schema.snapshot_meta_key(manifest.height), manifest.encode(), sync=True)
+
+
+def load_manifest(db: Database, height: int | None = None) -> SnapshotManifest | None:
+    """The manifest recorded for `height`, or the highest one when height is None."""
+    if height is None:
+        latest = next(db.iterate(prefix=schema.SNAPSHOT_META, reverse=True), None)
+        raw = latest[1] if latest is not None else None
+    else:
+        raw = db.get(schema.snapshot_meta_key(height))
+    if raw is None:
+        return None
+    try:
+        return SnapshotManifest.decode(raw)
+    except ProtocolError as exc:
+        raise DatabaseCorrupt(f"stored snapshot manifest does not decode: {exc.message}") from exc
 
 
 class StateSnapshot:
@@ -104,6 +167,18 @@ class StateSnapshot:
             self._starts[max_chunk_bytes] = [first for _i, first, _items in self._pack(max_chunk_bytes, None, 0)]
         return self._starts[max_chunk_bytes]
 
+    def manifest(self, max_chunk_bytes: int) -> SnapshotManifest:
+        """One pass over the snapshot: the hash of every chunk (also primes random access)."""
+        _check_limit(max_chunk_bytes)
+        hashes = []
+        starts = []
+        for index, first, items in self._pack(max_chunk_bytes, None, 0):
+            starts.append(first)
+            hashes.append(sha256(self._encode(index, items)))
+        self._starts[max_chunk_bytes] = starts
+        return SnapshotManifest(height=self.height, root=self.root, max_chunk_bytes=max_chunk_bytes,
+                                chunk_hashes=tuple(hashes))
+
     def chunk(self, index: int, max_chunk_bytes: int) -> bytes | None:
         """Chunk `index` (random access for serving peers), or None past the end."""
         starts = self._chunk_starts(max_chunk_bytes)
@@ -145,10 +220,14 @@ def _decode_chunk(data: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:
 class SnapshotImporter:
     """Rebuilds the state from chunks given in order and installs it only if its root is `expected_root`."""
 
-    def __init__(self, store: StateStore, expected_root: bytes) -> None:
+    def __init__(self, store: StateStore, expected_root: bytes, *,
+                 manifest: SnapshotManifest | None = None) -> None:
         if len(expected_root) != merkle.HASH_SIZE:
             raise ValueError("expected_root must be 32 bytes")
+        if manifest is not None and manifest.root != expected_root:
+            raise SnapshotRootMismatch("the snapshot manifest is for a different state root")
         self._store = store
+        self.manifest = manifest
         self.expected_root = expected_root
         self.next_index = 0
         self.items = 0
@@ -180,6 +259,11 @@ class SnapshotImporter:
             raise self._fail(SnapshotError(f"expected snapshot chunk {self.next_index}, got {index}"))
         if root != self.expected_root:
             raise self._fail(SnapshotRootMismatch("snapshot chunk belongs to a different state root"))
+        if self.manifest is not None:
+            hashes = self.manifest.chunk_hashes
+            if index >= len(hashes) or sha256(data) != hashes[index]:
+                raise self._fail(SnapshotError(f"snapshot chunk {index} does not match the manifest",
+                                               code="snapshot_chunk_mismatch"))
         last = self._last_key
         for k, _v in items:
             if last is not None and k <= last:
@@ -206,6 +290,9 @@ class SnapshotImporter:
             raise SnapshotError("this import is already finished or aborted")
         if self.next_index == 0:
             raise self._fail(SnapshotError("no snapshot chunks were imported"))
+        if self.manifest is not None and self.next_index != len(self.manifest.chunk_hashes):
+            raise self._fail(SnapshotError(f"imported {self.next_index} chunks, the manifest lists "
+                                           f"{len(self.manifest.chunk_hashes)}"))
         blobs = {b: b"".join(sorted(es)) for b, es in self._entries.items()}
         hashes = {b: merkle.bucket_hash(blob) for b, blob in blobs.items()}
         nodes = TreeNodes.from_bucket_hashes(sorted(hashes.items()))

@@ -203,3 +203,13 @@ def test_kill_9_during_commits_leaves_a_consistent_height(tmp_path: Path) -> Non
     assert merkle.compute_root(items) == chain.state.root()
     assert chain.db.get(schema.META_LAST_HASH) == chain.blocks.get_block(h).hash  # type: ignore[union-attr]
     chain.close()
+
+
+def test_first_block_height_is_none_before_blocks_and_one_after(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "db")
+    chain.genesis({})
+    assert chain.blocks.first_block_height() is None
+    chain.commit({b"a": b"1"})
+    chain.commit({b"a": b"2"})
+    assert chain.blocks.first_block_height() == 1
+    chain.close()

@@ -7,11 +7,19 @@ from pathlib import Path
 import pytest
 
 from protocol import codec, merkle
+from protocol.crypto import sha256
+from protocol.errors import FieldError
 from storage import schema
 from storage.blocks import BlockStore
 from storage.db import Database
 from storage.errors import SnapshotError, SnapshotRootMismatch
-from storage.snapshot import SnapshotImporter, StateSnapshot
+from storage.snapshot import (
+    SnapshotImporter,
+    SnapshotManifest,
+    StateSnapshot,
+    load_manifest,
+    save_manifest,
+)
 from storage.state import StateStore
 
 ITEMS = {b"acct/%05d" % i: b"balance-%d" % (i * 37) for i in range(1500)}
@@ -70,6 +78,7 @@ def test_a_snapshot_serves_the_state_of_its_height_while_new_blocks_commit(tmp_p
     for c in chunks:
         importer.add_chunk(c)
     importer.finish()
+    assert importer.items == len(ITEMS)
     dst_db.close()
     db.close()
 
@@ -176,3 +185,54 @@ def test_finish_installs_the_chain_head_in_the_same_batch(tmp_path: Path) -> Non
     assert blocks.state_root_at(100) == src.root() == blocks.state_root()
     src_db.close()
     dst_db.close()
+
+
+def test_a_manifest_checks_every_chunk_on_arrival_and_round_trips_through_storage(tmp_path: Path) -> None:
+    src_db, src = store_with(tmp_path / "src", ITEMS)
+    snap = StateSnapshot.take(src)
+    manifest = snap.manifest(4096)
+    chunks = list(snap.chunks(4096))
+    assert manifest.chunk_hashes == tuple(sha256(c) for c in chunks)
+    assert [snap.chunk(i, 4096) for i in range(len(chunks))] == chunks
+    save_manifest(src_db, manifest)
+    save_manifest(src_db, SnapshotManifest(height=manifest.height + 100, root=manifest.root,
+                                           max_chunk_bytes=4096, chunk_hashes=manifest.chunk_hashes))
+    assert load_manifest(src_db, manifest.height) == manifest
+    latest = load_manifest(src_db)
+    assert latest is not None and latest.height == manifest.height + 100
+    assert load_manifest(src_db, 12345) is None
+    assert SnapshotManifest.decode(manifest.encode()) == manifest
+
+    dst_db, dst = store_with(tmp_path / "dst", {b"mine": b"keep me"})
+    importer = SnapshotImporter(dst, src.root(), manifest=manifest)
+    importer.add_chunk(chunks[0])
+    value = codec.decode(chunks[1], codec.Limits(max_bytes=1 << 20))
+    value["items"] = value["items"][:-1]  # well-formed, ascending, but not what the manifest says
+    with pytest.raises(SnapshotError) as info:
+        importer.add_chunk(codec.encode(value))
+    assert info.value.code == "snapshot_chunk_mismatch"
+    assert dict(dst.reader().iter_range(b"", b"\xff")) == {b"mine": b"keep me"}
+
+    importer = SnapshotImporter(dst, src.root(), manifest=manifest)
+    for c in chunks[:-1]:
+        importer.add_chunk(c)
+    with pytest.raises(SnapshotError):
+        importer.finish()  # a chunk short of the manifest
+    importer = SnapshotImporter(dst, src.root(), manifest=manifest)
+    for c in chunks:
+        importer.add_chunk(c)
+    importer.finish()
+    assert dst.root() == src.root()
+    with pytest.raises(SnapshotRootMismatch):
+        SnapshotImporter(dst, b"\x00" * 32, manifest=manifest)
+    snap.close()
+    src_db.close()
+    dst_db.close()
+
+
+def test_a_malformed_manifest_is_rejected() -> None:
+    good = SnapshotManifest(height=5, root=b"\x01" * 32, max_chunk_bytes=4096, chunk_hashes=(b"\x02" * 32,))
+    for bad in ({**good.to_value(), "chunk_hashes": []}, {**good.to_value(), "chunk_hashes": [b"x"]},
+                {**good.to_value(), "max_chunk_bytes": 1}, {**good.to_value(), "extra": 1}):
+        with pytest.raises(FieldError):
+            SnapshotManifest.from_value(bad)
