@@ -1,0 +1,181 @@
+"""What goes into `Replica.handle` (events) and what comes out (actions).
+
+Rule: the driver executes a returned action list strictly in order; a `Persist` is durable (fsynced)
+before the next action runs, and a `CommitBlock` is durable in the block store before the next action runs.
+Everything the driver must answer is answered by feeding an event back (`BuildBlock` -> `BlockBuilt`,
+`ValidateBlock` -> `BlockValidated`, `CommitBlock` -> `BlockExecuted`, `NeedSync` -> `SyncedTo`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocol.block import Block
+from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
+from protocol.consensus.messages import Message, SignedMessage
+
+# Timer kinds. A replica keeps at most one timer of each kind; a fire whose token is not the latest
+# one set for that kind is ignored, so the driver never needs to cancel precisely.
+TIMER_VIEW = "view"          # work pending (or a view change running) without a commit
+TIMER_BATCH = "batch"        # the primary waits this long for a fuller block
+TIMER_RETRANSMIT = "retransmit"  # re-send own messages of an unfinished round
+
+
+# ---------------------------------------------------------------- events (driver -> replica)
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived:
+    """A decoded consensus message; `sender` is the authenticated peer key it came from."""
+
+    sender: bytes
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class TimerFired:
+    kind: str
+    token: int
+
+
+@dataclass(frozen=True, slots=True)
+class WorkPending:
+    """The mempool's current totals (not a delta). Feed it when they change and after every
+    CommitBlock/SyncedTo, also when they are zero."""
+
+    txs: int
+    bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class BlockBuilt:
+    """Answer to BuildBlock: the block the driver built for (height, view, parent)."""
+
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class BlockValidated:
+    """Answer to ValidateBlock: tx signatures, timestamp bounds, state_root, parent state checked."""
+
+    block_hash: bytes
+    ok: bool
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class BlockExecuted:
+    """The driver finished storing and executing committed block `height`; `state_root` is the state
+    after it. Lets the primary build height + 1 and validators sign the checkpoint at multiples of K."""
+
+    height: int
+    block_hash: bytes
+    state_root: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class SyncedTo:
+    """The driver fetched, verified, stored and executed blocks up to `height` by block sync."""
+
+    height: int
+    block_hash: bytes
+    cert: CommitCertificate
+    state_root: bytes
+
+
+Event = MessageReceived | TimerFired | WorkPending | BlockBuilt | BlockValidated | BlockExecuted | SyncedTo
+
+
+# ---------------------------------------------------------------- actions (replica -> driver)
+
+@dataclass(frozen=True, slots=True)
+class Send:
+    to: bytes
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Broadcast:
+    """Send to every validator (and observers) except ourselves."""
+
+    msg: Message
+
+
+@dataclass(frozen=True, slots=True)
+class Persist:
+    """Append `record` to the consensus WAL and fsync it before executing the next action."""
+
+    record: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class CommitBlock:
+    """Block `block` is decided; store it with `certificate` (atomically), execute it, then feed
+    BlockExecuted(height, hash, state_root) and a fresh WorkPending."""
+
+    block: Block
+    certificate: CommitCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class SetTimer:
+    kind: str
+    token: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class CancelTimer:
+    kind: str
+
+
+@dataclass(frozen=True, slots=True)
+class BuildBlock:
+    """Take up to max_txs / max_bytes from the mempool, choose time and state_root (after parent),
+    build `protocol.block.Block` with proposer = own key and this height/view/parent, feed BlockBuilt."""
+
+    height: int
+    view: int
+    parent: bytes
+    max_txs: int
+    max_bytes: int
+
+
+@dataclass(frozen=True, slots=True)
+class ValidateBlock:
+    """Check everything the replica does not (tx signatures, timestamps, state_root against the state
+    after block height - 1, which the driver must have executed first); feed BlockValidated."""
+
+    block: Block
+
+
+@dataclass(frozen=True, slots=True)
+class NeedSync:
+    """A quorum-backed proof shows blocks up to `target_height` are committed; fetch them with their
+    commit certificates from `peers` (validator keys that signed it), verify, execute, feed SyncedTo."""
+
+    target_height: int
+    peers: tuple[bytes, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StableCheckpoint:
+    """n - f validators agree on (height, block_hash, state_root): keep a snapshot there; WAL records
+    and certificates below it are no longer needed by consensus."""
+
+    height: int
+    block_hash: bytes
+    state_root: bytes
+    certificate: CheckpointCertificate
+
+
+@dataclass(frozen=True, slots=True)
+class Evidence:
+    """Validator `index` signed two conflicting messages (same kind, view, height; different content)."""
+
+    index: int
+    first: SignedMessage
+    second: SignedMessage
+
+
+Action = (Send | Broadcast | Persist | CommitBlock | SetTimer | CancelTimer | BuildBlock | ValidateBlock | NeedSync
+          | StableCheckpoint | Evidence)

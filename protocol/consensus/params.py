@@ -1,0 +1,62 @@
+"""Consensus parameters: every limit and timer of the replica, with its default, in one frozen value.
+
+Rule: the replica reads limits and durations only from here; durations are integer milliseconds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+MAX_VALIDATORS = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusParams:
+    max_block_txs: int = 2_000           # the primary cuts a block at this many pending txs...
+    max_block_bytes: int = 4 * 1024 * 1024  # ...or this many pending bytes...
+    batch_timeout_ms: int = 50           # ...or when this timer fires after work became pending
+    view_timeout_ms: int = 2_000         # base view timeout: work pending without a commit
+    view_timeout_cap_ms: int = 60_000    # the exponential back-off stops doubling here
+    retransmit_ms: int = 1_000           # own messages of an unfinished round are re-sent this often
+    checkpoint_interval: int = 100       # K: validators sign a CHECKPOINT every K heights
+    window: int = 1                      # heights in flight; this implementation runs exactly one
+    future_view_window: int = 64         # messages for views beyond view + this are dropped
+    future_height_window: int = 200      # messages for heights beyond committed + this are dropped
+    per_sender_buffer: int = 64          # buffered (not yet usable) messages kept per validator
+    max_evidence: int = 64               # conflicting-signature pairs kept; the oldest are dropped
+    sig_cache_size: int = 4_096          # verified (signer, signed bytes, signature) triples remembered
+    help_interval_ms: int = 500          # at most one catch-up proof per lagging validator this often
+
+    def __post_init__(self) -> None:
+        for name in ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
+                     "retransmit_ms", "checkpoint_interval", "future_view_window",
+                     "future_height_window", "per_sender_buffer", "max_evidence", "sig_cache_size"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"consensus parameter {name} must be >= 1")
+        if self.help_interval_ms < 0:
+            raise ValueError("consensus parameter help_interval_ms must be >= 0")
+        if self.view_timeout_cap_ms < self.view_timeout_ms:
+            raise ValueError("view_timeout_cap_ms must be >= view_timeout_ms")
+        if self.window != 1:
+            raise ValueError("only window = 1 (one height in flight) is implemented")
+        if self.future_height_window < self.checkpoint_interval:
+            raise ValueError("future_height_window must cover at least one checkpoint interval")
+
+    def view_timeout(self, failures: int) -> int:
+        """Timeout after `failures` consecutive view changes without a commit: base * 2**k, capped."""
+        t = self.view_timeout_ms
+        for _ in range(min(failures, 32)):
+            t *= 2
+            if t >= self.view_timeout_cap_ms:
+                return self.view_timeout_cap_ms
+        return min(t, self.view_timeout_cap_ms)
+
+
+def max_faulty(n: int) -> int:
+    """f: the most byzantine validators n tolerates (n >= 3f + 1)."""
+    return (n - 1) // 3
+
+
+def quorum(n: int) -> int:
+    """n - f signers: any two quorums share at least f + 1 validators, so at least one honest one."""
+    return n - max_faulty(n)
