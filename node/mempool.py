@@ -14,6 +14,7 @@ executor sees plain tuples, never the pool's state.
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import Executor, ThreadPoolExecutor
@@ -39,6 +40,7 @@ class MempoolLimits:
     max_tx_bytes: int = MAX_TX_BYTES
     max_batch: int = 10_000  # raw txs per add_many call
     recent_committed: int = 200_000  # LRU of committed hashes rejected as duplicates
+    ttl_s: float = 900.0  # a tx pending this long (e.g. behind a nonce gap) is dropped
     verified_cache: int = 200_000  # LRU of (hash -> signature) already verified
     verify_chunk: int = 256  # signatures per executor job
 
@@ -122,7 +124,9 @@ class Mempool:
         self._executor: Executor = verify_executor or ThreadPoolExecutor(2, thread_name_prefix="sigverify")
         self._gossip = gossip
         self._by_hash: dict[bytes, SignedTx] = {}  # insertion order = arrival order
-        self._arrival: dict[bytes, int] = {}
+        self._arrival: dict[bytes, tuple[int, float]] = {}  # hash -> (sequence, monotonic admission time)
+        self._clock: Callable[[], float] = time.monotonic
+        self._next_prune = 0.0
         self._seq = count()
         self._senders: dict[bytes, _Sender] = {}
         self._bytes = 0
@@ -176,6 +180,7 @@ class Mempool:
         if len(raw_txs) > lim.max_batch:
             return [self._reject(None, "batch_too_large", f"at most {lim.max_batch} txs per batch")
                     for _ in raw_txs]
+        self.prune_expired()
         results: list[AdmitResult | None] = [None] * len(raw_txs)
         cands: list[tuple[int, SignedTx]] = []
         batch_hashes: set[bytes] = set()
@@ -289,7 +294,7 @@ class Mempool:
         self._senders[tx.sender] = s
         s.txs[tx.nonce] = tx
         self._by_hash[h] = tx
-        self._arrival[h] = next(self._seq)
+        self._arrival[h] = (next(self._seq), self._clock())
         self._bytes += len(tx.raw)
         self.stats.admitted += 1
         return AdmitResult(h, True, ACCEPTED, "")
@@ -305,7 +310,7 @@ class Mempool:
         for sender, s in self._senders.items():
             first = s.txs.get(s.next_nonce)
             if first is not None:
-                heads.append((self._arrival[first.hash], sender))
+                heads.append((self._arrival[first.hash][0], sender))
         heads.sort()
         cursors = {sender: self._senders[sender].next_nonce for _, sender in heads}
         active = [sender for _, sender in heads]
@@ -363,6 +368,23 @@ class Mempool:
                 removed += 1
                 self.stats.evicted_stale += 1  # _drop forgets the sender once it has no txs left
         return removed
+
+    def prune_expired(self, *, force: bool = False) -> int:
+        """Drop txs pending longer than `ttl_s` (checked at most once a second unless forced)."""
+        now = self._clock()
+        if not force and now < self._next_prune:
+            return 0
+        self._next_prune = now + 1.0
+        cutoff = now - self.limits.ttl_s
+        old: list[SignedTx] = []
+        for h, (_, at) in self._arrival.items():  # insertion order = admission order
+            if at > cutoff:
+                break
+            old.append(self._by_hash[h])
+        for tx in old:
+            self._drop(tx)
+        self.stats.expired += len(old)
+        return len(old)
 
     def _drop(self, tx: SignedTx) -> None:
         del self._by_hash[tx.hash]

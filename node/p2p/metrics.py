@@ -78,6 +78,7 @@ class MempoolStats:
     rejected: Counter[str] = field(default_factory=Counter)  # by code
     committed: int = 0
     evicted_stale: int = 0
+    expired: int = 0  # pending longer than the TTL
     verified: int = 0  # signatures checked (each once)
 
 
@@ -98,5 +99,7 @@ class MempoolCollector(Collector):
                                   value=self._s.committed)
         yield CounterMetricFamily("smeledger_mempool_evicted_stale", "Txs dropped for a stale nonce",
                                   value=self._s.evicted_stale)
+        yield CounterMetricFamily("smeledger_mempool_expired", "Txs dropped after the TTL",
+                                  value=self._s.expired)
         yield CounterMetricFamily("smeledger_mempool_sig_verified", "Signatures verified",
                                   value=self._s.verified)

@@ -87,3 +87,21 @@ async def test_the_recently_committed_memory_is_bounded() -> None:
         assert len(mp._recent) == 3
     finally:
         mp.close()
+
+
+async def test_txs_pending_longer_than_the_ttl_are_dropped_oldest_first() -> None:
+    now = [1000.0]
+    mp = Mempool(CHAIN, lambda s: 0, limits=MempoolLimits(ttl_s=60.0))
+    mp._clock = lambda: now[0]
+    try:
+        await mp.add_many([tx(ALICE, 5).raw])  # stuck behind a nonce gap
+        now[0] += 30
+        await mp.add_many([tx(BOB, 0).raw])
+        now[0] += 31
+        assert mp.prune_expired(force=True) == 1
+        assert len(mp) == 1 and mp.stats.expired == 1
+        now[0] += 30
+        await mp.add_many([tx(CAROL, 0).raw])  # admission prunes too
+        assert len(mp) == 1 and mp.take_batch(10, 1 << 20)[0].sender == CAROL.public_key
+    finally:
+        mp.close()

@@ -103,3 +103,27 @@ def test_the_transcript_binds_the_chain_and_both_sides_keys() -> None:
     assert base != handshake_transcript("c", 1, b, a)
     assert base != handshake_transcript("c", 2, a, b)
     assert Hello.from_value(a.to_value()) == a
+
+
+def test_the_collectors_expose_p2p_and_mempool_counters_to_a_registry() -> None:
+    from prometheus_client import CollectorRegistry, generate_latest
+
+    from node.mempool import Mempool
+    from node.p2p import P2P
+    from protocol.crypto import PrivateKey
+
+    key = PrivateKey(b"\x01" * 32)
+    p2p = P2P(key, "c", validators=[key.public_key])
+    pool = Mempool("c", lambda _s: 0)
+    try:
+        reg = CollectorRegistry()
+        reg.register(p2p.collector())
+        reg.register(pool.collector())
+        p2p.stats.rejected_frames["replayed_counter"] += 1
+        pool.stats.rejected["mempool_full"] += 2
+        text = generate_latest(reg).decode()
+        assert 'smeledger_p2p_rejected_frames_total{reason="replayed_counter"} 1.0' in text
+        assert 'smeledger_mempool_rejected_total{code="mempool_full"} 2.0' in text
+        assert "smeledger_p2p_peers_connected 0.0" in text and "smeledger_mempool_txs 0.0" in text
+    finally:
+        pool.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -108,8 +109,7 @@ async def test_an_invalid_tx_from_a_peer_is_rejected_and_not_relayed(net: list[N
 
 
 async def test_gossip_splits_at_the_batch_cap_and_keeps_the_known_sets_bounded(net: list[Node]) -> None:
-    capped = P2PSettings(**{**{f: getattr(FAST, f) for f in FAST.__dataclass_fields__},
-                            "gossip_batch_txs": 10, "gossip_known_per_peer": 16})
+    capped = dataclasses.replace(FAST, gossip_batch_txs=10, gossip_known_per_peer=16)
     a, b = await build(net, 2, [(1, 0)], settings=capped)
     await until(lambda: a.p2p.is_connected(b.p2p.public_key))
     txs = [tx(SENDERS[i % 5], i // 5) for i in range(50)]
