@@ -27,6 +27,7 @@ from protocol.errors import ProtocolError
 from protocol.tx import MAX_TX_BYTES, SignedTx
 
 GossipCallback = Callable[[list[SignedTx], bytes | None], None]
+ChangeListener = Callable[[int, int], None]  # (pending txs, pending bytes) after a change
 
 ACCEPTED = "accepted"
 
@@ -133,11 +134,21 @@ class Mempool:
         self._recent: OrderedDict[bytes, None] = OrderedDict()
         self._verified: OrderedDict[bytes, bytes] = OrderedDict()
         self.stats = MempoolStats()
+        self._change_listeners: list[ChangeListener] = []
 
     # ---- wiring ----------------------------------------------------------------------------------
 
     def set_gossip(self, callback: GossipCallback | None) -> None:
         self._gossip = callback
+
+    def add_change_listener(self, listener: ChangeListener) -> None:
+        """`listener(txs, bytes)` runs after every admission, removal or expiry that changed the pool
+        (e.g. the consensus driver feeds WorkPending from it). It must not call back into the pool."""
+        self._change_listeners.append(listener)
+
+    def _changed(self) -> None:
+        for listener in self._change_listeners:
+            listener(len(self._by_hash), self._bytes)
 
     def collector(self) -> MempoolCollector:
         return MempoolCollector(self.stats, lambda: (len(self._by_hash), self._bytes))
@@ -212,8 +223,10 @@ class Mempool:
             results[i] = res
             if res.accepted:
                 admitted.append(tx)
-        if admitted and self._gossip is not None:
-            self._gossip(admitted, source)
+        if admitted:
+            if self._gossip is not None:
+                self._gossip(admitted, source)
+            self._changed()
         return [r for r in results if r is not None]
 
     def _reject(self, tx_hash: bytes | None, code: str, message: str) -> AdmitResult:
@@ -367,6 +380,8 @@ class Mempool:
                 self._drop(stale)
                 removed += 1
                 self.stats.evicted_stale += 1  # _drop forgets the sender once it has no txs left
+        if removed:
+            self._changed()
         return removed
 
     def prune_expired(self, *, force: bool = False) -> int:
@@ -384,6 +399,8 @@ class Mempool:
         for tx in old:
             self._drop(tx)
         self.stats.expired += len(old)
+        if old:
+            self._changed()
         return len(old)
 
     def _drop(self, tx: SignedTx) -> None:

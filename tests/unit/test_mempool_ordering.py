@@ -105,3 +105,13 @@ async def test_txs_pending_longer_than_the_ttl_are_dropped_oldest_first() -> Non
         assert len(mp) == 1 and mp.take_batch(10, 1 << 20)[0].sender == CAROL.public_key
     finally:
         mp.close()
+
+
+async def test_change_listeners_hear_the_new_totals_after_admission_and_removal(pool: Mempool) -> None:
+    heard: list[tuple[int, int]] = []
+    pool.add_change_listener(lambda n, b: heard.append((n, b)))
+    a = tx(ALICE, 0)
+    await pool.add_many([a.raw])
+    await pool.add_many([a.raw])  # duplicate: no change, no call
+    pool.remove_committed([a])
+    assert heard == [(1, len(a.raw)), (0, 0)]
