@@ -41,6 +41,14 @@ def _read_error(exc: BaseException, what: str) -> StorageError:
     return DatabaseCorrupt(f"{what}: {_text(exc)}")
 
 
+def _guarded(it: Any) -> Iterator[tuple[bytes, bytes]]:
+    """Translate errors raised while iterating (LevelDB itself stops silently on a corrupt block)."""
+    try:
+        yield from it
+    except (plyvel.Error, RuntimeError) as exc:
+        raise _read_error(exc, "iteration failed") from exc
+
+
 class WriteBatch:
     """Puts and deletes collected for one atomic write."""
 
@@ -91,8 +99,11 @@ class Snapshot:
         """Ascending (or descending) (key, value) pairs with start <= key < stop, or under `prefix`."""
         if prefix is not None:
             start, stop = prefix, prefix_end(prefix)
-        it: Iterator[tuple[bytes, bytes]] = self._snap.iterator(start=start, stop=stop, reverse=reverse)
-        return it
+        try:
+            it = self._snap.iterator(start=start, stop=stop, reverse=reverse)
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _read_error(exc, "snapshot iteration failed") from exc
+        return _guarded(it)
 
     def close(self) -> None:
         self._snap.close()
@@ -155,7 +166,9 @@ class Database:
         except OSError as exc:
             raise DatabaseCorrupt(f"cannot create database directory {p}: {exc.strerror}") from exc
         try:
-            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=True,
+            # paranoid_checks stays off: a torn, never-acknowledged log tail after a power cut is dropped
+            # rather than refusing to start; the state store checks its Merkle root against disk on open.
+            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=False,
                             lru_cache_size=cache_mb * 1024 * 1024,
                             write_buffer_size=write_buffer_mb * 1024 * 1024,
                             max_open_files=max_open_files)
@@ -203,10 +216,10 @@ class Database:
         if prefix is not None:
             start, stop = prefix, prefix_end(prefix)
         try:
-            it: Iterator[tuple[bytes, bytes]] = self._db.iterator(start=start, stop=stop, reverse=reverse)
+            it = self._db.iterator(start=start, stop=stop, reverse=reverse)
         except (plyvel.Error, RuntimeError) as exc:
             raise _read_error(exc, "iteration failed") from exc
-        return it
+        return _guarded(it)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -264,7 +277,7 @@ class Database:
     def delete_prefix(self, prefix: bytes, batch: WriteBatch) -> int:
         """Add a delete of every key under `prefix` to `batch`; returns how many."""
         n = 0
-        for key in self._db.iterator(prefix=prefix, include_value=False):
+        for key, _value in self.iterate(prefix=prefix):
             batch.delete(key)
             n += 1
         return n

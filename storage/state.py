@@ -69,20 +69,57 @@ class StagedState:
     update: MerkleUpdate
 
 
+DEFAULT_BUCKET_CACHE_BYTES = 64 * 1024 * 1024
+_ENTRY_OVERHEAD = 96  # rough per-entry cost of the dict slot and bytes object
+
+
 class _NodeSource:
-    """`merkle.NodeStore`: node rows from memory, bucket blobs from the live database."""
+    """`merkle.NodeStore`: node rows from memory, bucket blobs from the live database.
 
-    __slots__ = ("_db", "nodes")
+    With `cache_bytes` > 0 it keeps a FIFO-bounded cache of committed blobs (staging reads them for
+    every touched bucket); only the writer thread uses a caching source, so it needs no lock.
+    """
 
-    def __init__(self, db: Database, nodes: TreeNodes) -> None:
+    __slots__ = ("_cache", "_cached_bytes", "_db", "cache_bytes", "nodes")
+
+    def __init__(self, db: Database, nodes: TreeNodes, cache_bytes: int = 0) -> None:
         self._db = db
         self.nodes = nodes
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, bytes | None] = {}
+        self._cached_bytes = 0
 
     def row(self, level: int) -> list[bytes]:
         return self.nodes.row(level)
 
     def get_bucket(self, bucket: int) -> bytes | None:
-        return self._db.get(schema.merkle_bucket_key(bucket))
+        cache = self._cache
+        if bucket in cache:
+            return cache[bucket]
+        blob = self._db.get(schema.merkle_bucket_key(bucket))
+        if self.cache_bytes:
+            self.remember(bucket, blob)
+        return blob
+
+    def remember(self, bucket: int, blob: bytes | None) -> None:
+        cache = self._cache
+        if bucket in cache:
+            self._cached_bytes -= len(cache.pop(bucket) or b"") + _ENTRY_OVERHEAD
+        size = len(blob or b"") + _ENTRY_OVERHEAD
+        while cache and self._cached_bytes + size > self.cache_bytes:
+            self._cached_bytes -= len(cache.pop(next(iter(cache))) or b"") + _ENTRY_OVERHEAD
+        if size <= self.cache_bytes:
+            cache[bucket] = blob
+            self._cached_bytes += size
+
+    def committed(self, buckets: Mapping[int, bytes | None]) -> None:
+        if self.cache_bytes:
+            for bucket, blob in buckets.items():
+                self.remember(bucket, blob)
+
+    def clear(self) -> None:
+        self._cache.clear()
+        self._cached_bytes = 0
 
 
 def load_tree(source: Database | Snapshot) -> TreeNodes:
@@ -99,10 +136,10 @@ def load_tree(source: Database | Snapshot) -> TreeNodes:
 class StateStore:
     """State values and their Merkle commitment, over one `Database`."""
 
-    def __init__(self, db: Database) -> None:
+    def __init__(self, db: Database, *, bucket_cache_bytes: int = DEFAULT_BUCKET_CACHE_BYTES) -> None:
         self.db = db
         self.lock = threading.RLock()
-        self._source = _NodeSource(db, TreeNodes())
+        self._source = _NodeSource(db, TreeNodes(), bucket_cache_bytes)
         self._tree = MerkleTree(self._source)
         self.reload()
 
@@ -115,6 +152,7 @@ class StateStore:
                 raise DatabaseCorrupt(f"state root on disk {stored.hex()} does not match the Merkle "
                                       f"buckets ({nodes.root().hex()})")
             self._source.nodes = nodes
+            self._source.clear()
 
     def root(self) -> bytes:
         return self._source.nodes.root()
@@ -155,6 +193,7 @@ class StateStore:
         """Move the in-memory tree to `staged` once its ops are durably written (caller holds `lock`)."""
         self.check_base(staged)
         self._source.nodes.install(staged.update)
+        self._source.committed(staged.update.buckets)
 
     def commit(self, staged: StagedState, extra_ops: list[Op] | None = None) -> None:
         """Write a staged change on its own (genesis, tools, tests); blocks go through BlockStore.commit."""
@@ -169,8 +208,9 @@ class StateStore:
 
     def proof(self, key: bytes) -> Proof:
         """Inclusion or absence proof of `key` under the current root."""
-        with self.lock:
-            return self._tree.prove(key, self.db.get(_S + key))
+        with self.lock:  # an uncached source: proofs may come from any thread
+            tree = MerkleTree(_NodeSource(self.db, self._source.nodes))
+            return tree.prove(key, self.db.get(_S + key))
 
     def export_chunks(self, max_chunk_bytes: int) -> Iterator[bytes]:
         """Snapshot chunks of the current committed state (see storage/snapshot.py)."""

@@ -202,3 +202,20 @@ def test_delete_prefix_removes_exactly_that_namespace(tmp_path: Path) -> None:
         with db.batch() as b:
             assert db.delete_prefix(b"s", b) == 2
         assert [k for k, _ in db.iterate()] == [b"r9", b"t1"]
+
+
+def test_a_damaged_table_file_reads_as_db_corrupt_not_a_plyvel_error(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db, db.batch() as b:
+        for i in range(20000):
+            b.put(b"k%06d" % i, b"v" * 50)
+    # reopening flushes the log into a table file; then damage every table file
+    Database.open(tmp_path / "db").close()
+    tables = [f for f in (tmp_path / "db").iterdir() if f.suffix == ".ldb"]
+    assert tables
+    for f in tables:
+        data = bytearray(f.read_bytes())
+        for j in range(100, len(data) - 100, 997):
+            data[j] ^= 0xFF
+        f.write_bytes(bytes(data))
+    with Database.open(tmp_path / "db") as db, pytest.raises(DatabaseCorrupt):
+        db.get(b"k000500")

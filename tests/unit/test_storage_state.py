@@ -167,3 +167,42 @@ def test_stage_ops_cover_values_bucket_blobs_and_bucket_hashes_only(tmp_path: Pa
     assert prefixes == sorted([schema.STATE, schema.MERKLE_BUCKET, schema.MERKLE_NODE])
     assert (schema.state_key(b"b"), None) in staged.ops
     db.close()
+
+
+def test_a_damaged_state_database_fails_to_open_with_db_corrupt(tmp_path: Path) -> None:
+    db, store = open_store(tmp_path / "db")
+    store.commit(store.stage({b"k%d" % i: b"v" * 40 for i in range(20000)}))
+    db.close()
+    Database.open(tmp_path / "db").close()  # flush the log into table files
+    for f in (tmp_path / "db").iterdir():
+        if f.suffix == ".ldb":
+            data = bytearray(f.read_bytes())
+            for j in range(100, len(data) - 100, 501):
+                data[j] ^= 0xFF
+            f.write_bytes(bytes(data))
+    db = Database.open(tmp_path / "db")
+    with pytest.raises(DatabaseCorrupt):
+        StateStore(db)
+    db.close()
+
+
+@pytest.mark.parametrize("cache_bytes", [0, 700, 64 * 1024 * 1024])
+def test_the_bucket_cache_never_changes_the_root_whatever_its_size(tmp_path: Path, cache_bytes: int) -> None:
+    db = Database.open(tmp_path / "db")
+    store = StateStore(db, bucket_cache_bytes=cache_bytes)
+    rng = random.Random(cache_bytes)
+    model: dict[bytes, bytes] = {}
+    for _ in range(8):
+        changes: dict[bytes, bytes | None] = {
+            b"k%d" % rng.randint(0, 3000): (None if rng.random() < 0.3 else b"v%d" % rng.randint(0, 9))
+            for _ in range(400)}
+        if rng.random() < 0.3:
+            store.stage({b"never-committed": b"x"})  # staging alone must not leak into the cache
+        store.commit(store.stage(changes))
+        for k, v in changes.items():
+            if v is None:
+                model.pop(k, None)
+            else:
+                model[k] = v
+        assert store.root() == merkle.compute_root(model)
+    db.close()
