@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from node.p2p import P2P, P2PSettings, PeerAddr
+from node.p2p import P2P, HandshakeError, P2PError, P2PSettings, PeerAddr
 from node.p2p.handshake import handshake
 from node.p2p.stream import FrameStream
 from protocol import framing
@@ -98,10 +98,10 @@ async def test_a_node_dialing_itself_refuses_the_connection(nodes: list[P2P]) ->
     a = await start(nodes, make(0))
     reader, writer = await asyncio.open_connection("127.0.0.1", a.listen_port)
     try:
-        with pytest.raises(Exception) as err:
+        with pytest.raises(HandshakeError) as err:
             await handshake(FrameStream(reader, 1 << 20), writer, KEYS[0], CHAIN, initiator=True,
                             is_allowed=lambda _: True, timeout=2.0)
-        assert getattr(err.value, "reason", "") in ("self_connection", "eof")
+        assert err.value.reason in ("self_connection", "eof")
         await until(lambda: a.stats.handshake_failures["self_connection"] >= 1)
     finally:
         writer.close()
@@ -240,3 +240,51 @@ async def test_stop_closes_every_connection_within_two_seconds(nodes: list[P2P])
     assert a.connected() == []
     await until(lambda: not b.is_connected(a.public_key) and not c.is_connected(a.public_key))
     assert b.is_connected(c.public_key)
+
+
+async def test_a_peer_that_goes_silent_is_closed_after_the_idle_timeout(nodes: list[P2P]) -> None:
+    quick = P2PSettings(handshake_timeout=2.0, ping_interval=0.05, idle_timeout=0.3, backoff_initial=5.0)
+    a = await start(nodes, make(0, settings=quick))
+    reader, writer, _ = await raw_peer(a, KEYS[1])  # never answers pings
+    assert await closed_by_peer(reader)
+    writer.close()
+    assert a.stats.disconnects["idle_timeout"] == 1
+
+
+async def test_handler_outcomes_decide_the_links_fate(nodes: list[P2P]) -> None:
+    from protocol.errors import FieldError
+
+    a = await start(nodes, make(0))
+    b = await start(nodes, make(1, dial=[a]))
+    inbox = Inbox()
+
+    def strict(peer: bytes, body: Any) -> None:
+        if body == "invalid":
+            raise FieldError("not a consensus message")
+        if body == "bug":
+            raise RuntimeError("handler bug")
+        inbox(peer, body)
+
+    async def sync_req(peer: bytes, body: Any) -> None:
+        await asyncio.sleep(0)
+        inbox(peer, ("sync", body))
+
+    a.register("cons", strict)
+    a.register("sync_req", sync_req)
+    await until(lambda: b.is_connected(a.public_key))
+    b.send(a.public_key, "snap_req", {})  # known type, no handler: dropped and counted
+    b.send(a.public_key, "cons", "bug")  # a bug in the handler is logged, the link stays
+    b.send(a.public_key, "sync_req", 7)  # async handlers are awaited
+    b.send(a.public_key, "cons", "ok")
+    await until(lambda: len(inbox.items) == 2)
+    assert inbox.items == [(b.public_key, ("sync", 7)), (b.public_key, "ok")]
+    assert a.stats.unhandled["snap_req"] == 1
+    b.send(a.public_key, "cons", "invalid")  # the peer sent an invalid body: the link closes
+    await until(lambda: a.stats.rejected_frames["bad_body:cons"] == 1)
+    await until(lambda: a.stats.disconnects["bad_body"] == 1)
+    with pytest.raises(P2PError) as err:
+        a.register("hello", strict)
+    assert err.value.reason == "bad_type"
+    with pytest.raises(P2PError) as err:
+        a.broadcast("cons", {"blob": b"\x00" * (FAST.max_frame + 1)})
+    assert err.value.reason == "message_too_large"
