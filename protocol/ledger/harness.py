@@ -34,6 +34,7 @@ class Harness:
         self.height = 0
         self.time = time
         self.blocks: list[tuple[BlockHeader, list[SignedTx]]] = []
+        self.last_changes: dict[bytes, bytes | None] = {}
         self.spec: dict[str, Any] = {
             "participants": [{"id": self.id(n).hex(), "name": n, "roles": list(r), "kyc": 2}
                              for n, r in participants],
@@ -45,6 +46,18 @@ class Harness:
         ov = Overlay(self.state)
         apply_genesis(ov, self.spec)
         self.state.apply(ov.changes())
+
+    def clone(self) -> Harness:
+        """An independent copy (state, blocks, keys) to branch from a common prefix cheaply."""
+        other = Harness.__new__(Harness)
+        other.keys = dict(self.keys)
+        other.state = MemoryState(dict(self.state.items()))
+        other.height = self.height
+        other.time = self.time
+        other.blocks = list(self.blocks)
+        other.spec = self.spec
+        other.last_changes = {}
+        return other
 
     def id(self, name: str) -> bytes:
         return self.keys[name].public_key
@@ -67,7 +80,8 @@ class Harness:
                              view=0, time=self.time, tx_root=b"\x00" * 32, state_root=b"\x00" * 32)
         ov = Overlay(self.state)
         result = apply_block(ov, header, list(txs))
-        self.state.apply(ov.changes())
+        self.last_changes = ov.changes()
+        self.state.apply(self.last_changes)
         self.blocks.append((header, list(txs)))
         return result
 

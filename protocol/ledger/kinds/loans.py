@@ -162,7 +162,7 @@ def _a_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     if soon > now:
         schedule(state, soon, keys.S_LOAN_DUE_SOON, loan["id"])
     schedule(state, loan["due"] + 1, keys.S_LOAN_DUE, loan["id"])  # repaying on the due date is on time
-    schedule(state, loan["due"] + ctx.params.grace_ms, keys.S_LOAN_DEFAULT, loan["id"])
+    schedule(state, loan["due"] + 1 + ctx.params.grace_ms, keys.S_LOAN_DEFAULT, loan["id"])
 
 
 def use_limit(state: StateView, ctx: Ctx, borrower: bytes, lender: bytes, delta: int) -> None:
