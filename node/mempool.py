@@ -358,6 +358,8 @@ class Mempool:
         removed = 0
         for item in committed:
             h = item.hash if isinstance(item, SignedTx) else item
+            if len(h) != 32:
+                raise ValueError("remove_committed takes SignedTx or 32-byte tx hashes, not raw txs")
             self._recent[h] = None
             tx = self._by_hash.get(h)
             if tx is not None:

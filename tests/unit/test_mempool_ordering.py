@@ -115,3 +115,8 @@ async def test_change_listeners_hear_the_new_totals_after_admission_and_removal(
     await pool.add_many([a.raw])  # duplicate: no change, no call
     pool.remove_committed([a])
     assert heard == [(1, len(a.raw)), (0, 0)]
+
+
+def test_remove_committed_refuses_raw_tx_bytes_mistaken_for_hashes(pool: Mempool) -> None:
+    with pytest.raises(ValueError):
+        pool.remove_committed([tx(ALICE, 0).raw])
