@@ -9,11 +9,14 @@ Layout (every node is 32 bytes of SHA-256; `||` is concatenation):
             are the 65536 bucket hashes; level 0 is the root. Empty subtrees have precomputed hashes.
 
 Updating a change set touches only its buckets and their 16-level paths, so a block costs
-O(changed keys * 16) hashes whatever the state size. The bucket blob commits to key hashes, which is
-what makes an absence proof possible: the bucket's full entry list shows kh is not among them.
+O(changed keys * 16) hashes whatever the state size (about 35 ms for 6000 keys in CPython). The node
+rows live densely in memory (`TreeNodes`, 131071 hashes); an update copies them (copy-on-write, ~1 ms)
+so it never disturbs the committed tree. The bucket blob commits to key hashes, which is what makes an
+absence proof possible: the bucket's full entry list shows kh is not among them.
 
-Rule: pure. No I/O: nodes and blobs come from a `NodeStore` the caller provides, and `MerkleTree.update`
-never mutates it; it returns the new root and every changed node and blob for the caller to persist.
+Rule: pure. No I/O: node rows and blobs come from a `NodeStore` the caller provides, and
+`MerkleTree.update` never mutates it; it returns the new root, the new blob and hash of every touched
+bucket (what a store persists: internal nodes are rebuilt from bucket hashes) and the new rows.
 """
 
 from __future__ import annotations

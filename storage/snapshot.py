@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
+from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from protocol import codec, merkle
@@ -190,6 +191,12 @@ class StateSnapshot:
 
     def close(self) -> None:
         self._snap.close()
+
+    def __enter__(self) -> StateSnapshot:
+        return self
+
+    def __exit__(self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
 
 
 def _decode_chunk(data: bytes) -> tuple[int, bytes, list[tuple[bytes, bytes]]]:

@@ -4,7 +4,8 @@ Layout (storage/schema.py): values under `s` + logical key, each Merkle bucket's
 65536 bucket hashes (tree level 16) under `n`. The 65535 internal nodes are derived: they live in memory
 (`TreeNodes`, about 1 MB of slots) and are rebuilt from the bucket hashes when the store opens, then
 checked against the stored root; a mismatch is `db_corrupt`. That keeps a block's write set to the
-changed values, blobs and bucket hashes instead of 16 node writes per changed key.
+changed values, blobs and bucket hashes instead of 16 node writes per changed key. Committed bucket
+blobs are also cached in memory (bounded, default 64 MiB) because staging reads every touched one.
 
 Rule: one writer. `stage` computes a block's new root and write ops without changing anything; the
 block store writes those ops in the block's single batch and then calls `mark_committed`, under `lock`,
@@ -212,10 +213,19 @@ class StateStore:
             tree = MerkleTree(_NodeSource(self.db, self._source.nodes))
             return tree.prove(key, self.db.get(_S + key))
 
+    def snapshot(self) -> StateSnapshot:
+        """A consistent view of the committed state at this instant, with its height and root, for
+        serving state-sync chunks (storage/snapshot.py). Close it when done."""
+        return StateSnapshot.take(self)
+
     def export_chunks(self, max_chunk_bytes: int) -> Iterator[bytes]:
-        """Snapshot chunks of the current committed state (see storage/snapshot.py)."""
-        snap = StateSnapshot.take(self)
-        try:
-            yield from snap.chunks(max_chunk_bytes)
-        finally:
-            snap.close()
+        """Every snapshot chunk of the state as committed at the time of this call."""
+        snap = StateSnapshot.take(self)  # taken now, not at the first next()
+
+        def chunks() -> Iterator[bytes]:
+            try:
+                yield from snap.chunks(max_chunk_bytes)
+            finally:
+                snap.close()
+
+        return chunks()

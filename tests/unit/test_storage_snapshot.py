@@ -236,3 +236,16 @@ def test_a_malformed_manifest_is_rejected() -> None:
                 {**good.to_value(), "max_chunk_bytes": 1}, {**good.to_value(), "extra": 1}):
         with pytest.raises(FieldError):
             SnapshotManifest.from_value(bad)
+
+
+def test_export_chunks_reflects_the_state_when_called_not_when_first_read(tmp_path: Path) -> None:
+    db, store = store_with(tmp_path / "db", {b"a": b"1"})
+    root = store.root()
+    chunks = store.export_chunks(4096)
+    store.commit(store.stage({b"a": b"2"}))
+    first = codec.decode(next(chunks), codec.Limits(max_bytes=1 << 20))
+    assert first["root"] == root and first["items"] == [[b"a", b"1"]]
+    list(chunks)
+    with store.snapshot() as snap:
+        assert snap.root == store.root() and snap.height == 0
+    db.close()
