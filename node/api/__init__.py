@@ -1,0 +1,1 @@
+"""The node's HTTP API (aiohttp): JSON/msgpack endpoints, /metrics, OpenAPI and the web status page."""

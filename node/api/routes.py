@@ -1,0 +1,293 @@
+"""Core routes: health, status, peers, tx submission and lookup, blocks, metrics, OpenAPI, web page, admin.
+
+Rule: handlers validate every input before touching the node and answer a 4xx with a stable code for
+any bad one (`bad_json`, `bad_hex`, `bad_msgpack`, `bad_hash`, `bad_height`, `bad_batch`, ...). Intake
+closed (starting or stopping) and a full mempool answer 503 with Retry-After. Handlers never block the
+loop on more than a bounded read.
+"""
+
+from __future__ import annotations
+
+import hmac
+import json
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from node.api import openapi
+from node.api.keys import CTX
+from node.context import NodeContext
+from node.errors import ApiError, NotFound, Unavailable
+from protocol import codec
+from protocol.errors import ProtocolError
+from protocol.ledger.model import jsonable
+from protocol.tx import MAX_TX_BYTES
+
+MSGPACK = "application/msgpack"
+MAX_BLOCK_LIST = 100
+MAX_TIME_OFFSET_MS = 10 * 365 * 24 * 3600 * 1000
+
+
+def _ctx(request: web.Request) -> NodeContext:
+    return request.app[CTX]
+
+
+def _hex32(text: str, what: str, code: str) -> bytes:
+    try:
+        b = bytes.fromhex(text)
+    except ValueError:
+        b = b""
+    if len(b) != 32:
+        raise ApiError(f"{what} must be 64 hex characters", code=code)
+    return b
+
+
+def parse_height(text: str) -> int:
+    if not text.isdigit() or len(text) > 19:
+        raise ApiError("height must be a non-negative integer", code="bad_height")
+    return int(text)
+
+
+def _decode_opaque(raw: bytes | None) -> Any:
+    """Receipts and certificates are canonical msgpack for the API; fall back to hex if not."""
+    if raw is None:
+        return None
+    try:
+        return jsonable(codec.decode(raw))
+    except ProtocolError:
+        return raw.hex()
+
+
+# --- health, status, peers ------------------------------------------------------------------------------
+
+async def health(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    return web.json_response({"ok": True, "node": ctx.name, "accepting": ctx.accepting})
+
+
+async def status(request: web.Request) -> web.Response:
+    return web.json_response(_ctx(request).status())
+
+
+async def peers(request: web.Request) -> web.Response:
+    p2p = _ctx(request).p2p
+    rows = [p.to_dict() for p in p2p.peers()] if p2p is not None else []
+    return web.json_response({"count": len(rows), "peers": rows})
+
+
+# --- transactions -----------------------------------------------------------------------------------
+
+async def _read_body(request: web.Request) -> bytes:
+    body = await request.read()  # aiohttp enforces client_max_size: 413 beyond it
+    if not body:
+        raise ApiError("empty request body", code="empty_body")
+    return body
+
+
+def _raw_txs_from_msgpack(body: bytes, max_batch: int, max_bytes: int) -> list[bytes]:
+    limits = codec.Limits(max_bytes=max_bytes, max_depth=3, max_str=1024, max_bin=MAX_TX_BYTES,
+                          max_array=max_batch, max_map=8)
+    try:
+        value = codec.decode(body, limits)
+    except ProtocolError as exc:
+        raise ApiError(f"body is not canonical msgpack: {exc.message}", code="bad_msgpack") from None
+    if isinstance(value, dict):
+        return [body]
+    if isinstance(value, list):
+        if not value:
+            raise ApiError("empty tx list", code="bad_batch")
+        if not all(isinstance(v, dict) for v in value):
+            raise ApiError("a batch must be a list of signed tx maps {sig, tx}", code="bad_batch")
+        return [codec.encode(v) for v in value]
+    raise ApiError("body must be one signed tx map or a list of them", code="bad_msgpack")
+
+
+def _raw_txs_from_json(body: bytes, max_batch: int) -> list[bytes]:
+    try:
+        doc = json.loads(body)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(f"body is not valid JSON: {exc}", code="bad_json") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("txs"), list) or set(doc) != {"txs"}:
+        raise ApiError('JSON body must be {"txs": ["<hex of a signed tx>", ...]}', code="bad_json")
+    items = doc["txs"]
+    if not items or len(items) > max_batch:
+        raise ApiError(f"txs must hold 1..{max_batch} items", code="bad_batch")
+    out = []
+    for i, h in enumerate(items):
+        try:
+            if not isinstance(h, str) or len(h) > 2 * MAX_TX_BYTES:
+                raise ValueError
+            out.append(bytes.fromhex(h))
+        except ValueError:
+            raise ApiError(f"txs[{i}] is not a hex string of at most {MAX_TX_BYTES} bytes",
+                           code="bad_hex") from None
+    return out
+
+
+async def submit_txs(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    if not ctx.accepting or ctx.mempool is None:
+        raise Unavailable("the node is not accepting transactions (starting or stopping)")
+    ctype = request.content_type
+    body = await _read_body(request)
+    cfg = ctx.config.api
+    if ctype == MSGPACK:
+        raws = _raw_txs_from_msgpack(body, cfg.max_batch_txs, cfg.max_body_bytes)
+    elif ctype == "application/json":
+        raws = _raw_txs_from_json(body, cfg.max_batch_txs)
+    else:
+        raise ApiError(f"Content-Type must be {MSGPACK} or application/json", code="unsupported_media_type",
+                       http_status=415)
+    results = await ctx.mempool.add_many(raws, None)
+    rows = [{"hash": r.hash.hex() if r.hash is not None else None,
+             "status": "accepted" if r.accepted else "rejected",
+             "accepted": r.accepted, "code": r.code, "message": r.message} for r in results]
+    accepted = sum(1 for r in results if r.accepted)
+    doc = {"accepted": accepted, "rejected": len(rows) - accepted, "results": rows}
+    if any(r.code == "mempool_full" for r in results):
+        doc.update(error="mempool_full", message="mempool is full; retry the rejected txs later")
+        return web.json_response(doc, status=503, headers={"Retry-After": "1"})
+    return web.json_response(doc, status=200)
+
+
+def tx_status(ctx: NodeContext, h: bytes) -> dict[str, Any]:
+    mp, blocks = ctx.mempool, ctx.blocks
+    if mp is not None and mp.status(h) == "pending":
+        return {"hash": h.hex(), "status": "pending"}
+    loc = blocks.get_tx_location(h) if blocks is not None else None
+    if loc is not None and blocks is not None:
+        receipt = _decode_opaque(blocks.get_receipt_at(*loc))
+        ok = isinstance(receipt, dict) and receipt.get("status") == "ok"
+        return {"hash": h.hex(), "status": "committed" if ok else "failed", "height": loc[0], "index": loc[1],
+                "receipt": receipt}
+    return {"hash": h.hex(), "status": "unknown"}
+
+
+async def get_tx(request: web.Request) -> web.Response:
+    h = _hex32(request.match_info["hash"], "tx hash", "bad_hash")
+    doc = tx_status(_ctx(request), h)
+    if doc["status"] == "unknown":
+        doc.update(error="not_found", message="no pending or committed tx with this hash")
+        return web.json_response(doc, status=404)
+    return web.json_response(doc)
+
+
+# --- blocks ------------------------------------------------------------------------------------------
+
+def block_doc(ctx: NodeContext, height: int, full: bool = True) -> dict[str, Any]:
+    blocks = ctx.blocks
+    if blocks is None:
+        raise Unavailable("storage is not open")
+    if height == 0:
+        root = blocks.state_root_at(0)
+        return {"height": 0, "hash": ctx.genesis.hash.hex(), "genesis": True, "time": ctx.genesis.genesis_time,
+                "state_root_after": root.hex() if root else None, "tx_count": 0, "txs": []}
+    block = blocks.get_block(height)
+    if block is None:
+        raise NotFound(f"no block at height {height} (head is {blocks.height()})")
+    from storage.blocks import tx_hash_of
+    root_after = blocks.state_root_at(height)
+    doc: dict[str, Any] = {"height": height, "hash": block.hash.hex(), "header": jsonable(block.header.to_value()),
+                           "time": block.header.time, "proposer": block.header.proposer.hex(),
+                           "proposer_name": ctx.genesis.name_of(block.header.proposer),
+                           "tx_count": len(block.txs), "state_root_after": root_after.hex() if root_after else None}
+    if full:
+        doc["txs"] = [tx_hash_of(t).hex() for t in block.txs]
+        doc["certificate"] = _decode_opaque(blocks.get_certificate(height))
+    return doc
+
+
+async def get_block(request: web.Request) -> web.StreamResponse:
+    ctx = _ctx(request)
+    height = parse_height(request.match_info["height"])
+    if request.query.get("format") == "msgpack" and height > 0 and ctx.blocks is not None:
+        raw = ctx.blocks.get_block_bytes(height)
+        if raw is None:
+            raise NotFound(f"no block at height {height}")
+        cert = ctx.blocks.get_certificate(height) or b""
+        return web.Response(body=codec.encode({"block": raw, "certificate": cert}), content_type=MSGPACK)
+    return web.json_response(block_doc(ctx, height))
+
+
+async def list_blocks(request: web.Request) -> web.Response:
+    ctx = _ctx(request)
+    limit_text = request.query.get("limit", "20")
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BLOCK_LIST:
+        raise ApiError(f"limit must be an integer 1..{MAX_BLOCK_LIST}", code="bad_limit")
+    head = ctx.blocks.height() if ctx.blocks is not None else 0
+    before = request.query.get("before")
+    top = min(head, parse_height(before) - 1) if before is not None else head
+    rows = [block_doc(ctx, h, full=False) for h in range(top, max(-1, top - int(limit_text)), -1)]
+    return web.json_response({"head": head, "blocks": rows})
+
+
+# --- metrics, openapi, web page --------------------------------------------------------------------------
+
+async def metrics(request: web.Request) -> web.Response:
+    data = generate_latest(_ctx(request).registry)
+    return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.json_response(openapi.spec())
+
+
+async def index(request: web.Request) -> web.Response:
+    html = resources.files("node.api").joinpath("static/index.html").read_text(encoding="utf-8")
+    return web.Response(text=html, content_type="text/html")
+
+
+# --- admin ---------------------------------------------------------------------------------------------
+
+def require_token(request: web.Request) -> None:
+    ctx = _ctx(request)
+    header = request.headers.get("Authorization", "")
+    try:
+        expected = ctx.config.token_path.read_text(encoding="utf-8").strip()
+    except OSError:
+        raise ApiError("operator routes are disabled: no admin token file", code="forbidden",
+                       http_status=403) from None
+    if not header.startswith("Bearer ") or not expected or not hmac.compare_digest(
+            header[7:].strip().encode(), expected.encode()):
+        raise ApiError("missing or wrong bearer token", code="unauthorized", http_status=401)
+
+
+async def get_time_offset(request: web.Request) -> web.Response:
+    t = _ctx(request).time_offset
+    return web.json_response({"offset_ms": t.offset_ms, "allowed": t.allowed})
+
+
+async def set_time_offset(request: web.Request) -> web.Response:
+    require_token(request)
+    ctx = _ctx(request)
+    if not ctx.time_offset.allowed:
+        raise ApiError("time offset is only allowed on testnet configs ([testnet] allow_time_offset)",
+                       code="forbidden", http_status=403)
+    try:
+        doc = json.loads(await _read_body(request))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(f"body is not valid JSON: {exc}", code="bad_json") from None
+    v = doc.get("offset_ms") if isinstance(doc, dict) else None
+    if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_TIME_OFFSET_MS:
+        raise ApiError(f'body must be {{"offset_ms": int 0..{MAX_TIME_OFFSET_MS}}}', code="bad_field")
+    ctx.time_offset.offset_ms = v
+    ctx.log.warning("time_offset_set", offset_ms=v)
+    return web.json_response({"offset_ms": v, "allowed": True})
+
+
+def setup(app: web.Application) -> None:
+    r = app.router
+    r.add_get("/", index)
+    r.add_get("/health", health)
+    r.add_get("/status", status)
+    r.add_get("/peers", peers)
+    r.add_post("/txs", submit_txs)
+    r.add_get("/txs/{hash}", get_tx)
+    r.add_get("/blocks", list_blocks)
+    r.add_get("/blocks/{height}", get_block)
+    r.add_get("/metrics", metrics)
+    r.add_get("/openapi.json", openapi_json)
+    r.add_get("/admin/time-offset", get_time_offset)
+    r.add_post("/admin/time-offset", set_time_offset)

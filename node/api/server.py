@@ -1,0 +1,100 @@
+"""The aiohttp application and its lifetime: routes, the error middleware, bind and drain.
+
+Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
+`{"error": code, "message": text}`. Known error roots (NodeError, ProtocolError, StorageError) map to
+their code; an aiohttp HTTP exception keeps its status with a JSON body; anything else is logged with
+its traceback and answered `500 {"error": "internal"}` without details: never an HTML page, never a crash.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from node.api import ledger_routes, routes
+from node.api.keys import CTX
+from node.context import NodeContext
+from node.errors import NodeError
+from protocol.errors import ProtocolError
+from storage.errors import StorageError
+
+DRAIN_S = 1.0  # in-flight requests get this long to finish at shutdown
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+_HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
+               405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
+               503: "unavailable"}
+
+
+def error_response(status: int, code: str, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"error": code, "message": message}, status=status, headers=headers)
+
+
+def _storage_status(exc: StorageError) -> int:
+    return 404 if exc.code in ("db_not_found",) else 503
+
+
+@web.middleware
+async def errors_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = _HTTP_CODES.get(exc.status, "http_error")
+        text = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
+        if exc.status == 413:
+            text = f"request body too large (limit {request.app[CTX].config.api.max_body_bytes} bytes)"
+        headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
+        return error_response(exc.status, code, text or code, headers)
+    except NodeError as exc:
+        status = exc.http_status if 400 <= exc.http_status < 600 else 400
+        headers = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, exc.code, exc.message, headers)
+    except ProtocolError as exc:
+        return error_response(404 if exc.code == "not_found" else 400, exc.code, exc.message)
+    except StorageError as exc:
+        request.app[CTX].log.error("api_storage_error", path=request.path, code=exc.code, error=exc.message)
+        return error_response(_storage_status(exc), exc.code, exc.message)
+    except Exception:
+        request.app[CTX].log.exception("api_internal_error", method=request.method, path=request.path)
+        return error_response(500, "internal", "internal error; see the node log")
+
+
+def make_app(ctx: NodeContext) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=ctx.config.api.max_body_bytes)
+    app[CTX] = ctx
+    routes.setup(app)
+    ledger_routes.setup(app)
+    return app
+
+
+class ApiServer:
+    """Binds the app on the configured host/port (127.0.0.1 by default; port 0 = ephemeral)."""
+
+    def __init__(self, ctx: NodeContext) -> None:
+        self.ctx = ctx
+        self.app = make_app(ctx)
+        self._runner: web.AppRunner | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.ctx.config.api.host}:{self.port}"
+
+    async def start(self) -> None:
+        cfg = self.ctx.config.api
+        self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_S)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
+        await site.start()
+        server: Any = site._server
+        self.port = server.sockets[0].getsockname()[1] if server is not None else cfg.port
+        self.ctx.log.info("api_listening", host=cfg.host, port=self.port)
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None

@@ -1,0 +1,332 @@
+"""Node configuration: one TOML file (read with tomllib) validated into a frozen `Config`.
+
+Rule: every limit the node enforces has a named default here, and every rejection is a `ConfigError`
+whose message names the field (`config error: p2p.port must be an integer 1..65535`). Unknown sections
+and unknown fields are errors too, so a typo never silently falls back to a default. Relative paths are
+resolved against the node home (the directory of config.toml unless `node.home` says otherwise).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+from node.errors import ConfigError
+
+CONFIG_FILE = "config.toml"
+DEFAULT_P2P_PORT = 7701
+DEFAULT_API_PORT = 8701
+DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+DEFAULT_SEND_QUEUE_FRAMES = 4096
+DEFAULT_SEND_QUEUE_BYTES = 16 * 1024 * 1024
+DEFAULT_API_MAX_BODY = 8 * 1024 * 1024
+DEFAULT_API_MAX_BATCH = 10_000
+DEFAULT_MEMPOOL_TXS = 100_000
+DEFAULT_MEMPOOL_BYTES = 128 * 1024 * 1024
+DEFAULT_MEMPOOL_PER_SENDER = 1_000
+DEFAULT_NONCE_WINDOW = 1_000
+LOG_LEVELS = ("debug", "info", "warning", "error")
+CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
+                    "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
+_PORT = (1, 65535)
+_PORT_OR_ZERO = (0, 65535)  # 0 = ephemeral (tests)
+_BIG = 2**62
+
+
+@dataclass(frozen=True, slots=True)
+class PeerConfig:
+    public_key: bytes
+    host: str
+    port: int
+    name: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSection:
+    name: str
+    chain_id: str
+    home: Path
+    genesis_file: Path
+    key_file: Path
+    data_dir: Path
+
+
+@dataclass(frozen=True, slots=True)
+class P2PSection:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_P2P_PORT
+    peers: tuple[PeerConfig, ...] = ()
+    observers: tuple[bytes, ...] = ()
+    max_frame: int = DEFAULT_MAX_FRAME
+    send_queue_frames: int = DEFAULT_SEND_QUEUE_FRAMES
+    send_queue_bytes: int = DEFAULT_SEND_QUEUE_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class ApiSection:
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_API_PORT
+    token_file: Path = Path("admin.token")
+    max_body_bytes: int = DEFAULT_API_MAX_BODY
+    max_batch_txs: int = DEFAULT_API_MAX_BATCH
+
+
+@dataclass(frozen=True, slots=True)
+class MempoolSection:
+    max_txs: int = DEFAULT_MEMPOOL_TXS
+    max_bytes: int = DEFAULT_MEMPOOL_BYTES
+    per_sender_max: int = DEFAULT_MEMPOOL_PER_SENDER
+    nonce_window: int = DEFAULT_NONCE_WINDOW
+
+
+@dataclass(frozen=True, slots=True)
+class ConsensusSection:
+    """Local overrides of the genesis consensus params (`protocol.consensus.params.ConsensusParams`)."""
+
+    overrides: tuple[tuple[str, int], ...] = ()
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.overrides)
+
+
+@dataclass(frozen=True, slots=True)
+class LoggingSection:
+    level: str = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class TestnetSection:
+    allow_time_offset: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    node: NodeSection
+    p2p: P2PSection = field(default_factory=P2PSection)
+    api: ApiSection = field(default_factory=ApiSection)
+    mempool: MempoolSection = field(default_factory=MempoolSection)
+    consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    logging: LoggingSection = field(default_factory=LoggingSection)
+    testnet: TestnetSection = field(default_factory=TestnetSection)
+    path: Path | None = None
+
+    @property
+    def home(self) -> Path:
+        return self.node.home
+
+    @property
+    def token_path(self) -> Path:
+        return self.node.home / self.api.token_file
+
+
+# --- field readers ---------------------------------------------------------------------------------
+
+def _fail(where: str, why: str) -> ConfigError:
+    return ConfigError(f"config error: {where} {why}")
+
+
+def _only(m: Mapping[str, Any], allowed: set[str], where: str) -> None:
+    extra = sorted(set(m) - allowed)
+    if extra:
+        label = f"{where}.{extra[0]}" if where else extra[0]
+        raise _fail(label, "is not a known setting" + (f" (allowed: {', '.join(sorted(allowed))})"
+                                                      if allowed else ""))
+
+
+def _int(m: Mapping[str, Any], key: str, where: str, default: int, lo: int, hi: int) -> int:
+    v = m.get(key, default)
+    if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
+        raise _fail(f"{where}.{key}", f"must be an integer {lo}..{hi}")
+    return v
+
+
+def _str(m: Mapping[str, Any], key: str, where: str, default: str | None, max_len: int = 256) -> str:
+    v = m.get(key, default)
+    if v is None:
+        raise _fail(f"{where}.{key}", "is required")
+    if not isinstance(v, str) or not 0 < len(v) <= max_len:
+        raise _fail(f"{where}.{key}", f"must be a non-empty string of at most {max_len} characters")
+    return v
+
+
+def _bool(m: Mapping[str, Any], key: str, where: str, default: bool) -> bool:
+    v = m.get(key, default)
+    if not isinstance(v, bool):
+        raise _fail(f"{where}.{key}", "must be true or false")
+    return v
+
+
+def _host(m: Mapping[str, Any], key: str, where: str, default: str) -> str:
+    v = _str(m, key, where, default, 253)
+    try:
+        ipaddress.ip_address(v)
+    except ValueError:
+        if not all(part.isalnum() or "-" in part for part in v.split(".")):
+            raise _fail(f"{where}.{key}", "must be an IP address or a host name") from None
+    return v
+
+
+def _hexkey(v: Any, where: str) -> bytes:
+    if not isinstance(v, str) or len(v) != 64:
+        raise _fail(where, "must be a 32-byte public key as 64 hex characters")
+    try:
+        return bytes.fromhex(v)
+    except ValueError:
+        raise _fail(where, "must be a 32-byte public key as 64 hex characters") from None
+
+
+def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
+    v = raw.get(key, {})
+    if not isinstance(v, dict):
+        raise _fail(key, "must be a table")
+    return v
+
+
+def _path(home: Path, m: Mapping[str, Any], key: str, where: str, default: str) -> Path:
+    p = Path(_str(m, key, where, default, 4096))
+    return p if p.is_absolute() else home / p
+
+
+# --- sections --------------------------------------------------------------------------------------
+
+def _node(m: dict[str, Any], base: Path) -> NodeSection:
+    _only(m, {"name", "chain_id", "home", "genesis_file", "key_file", "data_dir"}, "node")
+    name = _str(m, "name", "node", None, 64)
+    chain_id = _str(m, "chain_id", "node", None, 64)
+    home = Path(_str(m, "home", "node", str(base), 4096))
+    if not home.is_absolute():
+        home = (base / home).resolve()
+    return NodeSection(name=name, chain_id=chain_id, home=home,
+                       genesis_file=_path(home, m, "genesis_file", "node", "genesis.json"),
+                       key_file=_path(home, m, "key_file", "node", "node_key.json"),
+                       data_dir=_path(home, m, "data_dir", "node", "data"))
+
+
+def _p2p(m: dict[str, Any]) -> P2PSection:
+    d = P2PSection()
+    _only(m, {f.name for f in fields(P2PSection)}, "p2p")
+    peers_raw = m.get("peers", [])
+    if not isinstance(peers_raw, list) or len(peers_raw) > 1024:
+        raise _fail("p2p.peers", "must be a list of at most 1024 tables")
+    peers = []
+    for i, p in enumerate(peers_raw):
+        w = f"p2p.peers[{i}]"
+        if not isinstance(p, dict):
+            raise _fail(w, "must be a table {public_key, host, port, name}")
+        _only(p, {"public_key", "host", "port", "name"}, w)
+        peers.append(PeerConfig(public_key=_hexkey(p.get("public_key"), w + ".public_key"),
+                                host=_host(p, "host", w, "127.0.0.1"),
+                                port=_int(p, "port", w, 0, *_PORT),
+                                name=str(_str(p, "name", w, "peer", 64))))
+    obs_raw = m.get("observers", [])
+    if not isinstance(obs_raw, list) or len(obs_raw) > 1024:
+        raise _fail("p2p.observers", "must be a list of at most 1024 public keys")
+    observers = tuple(_hexkey(v, f"p2p.observers[{i}]") for i, v in enumerate(obs_raw))
+    return P2PSection(host=_host(m, "host", "p2p", d.host), port=_int(m, "port", "p2p", d.port, *_PORT_OR_ZERO),
+                      peers=tuple(peers), observers=observers,
+                      max_frame=_int(m, "max_frame", "p2p", d.max_frame, 1024, 64 * 1024 * 1024),
+                      send_queue_frames=_int(m, "send_queue_frames", "p2p", d.send_queue_frames, 1, 1_000_000),
+                      send_queue_bytes=_int(m, "send_queue_bytes", "p2p", d.send_queue_bytes, 1024, 2**34))
+
+
+def _api(m: dict[str, Any]) -> ApiSection:
+    d = ApiSection()
+    _only(m, {f.name for f in fields(ApiSection)}, "api")
+    return ApiSection(host=_host(m, "host", "api", d.host), port=_int(m, "port", "api", d.port, *_PORT_OR_ZERO),
+                      token_file=Path(_str(m, "token_file", "api", str(d.token_file), 4096)),
+                      max_body_bytes=_int(m, "max_body_bytes", "api", d.max_body_bytes, 1024, 2**31),
+                      max_batch_txs=_int(m, "max_batch_txs", "api", d.max_batch_txs, 1, 1_000_000))
+
+
+def _mempool(m: dict[str, Any]) -> MempoolSection:
+    d = MempoolSection()
+    _only(m, {f.name for f in fields(MempoolSection)}, "mempool")
+    return MempoolSection(max_txs=_int(m, "max_txs", "mempool", d.max_txs, 1, 10_000_000),
+                          max_bytes=_int(m, "max_bytes", "mempool", d.max_bytes, 1024, 2**36),
+                          per_sender_max=_int(m, "per_sender_max", "mempool", d.per_sender_max, 1, 1_000_000),
+                          nonce_window=_int(m, "nonce_window", "mempool", d.nonce_window, 1, 1_000_000))
+
+
+def _consensus(m: dict[str, Any]) -> ConsensusSection:
+    _only(m, set(CONSENSUS_FIELDS), "consensus")
+    return ConsensusSection(tuple((k, _int(m, k, "consensus", 0, 1, _BIG)) for k in sorted(m)))
+
+
+def _logging(m: dict[str, Any]) -> LoggingSection:
+    _only(m, {"level"}, "logging")
+    level = _str(m, "level", "logging", "info", 16).lower()
+    if level not in LOG_LEVELS:
+        raise _fail("logging.level", f"must be one of {', '.join(LOG_LEVELS)}")
+    return LoggingSection(level=level)
+
+
+def _testnet(m: dict[str, Any]) -> TestnetSection:
+    _only(m, {"allow_time_offset"}, "testnet")
+    return TestnetSection(allow_time_offset=_bool(m, "allow_time_offset", "testnet", False))
+
+
+SECTIONS = ("node", "p2p", "api", "mempool", "consensus", "logging", "testnet")
+
+
+def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
+    """Validate a parsed TOML document; `base` is the directory relative paths start from."""
+    _only(raw, set(SECTIONS), "")
+    if "node" not in raw:
+        raise _fail("node", "section is required (name, chain_id)")
+    return Config(node=_node(_table(raw, "node"), base), p2p=_p2p(_table(raw, "p2p")),
+                  api=_api(_table(raw, "api")), mempool=_mempool(_table(raw, "mempool")),
+                  consensus=_consensus(_table(raw, "consensus")), logging=_logging(_table(raw, "logging")),
+                  testnet=_testnet(_table(raw, "testnet")), path=path)
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a config file (or `<dir>/config.toml` when given a node home directory)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / CONFIG_FILE
+    try:
+        with p.open("rb") as f:
+            raw = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError(f"config error: no config file at {p} (run `smeledger init` first?)") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config error: {p} is not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config error: cannot read {p}: {exc.strerror}") from None
+    return from_dict(raw, p.parent.resolve(), p)
+
+
+# --- writing ---------------------------------------------------------------------------------------
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int):
+        return str(v)
+    if isinstance(v, str):
+        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    raise TypeError(f"cannot write {type(v).__name__} to TOML")
+
+
+def render(doc: Mapping[str, Mapping[str, Any]]) -> str:
+    """Write a config document (sections of scalars/lists, `p2p.peers` as an array of tables) as TOML."""
+    out: list[str] = ["# smeledger node configuration; every setting and its default: configs/node.example.toml"]
+    for section, values in doc.items():
+        out.append(f"\n[{section}]")
+        tables: list[tuple[str, list[Mapping[str, Any]]]] = []
+        for k, v in values.items():
+            if isinstance(v, list) and v and isinstance(v[0], dict):
+                tables.append((k, v))
+            else:
+                out.append(f"{k} = {_toml_value(v)}")
+        for k, rows in tables:
+            for row in rows:
+                out.append(f"\n[[{section}.{k}]]")
+                out.extend(f"{rk} = {_toml_value(rv)}" for rk, rv in row.items())
+    return "\n".join(out) + "\n"

@@ -1,0 +1,231 @@
+"""Local multi-process testnet control for the Makefile: `python -m node.devnet up|down|status`.
+
+`up` creates the testnet directory when missing (same code as `smeledger testnet`), starts every node
+as its own detached process `smeledger run --home D/<name>` (new session, output to `<home>/node.log`,
+pid in `<home>/node.pid`), waits until each answers /health, and prints name, role, admin URL and p2p
+address. Already running nodes are left alone, so `up` is idempotent. `down` sends SIGTERM, waits,
+SIGKILLs stragglers after a timeout, removes the pid files and reports.
+
+Rule: only pids this tool recorded are signalled, and only after checking that the process is the node
+of that home (a stale pid file never kills an unrelated process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from node import testnet as testnet_mod
+from node.client import Client
+from node.errors import DevnetError, NodeError
+
+PID_FILE = "node.pid"
+LOG_FILE = "node.log"
+HEALTH_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 8.0
+LOG_TAIL_LINES = 25
+
+
+def _pid_of(home: Path) -> int | None:
+    try:
+        return int((home / PID_FILE).read_text().strip())
+    except (FileNotFoundError, ValueError):
+        return None
+
+
+def _is_our_node(pid: int, home: Path) -> bool:
+    """True when `pid` is alive and is `smeledger run --home <home>`."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return False
+    try:
+        cmd = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return True  # no /proc (macOS): trust the pid file we wrote
+    args = [c.decode(errors="replace") for c in cmd]
+    if "run" not in args or "--home" not in args:
+        return False
+    i = args.index("--home")
+    return i + 1 < len(args) and Path(args[i + 1]).resolve() == home.resolve()
+
+
+def _is_zombie(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[-1].split()[0] == "Z"
+
+
+def _command(home: Path) -> list[str]:
+    script = Path(sys.executable).parent / "smeledger"
+    if script.exists():
+        return [str(script), "run", "--home", str(home)]
+    return [sys.executable, "-m", "node.cli", "run", "--home", str(home)]
+
+
+def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        data = path.read_bytes()[-64 * 1024:]
+    except OSError:
+        return "(no log)"
+    return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
+
+
+def start_node(home: Path) -> int:
+    log = (home / LOG_FILE).open("ab")
+    try:
+        proc = subprocess.Popen(_command(home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                                start_new_session=True, close_fds=True, cwd=str(home))
+    finally:
+        log.close()
+    (home / PID_FILE).write_text(f"{proc.pid}\n")
+    return proc.pid
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return not _is_zombie(pid)
+
+
+def up(directory: Path, base_port: int, *, validators: int = 4, observers: int = 1, accounts: int = 8,
+       timeout: float = HEALTH_TIMEOUT_S, kdf: str = "interactive", quiet: bool = False) -> list[dict[str, Any]]:
+    if not (directory / testnet_mod.NODES_FILE).exists():
+        testnet_mod.create(directory, validators=validators, observers=observers, accounts=accounts,
+                           base_port=base_port, kdf=kdf)
+        if not quiet:
+            print(f"created testnet in {directory}")
+    nodes = testnet_mod.load_nodes(directory)
+    started: dict[str, int] = {}
+    for n in nodes:
+        home = directory / n["name"]
+        pid = _pid_of(home)
+        if pid is not None and _is_our_node(pid, home):
+            if not quiet:
+                print(f"{n['name']}: already running (pid {pid})")
+            continue
+        started[n["name"]] = start_node(home)
+    deadline = time.monotonic() + timeout
+    pending = {n["name"]: n for n in nodes}
+    while pending:
+        for name, n in list(pending.items()):
+            home = directory / name
+            pid = started.get(name) or _pid_of(home)
+            if pid is not None and name in started and not _alive(pid):
+                raise DevnetError(f"node {name} exited during startup; last lines of {home / LOG_FILE}:\n"
+                                  f"{tail(home / LOG_FILE)}")
+            try:
+                if Client(n["admin_url"], timeout=1.0).health().get("ok"):
+                    del pending[name]
+            except NodeError:
+                pass
+        if not pending:
+            break
+        if time.monotonic() > deadline:
+            name = sorted(pending)[0]
+            home = directory / name
+            raise DevnetError(f"node {name} did not answer {pending[name]['admin_url']}/health within "
+                              f"{timeout:.0f} s; last lines of {home / LOG_FILE}:\n{tail(home / LOG_FILE)}")
+        time.sleep(0.1)
+    return nodes
+
+
+def down(directory: Path, timeout: float = STOP_TIMEOUT_S) -> list[tuple[str, str]]:
+    """Stop every node of the testnet; returns (name, outcome) rows."""
+    if not directory.exists():
+        return []
+    nodes = testnet_mod.load_nodes(directory)
+    report: list[tuple[str, str]] = []
+    signalled: dict[str, int] = {}
+    for n in nodes:
+        home = directory / n["name"]
+        pid = _pid_of(home)
+        if pid is None:
+            report.append((n["name"], "not running"))
+        elif not _is_our_node(pid, home):
+            report.append((n["name"], "not running (stale pid file)"))
+            (home / PID_FILE).unlink(missing_ok=True)
+        else:
+            os.kill(pid, signal.SIGTERM)
+            signalled[n["name"]] = pid
+    t0 = time.monotonic()
+    while signalled and time.monotonic() - t0 < timeout:
+        for name, pid in list(signalled.items()):
+            if not _alive(pid):
+                report.append((name, f"stopped (pid {pid}, {time.monotonic() - t0:.1f} s)"))
+                (directory / name / PID_FILE).unlink(missing_ok=True)
+                del signalled[name]
+        time.sleep(0.05)
+    for name, pid in signalled.items():
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
+        report.append((name, f"killed after {timeout:.0f} s (pid {pid})"))
+        (directory / name / PID_FILE).unlink(missing_ok=True)
+    return report
+
+
+def table(nodes: list[dict[str, Any]]) -> str:
+    lines = [f"{'name':<10} {'role':<10} {'admin URL':<26} p2p"]
+    lines += [f"{n['name']:<10} {n['role']:<10} {n['admin_url']:<26} {n['p2p']}" for n in nodes]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m node.devnet")
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    u = sub.add_parser("up")
+    u.add_argument("--dir", default=".testnet")
+    u.add_argument("--base-port", type=int, default=7700)
+    u.add_argument("--validators", type=int, default=4)
+    u.add_argument("--observers", type=int, default=1)
+    u.add_argument("--accounts", type=int, default=8)
+    u.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_S)
+    d = sub.add_parser("down")
+    d.add_argument("--dir", default=".testnet")
+    d.add_argument("--timeout", type=float, default=STOP_TIMEOUT_S)
+    args = ap.parse_args(argv)
+    directory = Path(args.dir)
+    try:
+        if args.cmd == "up":
+            t0 = time.monotonic()
+            nodes = up(directory, args.base_port, validators=args.validators, observers=args.observers,
+                       accounts=args.accounts, timeout=args.timeout)
+            print(table(nodes))
+            print(f"all {len(nodes)} nodes healthy after {time.monotonic() - t0:.1f} s; web status page: "
+                  f"{nodes[0]['admin_url']}/  ·  smeledger status --testnet {directory}  ·  "
+                  f"wallets: {directory / 'wallets'} (password in {directory / 'wallets' / 'PASSWORD'})")
+            return 0
+        rows = down(directory, args.timeout)
+        if not rows:
+            print(f"no testnet at {directory}: nothing is running")
+        for name, outcome in rows:
+            print(f"{name:<10} {outcome}")
+        return 0
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    except NodeError as exc:
+        print(f"error: {exc.message}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"error: {exc.strerror or exc} {exc.filename or ''}".rstrip(), file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,168 @@
+"""Generate a local testnet directory: genesis, one home per node, funded demo wallets, nodes.json.
+
+Layout of `D/`: `genesis.json`, `nodes.json` ([{name, role, admin_url, p2p, home, public_key}]),
+`<name>/{config.toml, node_key.json, admin.token, genesis.json}` per node, and `wallets/<name>.json`
+(keystores) plus `wallets/PASSWORD`. Ports: p2p `base+1..`, admin API `base+1001..` on 127.0.0.1.
+
+Rule: generation is all-or-nothing into a directory that does not exist yet (or is empty), so a
+half-written testnet is never mistaken for a usable one; every secret file is 0600.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import nacl.utils
+
+from node import config as config_mod
+from node import genesis as genesis_mod
+from node.errors import NodeError
+from node.wallet import Wallet, generate_token, save_node_key, write_secret
+from protocol.crypto import PrivateKey
+
+VALIDATOR_NAMES = ("banka", "bankb", "smea", "smeb")
+OBSERVER_NAMES = ("regulator",)
+CHAIN_ID = "smeledger-testnet"
+UNIT = 100  # minor units per major unit (2 decimals)
+SME_FUNDS = 10_000_000 * UNIT
+BANK_FUNDS = 1_000_000_000 * UNIT
+API_OFFSET = 1000
+NODES_FILE = "nodes.json"
+
+
+@dataclass(frozen=True, slots=True)
+class NodeSpec:
+    name: str
+    role: str  # "validator" | "observer"
+    p2p_port: int
+    api_port: int
+    key: PrivateKey
+
+
+def node_names(validators: int, observers: int) -> list[tuple[str, str]]:
+    vals = [VALIDATOR_NAMES[i] if i < len(VALIDATOR_NAMES) else f"validator{i + 1}" for i in range(validators)]
+    obs = [OBSERVER_NAMES[i] if i < len(OBSERVER_NAMES) else f"observer{i + 1}" for i in range(observers)]
+    return [(n, "validator") for n in vals] + [(n, "observer") for n in obs]
+
+
+def _wallet_cast(accounts: int) -> list[tuple[str, tuple[str, ...], int]]:
+    """(name, roles, kyc) of every demo wallet."""
+    cast: list[tuple[str, tuple[str, ...], int]] = [
+        ("banka", ("BANK",), 3), ("bankb", ("BANK",), 3), ("smea", ("SME",), 2), ("smeb", ("SME",), 2),
+        ("supplier", ("SME",), 2), ("investor1", ("INVESTOR",), 2), ("investor2", ("INVESTOR",), 2),
+        ("regulator", ("REGULATOR",), 3)]
+    cast += [(f"user{i + 1:02d}", ("SME",), 1) for i in range(accounts)]
+    return cast
+
+
+def _ledger_spec(wallets: dict[str, Wallet], kyc: dict[str, int], genesis_time: int) -> dict[str, Any]:
+    banka, bankb = wallets["banka"].account, wallets["bankb"].account
+    assets = [{"id": "CNY.BANKA", "issuer": banka, "decimals": 2},
+              {"id": "CNY.BANKB", "issuer": bankb, "decimals": 2},
+              {"id": "USD.BANKB", "issuer": bankb, "decimals": 2}]
+    balances: list[dict[str, Any]] = []
+    for name, w in wallets.items():
+        if "BANK" in w.roles:
+            for a in assets:
+                if a["issuer"] == w.account:
+                    balances.append({"account": w.account, "asset": a["id"], "amount": BANK_FUNDS})
+        elif "REGULATOR" not in w.roles:
+            for a in ("CNY.BANKA", "CNY.BANKB"):
+                balances.append({"account": w.account, "asset": a, "amount": SME_FUNDS})
+            if name.startswith("investor"):
+                balances.append({"account": w.account, "asset": "USD.BANKB", "amount": SME_FUNDS})
+    participants = [{"id": w.account, "name": n, "roles": list(w.roles), "kyc": kyc[n]}
+                    for n, w in wallets.items()]
+    return {"participants": participants, "assets": assets, "balances": balances, "time": genesis_time}
+
+
+def create(directory: str | Path, *, validators: int = 4, observers: int = 1, accounts: int = 8,
+           base_port: int = 7700, kdf: str = "interactive", host: str = "127.0.0.1",
+           chain_id: str = CHAIN_ID) -> list[dict[str, Any]]:
+    """Write a complete testnet into `directory`; returns the rows of nodes.json."""
+    d = Path(directory)
+    if validators < 1 or observers < 0 or accounts < 0 or accounts > 1000:
+        raise NodeError("testnet: need validators >= 1, observers >= 0, accounts 0..1000", code="usage")
+    if not 1 <= base_port <= 65535 - API_OFFSET - validators - observers:
+        raise NodeError(f"testnet: base port {base_port} leaves no room for the node ports", code="usage")
+    if d.exists() and any(d.iterdir()):
+        raise NodeError(f"testnet: {d} already exists and is not empty", code="exists")
+    tmp = d.with_name(f".{d.name}.partial")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    try:
+        rows = _write(tmp, d.resolve(), validators, observers, accounts, base_port, kdf, host, chain_id)
+        if d.exists():
+            d.rmdir()
+        tmp.rename(d)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return rows
+
+
+def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: int, base_port: int, kdf: str,
+           host: str, chain_id: str) -> list[dict[str, Any]]:
+    genesis_time = int(time.time() * 1000)
+    specs = [NodeSpec(name, role, base_port + 1 + i, base_port + API_OFFSET + 1 + i,
+                      PrivateKey(nacl.utils.random(32)))
+             for i, (name, role) in enumerate(node_names(validators, observers))]
+    # demo wallets
+    wallets = {name: Wallet.generate(name, roles) for name, roles, _k in _wallet_cast(accounts)}
+    wdir = tmp / "wallets"
+    wdir.mkdir()
+    password = nacl.utils.random(12).hex()
+    write_secret(wdir / "PASSWORD", (password + "\n").encode())
+    for name, w in wallets.items():
+        w.save(wdir / f"{name}.json", password, kdf)
+    kyc = {n: k for n, _r, k in _wallet_cast(accounts)}
+    ledger = _ledger_spec(wallets, kyc, genesis_time)
+    gdoc = {"chain_id": chain_id, "genesis_time": genesis_time,
+            "validators": [{"name": s.name, "public_key": s.key.public_key.hex()}
+                           for s in specs if s.role == "validator"],
+            "consensus": {}, "ledger": ledger}
+    gen = genesis_mod.from_value(gdoc)
+    genesis_mod.save(gen, tmp / "genesis.json")
+    observer_keys = [s.key.public_key.hex() for s in specs if s.role == "observer"]
+    rows = []
+    for s in specs:
+        home = tmp / s.name
+        home.mkdir(mode=0o700)
+        save_node_key(home / "node_key.json", s.key)
+        write_secret(home / "admin.token", (generate_token() + "\n").encode())
+        shutil.copyfile(tmp / "genesis.json", home / "genesis.json")
+        doc: dict[str, dict[str, Any]] = {
+            "node": {"name": s.name, "chain_id": chain_id},
+            "p2p": {"host": host, "port": s.p2p_port, "observers": observer_keys,
+                    "peers": [{"name": o.name, "public_key": o.key.public_key.hex(), "host": host,
+                               "port": o.p2p_port} for o in specs if o is not s]},
+            "api": {"host": host, "port": s.api_port},
+            "logging": {"level": "info"},
+            "testnet": {"allow_time_offset": True},
+        }
+        (home / config_mod.CONFIG_FILE).write_text(config_mod.render(doc), encoding="utf-8")
+        config_mod.load(home)  # what we wrote must read back
+        rows.append({"name": s.name, "role": s.role, "admin_url": f"http://{host}:{s.api_port}",
+                     "p2p": f"{host}:{s.p2p_port}", "home": str(final / s.name),
+                     "public_key": s.key.public_key.hex()})
+    (tmp / NODES_FILE).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    return rows
+
+
+def load_nodes(directory: str | Path) -> list[dict[str, Any]]:
+    p = Path(directory) / NODES_FILE
+    try:
+        rows = json.loads(p.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise NodeError(f"no testnet at {directory} (missing {NODES_FILE}); create one with "
+                        f"`smeledger testnet --dir {directory}`", code="not_found") from None
+    except (OSError, json.JSONDecodeError) as exc:
+        raise NodeError(f"cannot read {p}: {exc}", code="bad_testnet") from None
+    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r and "home" in r for r in rows):
+        raise NodeError(f"{p} is not a list of nodes", code="bad_testnet")
+    return rows
