@@ -1,4 +1,4 @@
-"""Storage micro-benchmark: stage + commit of transfer-sized blocks. Run: python -m storage.bench [blocks].
+"""Storage micro-benchmark: stage + commit of 2000-transfer blocks. python -m storage.bench [blocks] [accounts].
 
 Rule: a measuring tool, not part of the node; it writes only to a temporary directory it removes.
 """
@@ -30,14 +30,14 @@ def _nonce(i: int) -> bytes:
     return b"nonce/" + i.to_bytes(32, "big")
 
 
-def main(blocks: int = 10) -> None:
+def main(blocks: int = 10, accounts: int = ACCOUNTS) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="smeledger-bench-"))
     try:
         db = Database.open(tmp / "db")
         state = StateStore(db)
         store = BlockStore(db, state)
-        genesis = {_bal(i): (10**12).to_bytes(8, "big") for i in range(ACCOUNTS)}
-        genesis.update({_nonce(i): b"\x00" for i in range(ACCOUNTS)})
+        genesis = {_bal(i): (10**12).to_bytes(8, "big") for i in range(accounts)}
+        genesis.update({_nonce(i): b"\x00" for i in range(accounts)})
         t = time.perf_counter()
         store.commit_genesis(state.stage(genesis), b"\x01" * 32)
         print(f"genesis: {len(genesis)} keys in {(time.perf_counter() - t) * 1000:.0f} ms")
@@ -49,7 +49,7 @@ def main(blocks: int = 10) -> None:
                    for j in range(TXS_PER_BLOCK)]
             changes: dict[bytes, bytes | None] = {}
             for j in range(TXS_PER_BLOCK):
-                a = (h * 7919 + j * 2) % ACCOUNTS  # sender, recipient = a + 1: 6000 distinct keys
+                a = (h * 7919 + j * 2) % (accounts - 1)  # sender, recipient = a + 1: 6000 distinct keys
                 changes[_bal(a)] = (h * j).to_bytes(8, "big")
                 changes[_bal(a + 1)] = (h * j + 1).to_bytes(8, "big")
                 changes[_nonce(a)] = h.to_bytes(4, "big")
@@ -84,4 +84,4 @@ def main(blocks: int = 10) -> None:
 
 
 if __name__ == "__main__":
-    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10)
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 10, int(sys.argv[2]) if len(sys.argv) > 2 else ACCOUNTS)
