@@ -334,8 +334,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
     except (NodeError, ProtocolError, StorageError) as exc:
-        print(f"error: {exc.message}" + ("" if exc.message.startswith(exc.code) else f" [{exc.code}]"),
-              file=sys.stderr)
+        print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:
         where = f" {exc.filename}" if exc.filename else ""

@@ -83,6 +83,7 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 
 def start_node(home: Path) -> int:
+    home = home.resolve()
     log = (home / LOG_FILE).open("ab")
     try:
         proc = subprocess.Popen(_command(home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
