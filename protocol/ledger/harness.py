@@ -47,6 +47,15 @@ class Harness:
         apply_genesis(ov, self.spec)
         self.state.apply(ov.changes())
 
+    @classmethod
+    def standard(cls, params: dict[str, int] | None = None) -> Harness:
+        """Regulator, two banks with deposit tokens, three SMEs and an investor, all funded."""
+        people = [("reg", ["REGULATOR"]), ("banka", ["BANK"]), ("bankb", ["BANK"]), ("smea", ["SME"]),
+                  ("smeb", ["SME"]), ("supplier", ["SME"]), ("inv", ["INVESTOR"])]
+        assets = [("CNY.BANKA", "banka"), ("USD.BANKB", "bankb")]
+        balances = [(n, a, 10**10) for n, _ in people if n != "reg" for a, _ in assets]
+        return cls(people, assets=assets, balances=balances, params=params)
+
     def clone(self) -> Harness:
         """An independent copy (state, blocks, keys) to branch from a common prefix cheaply."""
         other = Harness.__new__(Harness)

@@ -22,6 +22,7 @@ from protocol.tx import SignedTx
 
 ENVELOPE = frozenset({"chain", "kind", "from", "nonce"})
 FIELD_TYPES = ("int", "str", "bytes32", "bytes", "list")
+ITEM_MAX_LEN = 64  # longest str item of a list field
 
 Hook = Callable[[StateView, SignedTx, TxCtx], None]
 
@@ -118,7 +119,8 @@ def parse_body(spec: KindSpec, body: Mapping[str, Any]) -> dict[str, Any]:
                 raise _bad(fs.name, "must be a list")
             if len(v) > fs.max_len:
                 raise _bad(fs.name, f"has more than {fs.max_len} items")
-            out[fs.name] = [_check(fs, x, fs.name + "[]", fs.item) for x in v]
+            item = FieldSpec(name=fs.name + "[]", type=fs.item, max_len=ITEM_MAX_LEN)
+            out[fs.name] = [_check(item, x, item.name, fs.item) for x in v]
         else:
             out[fs.name] = _check(fs, v, fs.name, fs.type)
     return out

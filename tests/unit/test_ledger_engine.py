@@ -1,0 +1,186 @@
+"""Ledger engine and genesis: nonces, savepoints, roles, frozen senders, key rotation, genesis validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from protocol.block import GENESIS_PARENT, BlockHeader
+from protocol.ledger import (
+    CODES,
+    KINDS,
+    ROLE_MATRIX,
+    GenesisError,
+    apply_block,
+    apply_genesis,
+    keys,
+    next_nonce,
+)
+from protocol.ledger.harness import Harness, replay, state_digest
+from protocol.ledger.model import DAY_MS
+from protocol.ledger.store import unpack
+from protocol.state import MemoryState, Overlay
+
+PEOPLE = [("reg", ["REGULATOR"]), ("bank", ["BANK"]), ("sme", ["SME"]), ("sme2", ["SME"]), ("inv", ["INVESTOR"])]
+
+
+def chain() -> Harness:
+    return Harness(PEOPLE, assets=[("CNY.BANK", "bank")],
+                   balances=[("bank", "CNY.BANK", 10**9), ("sme", "CNY.BANK", 10**6), ("inv", "CNY.BANK", 10**6)])
+
+
+def test_a_transfer_moves_money_and_bumps_the_nonce():
+    h = chain()
+    r = h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=250)
+    assert r.ok and r.code == "ok"
+    assert r.events[0].kind == "funds_moved"
+    assert next_nonce(h.state, h.id("sme")) == 1
+    assert unpack(h.state.get(keys.balance(h.id("sme2"), "CNY.BANK"))) == 250
+
+
+def test_a_wrong_nonce_fails_with_bad_nonce_and_changes_nothing():
+    h = chain()
+    tx = h.tx("sme", "transfer", nonce=5, to=h.id("sme2"), asset="CNY.BANK", amount=1)
+    r = h.block([tx]).receipts[0]
+    assert r.code == "bad_nonce" and r.status == "failed"
+    assert set(h.last_changes) <= {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR}
+
+
+def test_a_failed_tx_changes_only_its_nonce():
+    h = chain()
+    r = h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=10**7)
+    assert r.code == "insufficient_funds" and r.events == ()
+    assert set(h.last_changes) - {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR} == {keys.nonce(h.id("sme"))}
+    assert next_nonce(h.state, h.id("sme")) == 1
+
+
+def test_replaying_an_included_tx_is_rejected_as_bad_nonce():
+    h = chain()
+    tx = h.tx("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=1)
+    assert h.block([tx]).receipts[0].ok
+    assert h.block([tx]).receipts[0].code == "bad_nonce"
+
+
+def test_two_txs_of_one_sender_in_a_block_run_in_nonce_order():
+    h = chain()
+    t0 = h.tx("sme", "transfer", nonce=0, to=h.id("sme2"), asset="CNY.BANK", amount=1)
+    t1 = h.tx("sme", "transfer", nonce=1, to=h.id("sme2"), asset="CNY.BANK", amount=2)
+    res = h.block([t0, t1])
+    assert [r.code for r in res.receipts] == ["ok", "ok"]
+    assert [e.index for r in res.receipts for e in r.events] == sorted(e.index for r in res.receipts for e in r.events)
+
+
+def test_an_unknown_kind_fails_with_unknown_kind():
+    h = chain()
+    assert h.send("sme", "teleport").code == "unknown_kind"
+
+
+def test_an_unregistered_sender_fails_with_not_registered():
+    h = chain()
+    h.add_key("stranger")
+    assert h.send("stranger", "transfer", to=h.id("sme"), asset="CNY.BANK", amount=1).code == "not_registered"
+
+
+def test_a_sender_without_the_role_fails_with_forbidden_role():
+    h = chain()
+    assert h.send("sme", "issue", asset="CNY.BANK", amount=1).code == "forbidden_role"
+    assert h.send("bank", "receivable-issue", debtor=h.id("sme"), face=1, asset="CNY.BANK",
+                  due=h.time + DAY_MS, doc=b"d" * 32).code == "forbidden_role"
+
+
+def test_unknown_and_mistyped_fields_fail_with_bad_field():
+    h = chain()
+    assert h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=1, extra=1).code == "bad_field"
+    assert h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=0).code == "bad_field"
+    assert h.send("sme", "transfer", to=b"short", asset="CNY.BANK", amount=1).code == "bad_field"
+    assert h.send("sme", "transfer", asset="CNY.BANK", amount=1).code == "bad_field"
+
+
+def test_a_frozen_participant_can_neither_send_nor_receive_until_unfrozen():
+    h = chain()
+    assert h.send("reg", "freeze", account=h.id("sme"), reason="aml").ok
+    assert h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=1).code == "frozen"
+    assert h.send("inv", "transfer", to=h.id("sme"), asset="CNY.BANK", amount=1).code == "recipient_frozen"
+    assert h.send("reg", "freeze", account=h.id("sme")).code == "already_frozen"
+    assert h.send("reg", "unfreeze", account=h.id("sme")).ok
+    assert h.send("reg", "unfreeze", account=h.id("sme")).code == "not_frozen"
+    assert h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=1).ok
+
+
+def test_a_regulator_registers_participants_with_valid_roles_only():
+    h = chain()
+    new = h.add_key("newbie")
+    assert h.send("reg", "register", id=new, name="newbie", roles=["KING"], kyc=1).code == "bad_role"
+    r = h.send("reg", "register", id=new, name="newbie", roles=["SME", "INVESTOR"], kyc=1)
+    assert r.ok and r.events[0].kind == "participant_registered"
+    assert h.send("reg", "register", id=new, name="again", roles=["SME"], kyc=1).code == "already_registered"
+    assert h.send("newbie", "transfer", to=h.id("sme"), asset="CNY.BANK", amount=1).code == "insufficient_funds"
+
+
+def test_after_rotate_key_the_new_key_signs_for_the_same_participant_and_the_old_key_is_revoked():
+    h = chain()
+    old = h.keys["sme"]
+    new = h.add_key("sme-new")
+    assert h.send("sme", "rotate-key", new_key=new).ok
+    r = h.send("sme-new", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=7)
+    assert r.ok and r.events[0].data["from"] == old.public_key
+    h.keys["sme-old"] = old
+    assert h.send("sme-old", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=1).code == "key_revoked"
+    assert h.send("sme-new", "rotate-key", new_key=h.id("bank")).code == "already_registered"
+
+
+def test_every_error_code_a_kind_declares_is_registered():
+    for spec in KINDS.values():
+        assert set(spec.errors) <= set(CODES), spec.name
+        assert spec.fields and all(f.type in ("int", "str", "bytes32", "bytes", "list") for f in spec.fields)
+        assert ROLE_MATRIX[spec.name] == spec.roles
+
+
+def test_the_transfer_body_is_exactly_the_design_section_5_fields():
+    fields = {f.name: (f.type, f.required) for f in KINDS["transfer"].fields}
+    assert fields == {"to": ("bytes32", True), "asset": ("str", True), "amount": ("int", True),
+                      "memo": ("bytes", False)}
+
+
+def test_genesis_rejects_bad_entries_with_messages_naming_them():
+    good = chain().spec
+    cases = [
+        ({**good, "participants": [{**good["participants"][0], "roles": ["KING"]}]}, "participants[0].roles"),
+        ({**good, "participants": [{**good["participants"][0], "id": "zz"}]}, "participants[0].id"),
+        ({**good, "assets": [{**good["assets"][0], "issuer": good["participants"][2]["id"]}]}, "assets[0].issuer"),
+        ({**good, "balances": [{**good["balances"][0], "asset": "NOPE"}]}, "balances[0].asset"),
+        ({**good, "balances": [{**good["balances"][0], "amount": 0}]}, "balances[0].amount"),
+        ({**good, "params": {"grace_ms": -1}}, "params.grace_ms"),
+        ({**good, "params": {"nonsense": 1}}, "params"),
+        ({**good, "extra": 1}, "genesis spec"),
+    ]
+    for spec, where in cases:
+        state = Overlay(MemoryState())
+        with pytest.raises(GenesisError) as exc:
+            apply_genesis(state, spec)
+        assert where in str(exc.value)
+        assert state.changes() == {}
+
+
+def test_genesis_balances_count_as_issued_supply():
+    h = chain()
+    asset = unpack(h.state.get(keys.asset("CNY.BANK")))
+    assert asset["issued"] == 10**9 + 2 * 10**6 and asset["redeemed"] == 0
+
+
+def test_block_time_never_runs_backwards_inside_the_ledger():
+    h = chain()
+    h.advance(DAY_MS)
+    later = h.time
+    header = BlockHeader(chain="c", height=h.height + 1, parent=GENESIS_PARENT, proposer=b"\0" * 32, view=0,
+                         time=later - 5_000, tx_root=b"\0" * 32, state_root=b"\0" * 32)
+    ov = Overlay(h.state)
+    apply_block(ov, header, [])
+    assert unpack(ov.get(keys.TIME)) == later
+
+
+def test_replaying_the_same_blocks_on_a_fresh_state_gives_the_same_digest():
+    h = chain()
+    h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=3)
+    h.send("bank", "issue", asset="CNY.BANK", amount=5, to=h.id("inv"))
+    h.advance(DAY_MS)
+    assert state_digest(replay(h.spec, h.blocks)) == state_digest(h.state)
