@@ -33,7 +33,6 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
                     "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
 _PORT = (1, 65535)
-_PORT_OR_ZERO = (0, 65535)  # 0 = ephemeral (tests)
 _BIG = 2**62
 
 
@@ -226,7 +225,7 @@ def _p2p(m: dict[str, Any]) -> P2PSection:
     if not isinstance(obs_raw, list) or len(obs_raw) > 1024:
         raise _fail("p2p.observers", "must be a list of at most 1024 public keys")
     observers = tuple(_hexkey(v, f"p2p.observers[{i}]") for i, v in enumerate(obs_raw))
-    return P2PSection(host=_host(m, "host", "p2p", d.host), port=_int(m, "port", "p2p", d.port, *_PORT_OR_ZERO),
+    return P2PSection(host=_host(m, "host", "p2p", d.host), port=_int(m, "port", "p2p", d.port, *_PORT),
                       peers=tuple(peers), observers=observers,
                       max_frame=_int(m, "max_frame", "p2p", d.max_frame, 1024, 64 * 1024 * 1024),
                       send_queue_frames=_int(m, "send_queue_frames", "p2p", d.send_queue_frames, 1, 1_000_000),
@@ -236,7 +235,7 @@ def _p2p(m: dict[str, Any]) -> P2PSection:
 def _api(m: dict[str, Any]) -> ApiSection:
     d = ApiSection()
     _only(m, {f.name for f in fields(ApiSection)}, "api")
-    return ApiSection(host=_host(m, "host", "api", d.host), port=_int(m, "port", "api", d.port, *_PORT_OR_ZERO),
+    return ApiSection(host=_host(m, "host", "api", d.host), port=_int(m, "port", "api", d.port, *_PORT),
                       token_file=Path(_str(m, "token_file", "api", str(d.token_file), 4096)),
                       max_body_bytes=_int(m, "max_body_bytes", "api", d.max_body_bytes, 1024, 2**31),
                       max_batch_txs=_int(m, "max_batch_txs", "api", d.max_batch_txs, 1, 1_000_000))

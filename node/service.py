@@ -24,6 +24,7 @@ import time
 from typing import Any
 
 from node import genesis as genesis_mod
+from node.api.metrics import NodeCollector
 from node.api.server import ApiServer
 from node.config import Config
 from node.context import NodeContext, Service
@@ -125,6 +126,7 @@ class Node:
         # storage
         db = await asyncio.to_thread(Database.open, cfg.node.data_dir)
         ctx.db = db
+        ctx.registry.register(NodeCollector(ctx))
         ChainMeta(db).bind(gen.chain_id, gen.hash)
         ctx.state = await asyncio.to_thread(StateStore, db)
         ctx.blocks = BlockStore(db, ctx.state)

@@ -1,0 +1,86 @@
+"""Shared fixtures: a generated testnet home in a tmp dir, free ports, and an in-process node.
+
+Rule: tests bind 127.0.0.1 only, with ephemeral ports (0) or ports probed free just before use; every
+node or process a fixture starts is stopped in its teardown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import io
+import socket
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node import config as config_mod
+from node import testnet as testnet_mod
+from node.config import Config
+from node.service import Node
+
+
+def free_port_block(count: int, lo: int = 20000, hi: int = 60000) -> int:
+    """A base port B such that B+1..B+count and B+1001..B+1000+count are free on 127.0.0.1 right now."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(lo, hi - 1100)
+        ports = [base + 1 + i for i in range(count)] + [base + 1001 + i for i in range(count)]
+        socks = []
+        try:
+            for p in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block found")
+
+
+@pytest.fixture
+def single_home(tmp_path: Path) -> Path:
+    """A one-validator testnet (fast KDF) and the path of its node home."""
+    d = tmp_path / "net"
+    testnet_mod.create(d, validators=1, observers=0, accounts=2, base_port=free_port_block(1), kdf="min")
+    return d
+
+
+def ephemeral(cfg: Config, **api: Any) -> Config:
+    """The same config with port 0 for API and P2P, no peers to dial, and API overrides."""
+    return dataclasses.replace(cfg, api=dataclasses.replace(cfg.api, port=0, **api),
+                               p2p=dataclasses.replace(cfg.p2p, port=0, peers=()))
+
+
+@pytest.fixture
+async def start_node() -> AsyncIterator[Callable[..., Any]]:
+    """`await start_node(config)` -> a running in-process Node (stopped at teardown)."""
+    running: list[tuple[Node, asyncio.Task[None]]] = []
+
+    async def start(cfg: Config) -> Node:
+        node = Node(cfg, log_stream=io.StringIO())
+        task = asyncio.create_task(node.run())
+        ready = asyncio.create_task(node.ready.wait())
+        done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+        if task in done:
+            ready.cancel()
+            task.result()  # raises the start error
+        assert ready in done, "node did not start within 20 s"
+        running.append((node, task))
+        return node
+
+    yield start
+    for node, task in running:
+        node.request_stop()
+        await asyncio.wait_for(task, 10)
+
+
+def load_home(home: Path) -> Config:
+    return config_mod.load(home)
