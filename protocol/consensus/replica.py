@@ -469,7 +469,7 @@ class Replica:
         else:
             self._send_all(self.my_vc)
         self.vcs.setdefault(w, {})[self.index] = self.my_vc
-        self._set(ev.TIMER_VIEW, self.p.view_timeout(self.failures))
+        self._cancel(ev.TIMER_VIEW)  # re-armed by _arm_timers once n - f VIEW-CHANGEs for w are in
         self.failures += 1
         self._count("view_changes")
         self._maybe_new_view()
@@ -717,10 +717,14 @@ class Replica:
             self._need_sync(self.sync_target, ())
 
     def _arm_timers(self) -> None:
-        want_view = self.index is not None and (
-            not self.normal or self.pending_txs > 0 or bool(self.mine) or bool(self.proposal))
+        if self.normal:
+            want_view = self.pending_txs > 0 or bool(self.mine) or bool(self.proposal)
+        else:  # PBFT: after our VIEW-CHANGE, wait for n - f of them before timing the new primary
+            mine = self.my_vc is not None and self.my_vc.view == self.view
+            want_view = not mine or len(self.vcs.get(self.view, {})) >= self.q
+        want_view = want_view and self.index is not None
         if want_view and ev.TIMER_VIEW not in self.timers:
-            self._set(ev.TIMER_VIEW, self.p.view_timeout(self.failures))
+            self._set(ev.TIMER_VIEW, self.p.view_timeout(max(0, self.failures - (not self.normal))))
         elif not want_view:
             self._cancel(ev.TIMER_VIEW)
         want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) \
