@@ -152,3 +152,13 @@ async def test_events_list_the_genesis_state_changes(node: Node, single_home: Pa
     status, doc, _ = await _call(node, "GET", f"/events?account={a.account}&limit=5")
     assert status == 200 and doc["events"]
     assert all(a.account in e["accounts"] for e in doc["events"])
+
+
+async def test_every_metric_the_alert_rules_use_is_exported(node: Node) -> None:
+    import re
+
+    rules = (Path(__file__).resolve().parents[2] / "configs" / "prometheus" / "alerts.yml").read_text()
+    used = {n.removesuffix("_total") for n in re.findall(r"\b(smeledger_[a-z0-9_]+)", rules)}
+    _status, body, _h = await _call(node, "GET", "/metrics")
+    exported = {n.removesuffix("_total") for n in re.findall(r"^# TYPE (smeledger_[a-z0-9_]+) ", body.decode(), re.M)}
+    assert used <= exported, sorted(used - exported)
