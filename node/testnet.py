@@ -72,8 +72,8 @@ def _ledger_spec(wallets: dict[str, Wallet], kyc: dict[str, int], genesis_time: 
                 if a["issuer"] == w.account:
                     balances.append({"account": w.account, "asset": a["id"], "amount": BANK_FUNDS})
         elif "REGULATOR" not in w.roles:
-            for a in ("CNY.BANKA", "CNY.BANKB"):
-                balances.append({"account": w.account, "asset": a, "amount": SME_FUNDS})
+            for asset_id in ("CNY.BANKA", "CNY.BANKB"):
+                balances.append({"account": w.account, "asset": asset_id, "amount": SME_FUNDS})
             if name.startswith("investor"):
                 balances.append({"account": w.account, "asset": "USD.BANKB", "amount": SME_FUNDS})
     participants = [{"id": w.account, "name": n, "roles": list(w.roles), "kyc": kyc[n]}

@@ -164,7 +164,8 @@ def keystore_info(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     doc = _read_json(p, "keystore", WalletError)
     pub = _hex(doc, "public_key", 32, str(p)).hex()
-    kdf = doc.get("kdf") if isinstance(doc.get("kdf"), dict) else {}
+    raw_kdf = doc.get("kdf")
+    kdf: dict[str, Any] = raw_kdf if isinstance(raw_kdf, dict) else {}
     return {"path": str(p), "public_key": pub, "account": pub, "name": doc.get("name", ""),
             "roles": doc.get("roles", []), "kdf": {k: kdf.get(k) for k in ("name", "opslimit", "memlimit")}}
 

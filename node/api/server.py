@@ -51,8 +51,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(exc.status, code, text or code, headers)
     except NodeError as exc:
         status = exc.http_status if 400 <= exc.http_status < 600 else 400
-        headers = {"Retry-After": "1"} if status == 503 else None
-        return error_response(status, exc.code, exc.message, headers)
+        retry = {"Retry-After": "1"} if status == 503 else None
+        return error_response(status, exc.code, exc.message, retry)
     except ProtocolError as exc:
         return error_response(404 if exc.code == "not_found" else 400, exc.code, exc.message)
     except StorageError as exc:
