@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import os
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -41,8 +42,12 @@ NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it n
 MAX_VALIDATIONS = 16  # concurrent block validations
 
 
+# Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
+CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
+
+
 def now_ms() -> int:
-    return int(time.time() * 1000)
+    return int(time.time() * 1000) + CLOCK_SKEW_MS
 
 
 @dataclass(frozen=True, slots=True)
