@@ -70,7 +70,7 @@ class Net:
                     break
                 except NodeError:
                     if time.monotonic() > deadline:
-                        raise AssertionError(f"{name} not healthy:\n{devnet.tail(self.home(name) / 'node.log')}")
+                        raise AssertionError(f"{name} not healthy:\n{devnet.tail(self.home(name) / 'node.log')}") from None
                     time.sleep(0.1)
 
     def pid(self, name: str) -> int | None:

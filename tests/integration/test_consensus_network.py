@@ -100,7 +100,7 @@ def test_a_node_whose_data_was_wiped_state_syncs_and_matches(net: Net) -> None:
         net.wait_height(others, h + 15, timeout=20)
         net.start(victim)
         net.wait_height([victim], max(net.height(n) for n in others), timeout=30)
-    height, root = net.common_root(ALL)
+    _height, root = net.common_root(ALL)
     assert net.status(victim)["state_root"] == root
     assert net.committed(victim, load.accepted[-20:]) == set(load.accepted[-20:])
 
