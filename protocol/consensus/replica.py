@@ -80,6 +80,7 @@ class Replica:
         self.prepared: tuple[PreparedCertificate, Block] | None = None
         self.building = False
         self.batch_due = False
+        self.announce = False         # broadcast our newest commit certificate at the next retransmit
         self.synced_for: int = committed_height
         # elsewhere
         self.buffer = Buffer(params.per_sender_buffer)
@@ -288,7 +289,8 @@ class Replica:
         h = self.height
         if msg.height < h:
             self._count("stale")
-            self._help(msg.index, msg.height - 1, msg.view)
+            if msg.height < self.committed or not isinstance(msg, Commit):  # late COMMITs are normal
+                self._help(msg.index, msg.height - 1, msg.view)
             return
         if msg.height > h + self.p.future_height_window or msg.view > self.view + self.p.future_view_window:
             self._count("dropped_window")
@@ -638,6 +640,7 @@ class Replica:
     def _decide(self, block: Block, cert: CommitCertificate) -> None:
         self.out.append(ev.CommitBlock(block, cert))
         self._count("committed")
+        self.announce = self.index is not None
         self._advance(block.height, block.hash, cert)
 
     def _advance(self, height: int, block_hash: bytes, cert: CommitCertificate) -> None:
@@ -715,6 +718,9 @@ class Replica:
                     self._send_all(m)
         if self.sync_target > self.committed:
             self._need_sync(self.sync_target, ())
+        if self.announce and self.cert is not None:
+            self.announce = False  # lets observers and lagging validators of an idle chain catch up
+            self._send_all(CommitProof(self.cert))
 
     def _arm_timers(self) -> None:
         if self.normal:
@@ -727,7 +733,7 @@ class Replica:
             self._set(ev.TIMER_VIEW, self.p.view_timeout(max(0, self.failures - (not self.normal))))
         elif not want_view:
             self._cancel(ev.TIMER_VIEW)
-        want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) \
+        want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) or self.announce \
             or self.sync_target > self.committed or (self.normal and self.my_nv is not None
                                                       and self.my_nv.view == self.view
                                                       and self.height <= self.nv_start)

@@ -121,6 +121,8 @@ class Sim:
         self.trace_lines = 0
         self.tx_counter = 0
         self.byz: dict[int, Any] = {}  # node id -> behaviour object
+        self.signed: dict[tuple[str, int, int, int], bytes] = {}
+        self.double_signed: list[str] = []
         self.cert_ok: dict[tuple[int, int, bytes, tuple[tuple[int, bytes], ...]], bool] = {}
 
     # ---------------------------------------------------------------- setup
@@ -323,6 +325,8 @@ class Sim:
         value = msg.to_value()
         decoded = decode_message(codec.decode(codec.encode(value), codec.Limits(max_bytes=8 << 20, max_bin=1 << 20)))
         self.log("send", src.id, msg.T, getattr(msg, "sig", b"")[:4], len(dests))
+        if src.honest and hasattr(msg, "sig"):
+            self._check_single_signature(src, msg)
         f = self.faults
         faulty = self.now < f.until_ms
         for d in dests:
@@ -338,6 +342,16 @@ class Sim:
                 lo, hi = f.delay if faulty else (1, 10)
                 delay = self.rng.randint(lo, hi) + (self.rng.randint(0, f.jitter) if faulty and f.jitter else 0)
                 self.schedule(self.now + delay, "msg", d, 0, decoded)
+
+    def _check_single_signature(self, src: Node, msg: Any) -> None:
+        """An honest validator never signs two different things for one (kind, view, height)."""
+        key = (msg.T, msg.index, getattr(msg, "view", -1), getattr(msg, "height", -1))
+        if msg.T == "viewchange":
+            key = (msg.T, msg.index, msg.view, -1)
+        signed = msg.signed_bytes()
+        first = self.signed.setdefault(key, signed)
+        if first != signed:
+            self.double_signed.append(f"node {src.id} signed two different {msg.T} for {key[2:]}")
 
     def _crash(self, node: Node, restart_at: int) -> None:
         if not node.up:

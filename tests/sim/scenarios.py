@@ -137,6 +137,7 @@ def run_seed(seed: int, scenario: str, n: int) -> Result:
 def check(sim: Sim, res: Result) -> None:
     honest = [node for node in sim.nodes if node.honest]
     res.heights = [node.height for node in sim.nodes]
+    res.safety += sim.double_signed[:5]
     top = max((node.height for node in honest), default=0)
     for h in range(1, top + 1):
         hashes = sorted({node.blocks[h][0].hash for node in honest if h in node.blocks})
