@@ -316,6 +316,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rate", type=float, default=100.0)
     p.add_argument("--duration", type=float, default=10.0)
     p.add_argument("--record", help="file for the hashes of committed txs")
+    p.add_argument("--nodes", help="comma-separated node URLs to spread submission over (default: --node)")
+    p.add_argument("--senders", type=int, help="use at most this many wallets as senders (default: all)")
+    p.add_argument("--batch", type=int, help="txs per POST /txs (default 200)")
+    p.add_argument("--max-inflight", type=int, help="admitted-not-committed txs per sender (default 400)")
+    p.add_argument("--settle", type=float, help="seconds to wait for commits after the last submit (default 15)")
+    p.add_argument("--no-confirm", dest="confirm", action="store_false", default=None,
+                   help="skip the GET /txs receipt check (record every tx found in a block)")
     p.set_defaults(func=cmd_load)
     return parser
 

@@ -1,0 +1,451 @@
+"""`smeledger load`: open-loop signed-transfer load at a steady rate, with commit tracking.
+
+Transfers of one minor unit among the demo wallets of a testnet, signed ahead of time in a thread (so
+signing never limits the rate), released by a `Pacer` every `tick` and POSTed in msgpack batches to one
+or several nodes. Each sender's nonces are tracked locally from `GET /accounts`; a sender never has more
+than `max_inflight` txs admitted but not yet committed (the mempool's per-sender bound), and txs the node
+asks us to retry (full pool, sender limit, unreachable node) go back to their sender in nonce order. A
+follower reads every new block (`GET /blocks/{h}`) and matches its tx hashes; at the end the receipts of
+the matched txs are confirmed with `GET /txs/{hash}` and the committed ones are written to `--record`.
+
+Rule: the run is bounded in count (rate x duration, at most `MAX_TXS`) and in time (duration + settle +
+confirm); every failure is one line on stderr, never a traceback. Pure bookkeeping (`Pacer`,
+`SenderBook`, `Tally`) has no I/O so the unit tests drive it directly.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import struct
+import sys
+import threading
+import time
+from collections import Counter, deque
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from node.errors import NodeError, UsageError
+from node.wallet import Wallet, keystore_info, read_password
+from protocol import codec
+from protocol.crypto import DOMAIN_TX, sha256
+
+MAX_TXS = 2_000_000
+RETRYABLE = frozenset({"mempool_full", "sender_limit", "nonce_too_high", "unreachable", "http_error"})
+DONE_DUPLICATE = frozenset({"duplicate", "already_committed"})  # a retry of a tx the pool already holds
+
+
+# ---- pure bookkeeping ------------------------------------------------------------------------------
+
+class Pacer:
+    """How many txs are due at time `now` for a steady `rate` over `duration` seconds (open loop)."""
+
+    def __init__(self, rate: float, duration: float, start: float) -> None:
+        if rate <= 0 or duration <= 0:
+            raise UsageError("--rate and --duration must be positive")
+        self.rate, self.start = rate, start
+        self.total = min(MAX_TXS, math.floor(rate * duration))
+        self.released = 0
+
+    def due(self, now: float) -> int:
+        target = min(self.total, math.floor(self.rate * max(0.0, now - self.start)))
+        return max(0, target - self.released)
+
+    def release(self, n: int) -> None:
+        self.released += n
+
+    @property
+    def finished(self) -> bool:
+        return self.released >= self.total
+
+
+@dataclass(slots=True)
+class PendingTx:
+    sender: int
+    nonce: int
+    hash: bytes
+    raw: bytes
+    sent_at: float = 0.0
+    tries: int = 0
+
+
+@dataclass(slots=True)
+class _Sender:
+    ready: deque[PendingTx] = field(default_factory=deque)  # signed, never sent, nonce order
+    retry: list[PendingTx] = field(default_factory=list)  # to resend before `ready`, kept sorted
+    inflight: int = 0
+    stalled: str | None = None  # rejection code that broke this sender's nonce sequence
+
+
+class SenderBook:
+    """Per-sender queues of signed txs and in-flight counts; `take` picks round-robin."""
+
+    def __init__(self, senders: int, max_inflight: int) -> None:
+        self.s = [_Sender() for _ in range(senders)]
+        self.max_inflight = max_inflight
+        self._rr = 0
+
+    def add_signed(self, tx: PendingTx) -> None:
+        self.s[tx.sender].ready.append(tx)
+
+    def take(self, n: int) -> list[PendingTx]:
+        """Up to n txs, one per eligible sender per round, each sender's in lowest-nonce-first order."""
+        out: list[PendingTx] = []
+        k = len(self.s)
+        idle = 0
+        while len(out) < n and idle < k:
+            st = self.s[self._rr]
+            self._rr = (self._rr + 1) % k
+            if st.stalled is None and st.inflight < self.max_inflight and (st.retry or st.ready):
+                out.append(st.retry.pop(0) if st.retry else st.ready.popleft())
+                st.inflight += 1
+                idle = 0
+            else:
+                idle += 1
+        return out
+
+    def give_back(self, tx: PendingTx) -> None:
+        """The node asked to retry: the tx goes back to its sender, before any higher nonce."""
+        st = self.s[tx.sender]
+        st.inflight -= 1
+        st.retry.append(tx)
+        st.retry.sort(key=lambda t: t.nonce)
+
+    def rejected(self, tx: PendingTx, code: str) -> None:
+        """A final rejection: later nonces of this sender can never commit, so it stops sending."""
+        st = self.s[tx.sender]
+        st.inflight -= 1
+        st.stalled = st.stalled or code
+
+    def committed(self, sender: int) -> None:
+        self.s[sender].inflight -= 1
+
+    def backlog(self) -> int:
+        return sum(len(st.ready) + len(st.retry) for st in self.s if st.stalled is None)
+
+    def stalled(self) -> int:
+        return sum(1 for st in self.s if st.stalled is not None)
+
+
+def percentile(values: Sequence[float], p: float) -> float | None:
+    """Nearest-rank percentile (p in 0..100) of a list; None when empty."""
+    if not values:
+        return None
+    v = sorted(values)
+    return v[min(len(v) - 1, max(0, math.ceil(p / 100 * len(v)) - 1))]
+
+
+@dataclass(slots=True)
+class Tally:
+    submitted: int = 0  # first submissions (a retried tx counts once)
+    accepted: int = 0
+    retried: int = 0
+    rejected: Counter[str] = field(default_factory=Counter)
+    committed: int = 0
+    failed: int = 0  # in a block, but the receipt says failed
+    latencies: list[float] = field(default_factory=list)
+    first_sent: float | None = None
+    last_sent: float | None = None
+
+    def summary(self, elapsed: float) -> dict[str, Any]:
+        span = (self.last_sent - self.first_sent) if self.first_sent and self.last_sent else 0.0
+        p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
+        return {"submitted": self.submitted, "accepted": self.accepted, "retried": self.retried,
+                "rejected": sum(self.rejected.values()), "rejected_by_code": dict(sorted(self.rejected.items())),
+                "committed": self.committed, "failed": self.failed,
+                "submit_rate": round(self.submitted / span, 1) if span > 0 else None,
+                "latency_p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
+                "latency_p95_ms": round(p95 * 1000, 1) if p95 is not None else None,
+                "elapsed_s": round(elapsed, 2)}
+
+
+def batch_body(raws: Sequence[bytes]) -> bytes:
+    """A canonical msgpack array of already-canonical signed txs, without re-encoding them."""
+    n = len(raws)
+    head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + struct.pack(">H", n) if n < 65536
+                                              else b"\xdd" + struct.pack(">I", n))
+    return head + b"".join(raws)
+
+
+def sign_transfer(wallet: Wallet, chain: str, nonce: int, to: bytes, asset: str, amount: int) -> tuple[bytes, bytes]:
+    """(hash, raw signed tx) of a transfer, encoded once."""
+    body = codec.encode({"chain": chain, "kind": "transfer", "from": wallet.public_key, "nonce": nonce,
+                         "to": to, "asset": asset, "amount": amount})
+    sig = wallet.key.sign(DOMAIN_TX, body)
+    return sha256(body), codec.encode({"sig": sig, "tx": body})
+
+
+# ---- setup --------------------------------------------------------------------------------------
+
+def load_wallets(directory: str | Path, limit: int | None = None) -> list[Wallet]:
+    d = Path(directory)
+    if not d.is_dir():
+        raise UsageError(f"wallets directory {d} does not exist")
+    files = sorted(p for p in d.glob("*.json"))
+    if not files:
+        raise UsageError(f"no wallet files (*.json) in {d}")
+    password = read_password(d / "PASSWORD")
+    skip = {"REGULATOR"}
+    chosen = [p for p in files if not skip & set(keystore_info(p)["roles"])]
+    users = [p for p in chosen if p.stem.startswith("user")]  # funded in both assets: first choice
+    chosen = users + [p for p in chosen if p not in users]
+    if limit:
+        chosen = chosen[:limit]
+    return [Wallet.load(p, password) for p in chosen]
+
+
+# ---- the run ------------------------------------------------------------------------------------
+
+class LoadRun:
+    def __init__(self, args: argparse.Namespace) -> None:
+        self.a = args
+        self.nodes = [u if u.startswith("http") else "http://" + u for u in args.nodes]
+        self.tally = Tally()
+        self.by_hash: dict[bytes, PendingTx] = {}
+        self.done: dict[bytes, float] = {}  # hash -> latency, found in a block
+        self.receipt_ok: list[bytes] = []
+        self.stop_signing = threading.Event()
+        self.block_times: list[tuple[int, int, int]] = []  # (height, header time ms, tx count)
+        self.signed = 0
+
+    async def _get(self, session: Any, url: str) -> Any:
+        async with session.get(url) as r:
+            if r.status == 404:
+                return None
+            if r.status != 200:
+                raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
+            return await r.json()
+
+    async def setup(self, session: Any) -> None:
+        loop = asyncio.get_running_loop()
+        self.wallets = await loop.run_in_executor(None, load_wallets, self.a.wallets, self.a.senders)
+        st = await self._get(session, self.nodes[0] + "/status")
+        self.chain, self.start_height = st["chain_id"], st["height"]
+        self.nonces, keep = [], []
+        for w in self.wallets:
+            acc = await self._get(session, f"{self.nodes[0]}/accounts/{w.account}")
+            bal = int(((acc or {}).get("balances") or {}).get(self.a.asset, 0))
+            if acc is not None and bal >= self.a.amount * self.a.rate * self.a.duration / max(1, len(self.wallets)):
+                keep.append(w)
+                self.nonces.append(int(acc.get("nonce", 0)))
+        if len(keep) < 2:
+            raise UsageError(f"need at least 2 wallets funded in {self.a.asset} under {self.a.wallets}")
+        self.wallets = keep
+        self.book = SenderBook(len(keep), self.a.max_inflight)
+
+    def sign_all(self, total: int) -> None:
+        """Signer thread: round-robin over senders, appending to the book (deque appends are atomic)."""
+        w, n = self.wallets, len(self.wallets)
+        nonces = list(self.nonces)
+        for i in range(total):
+            if self.stop_signing.is_set():
+                return
+            s = i % n
+            h, raw = sign_transfer(w[s], self.chain, nonces[s], w[(s + 1 + i // n % (n - 1)) % n].public_key,
+                                   self.a.asset, self.a.amount)
+            tx = PendingTx(s, nonces[s], h, raw)
+            nonces[s] += 1
+            self.by_hash[h] = tx
+            self.book.add_signed(tx)
+            self.signed = i + 1
+
+    async def post(self, session: Any, sem: asyncio.Semaphore, node: int, txs: list[PendingTx]) -> None:
+        t = self.tally
+        url = self.nodes[node % len(self.nodes)] + "/txs"
+        async with sem:
+            now = time.monotonic()
+            for tx in txs:
+                if tx.tries == 0:
+                    t.submitted += 1
+                    tx.sent_at = now
+                else:
+                    t.retried += 1
+                tx.tries += 1
+            t.first_sent = t.first_sent or now
+            t.last_sent = now
+            try:
+                async with session.post(url, data=batch_body([x.raw for x in txs]),
+                                        headers={"Content-Type": "application/msgpack"}) as r:
+                    doc = await r.json(content_type=None)
+            except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
+                doc = None
+                self.last_error = f"{url}: {exc or type(exc).__name__}"
+        rows = doc.get("results") if isinstance(doc, dict) else None
+        if not isinstance(rows, list) or len(rows) != len(txs):
+            code = "unreachable" if doc is None else str(doc.get("error", "http_error"))
+            rows = [{"accepted": False, "code": code}] * len(txs)
+        for tx, row in zip(txs, rows, strict=True):
+            code = row.get("code") or "unknown"
+            if row.get("accepted") or code in DONE_DUPLICATE:
+                t.accepted += row.get("accepted") is True
+            elif code in RETRYABLE and tx.tries < self.a.max_tries:
+                self.book.give_back(tx)
+            else:
+                t.rejected[code] += 1
+                self.book.rejected(tx, code)
+
+    async def submit_loop(self, session: Any) -> None:
+        a = self.a
+        sem = asyncio.Semaphore(a.max_requests)
+        pacer = Pacer(a.rate, a.duration, time.monotonic())
+        self.pacer = pacer
+        tasks: set[asyncio.Task[None]] = set()
+        k = 0
+        end = pacer.start + a.duration
+        while time.monotonic() < end + a.settle:
+            retry_n = sum(len(s.retry) for s in self.book.s if s.stalled is None)
+            if pacer.finished and not retry_n and not tasks:
+                break
+            n = pacer.due(time.monotonic())
+            txs = self.book.take(n + retry_n)
+            pacer.release(min(n, len(txs)))
+            for i in range(0, len(txs), a.batch):
+                task = asyncio.create_task(self.post(session, sem, k, txs[i:i + a.batch]))
+                k += 1
+                tasks.add(task)
+                task.add_done_callback(tasks.discard)
+            await asyncio.sleep(a.tick)
+        self.stop_signing.set()
+        if tasks:
+            await asyncio.gather(*tasks)
+
+    async def follow(self, session: Any, stop: asyncio.Event) -> None:
+        """Read every block after the start height and match our tx hashes."""
+        h = self.start_height + 1
+        node = 0
+        while not stop.is_set():
+            try:
+                doc = await self._get(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}")
+            except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
+                node += 1
+                doc = None
+            if doc is None:
+                await asyncio.sleep(self.a.poll)
+                continue
+            now = time.monotonic()
+            self.block_times.append((h, int(doc.get("time", 0)), int(doc.get("tx_count", 0))))
+            for hx in doc.get("txs", []):
+                tx = self.by_hash.get(bytes.fromhex(hx))
+                if tx is not None and tx.hash not in self.done:
+                    self.done[tx.hash] = now - tx.sent_at
+                    self.book.committed(tx.sender)
+            h += 1
+
+    async def confirm(self, session: Any) -> None:
+        """Receipts of the txs found in blocks: committed ones are recorded, failed ones counted."""
+        hashes = list(self.done)
+        deadline = time.monotonic() + self.a.confirm_timeout
+        q: deque[bytes] = deque(hashes)
+
+        async def worker(i: int) -> None:
+            while q and time.monotonic() < deadline:
+                h = q.popleft()
+                try:
+                    doc = await self._get(session, f"{self.nodes[i % len(self.nodes)]}/txs/{h.hex()}")
+                except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
+                    q.append(h)
+                    continue
+                status = (doc or {}).get("status")
+                if status == "committed":
+                    self.receipt_ok.append(h)
+                elif status == "failed":
+                    self.tally.failed += 1
+        await asyncio.gather(*(worker(i) for i in range(16)))
+        self.unconfirmed = len(q)
+
+    async def main(self) -> dict[str, Any]:
+        t0 = time.monotonic()
+        timeout = aiohttp.ClientTimeout(total=self.a.request_timeout)
+        conn = aiohttp.TCPConnector(limit=64)
+        self.last_error = ""
+        self.unconfirmed = 0
+        async with aiohttp.ClientSession(timeout=timeout, connector=conn) as session:
+            try:
+                await self.setup(session)
+            except (TimeoutError, OSError, aiohttp.ClientError) as exc:
+                raise NodeError(f"cannot reach {self.nodes[0]}: {exc}", code="unreachable") from None
+            total = min(MAX_TXS, math.floor(self.a.rate * self.a.duration))
+            self.signed = 0
+            signer = threading.Thread(target=self.sign_all, args=(total,), name="load-signer", daemon=True)
+            signer.start()
+            lead = min(total, max(1, int(self.a.rate * self.a.lead)))
+            while self.signed < lead and signer.is_alive():
+                await asyncio.sleep(0.01)
+            stop = asyncio.Event()
+            follower = asyncio.create_task(self.follow(session, stop))
+            await self.submit_loop(session)
+            settle_end = time.monotonic() + self.a.settle
+            while time.monotonic() < settle_end and len(self.done) < self.tally.accepted:
+                await asyncio.sleep(0.05)
+            stop.set()
+            await follower
+            signer.join(timeout=5)
+            self.tally.committed = len(self.done)
+            self.tally.latencies = list(self.done.values())
+            if self.a.confirm:
+                await self.confirm(session)
+            else:
+                self.receipt_ok = list(self.done)
+        out = self.tally.summary(time.monotonic() - t0)
+        out.update(senders=len(self.wallets), stalled_senders=self.book.stalled(),
+                   committed_recorded=len(self.receipt_ok), unconfirmed=self.unconfirmed,
+                   start_height=self.start_height, blocks=len(self.block_times), nodes=self.nodes,
+                   offered_rate=self.a.rate, duration_s=self.a.duration)
+        if self.last_error:
+            out["last_error"] = self.last_error
+        return out
+
+
+def _defaults(args: argparse.Namespace) -> argparse.Namespace:
+    d = {"senders": None, "batch": 200, "tick": 0.015, "max_inflight": 400, "max_requests": 8, "settle": 15.0,
+         "confirm": True, "confirm_timeout": 60.0, "request_timeout": 15.0, "poll": 0.05, "asset": "CNY.BANKA",
+         "amount": 1, "lead": 1.0, "max_tries": 50, "nodes": None, "record": None, "json": False}
+    for k, v in d.items():
+        if getattr(args, k, None) is None:
+            setattr(args, k, v)
+    if not args.nodes:
+        args.nodes = [args.node]
+    elif isinstance(args.nodes, str):
+        args.nodes = [u.strip() for u in args.nodes.split(",") if u.strip()]
+    return args
+
+
+def run(args: argparse.Namespace) -> int:
+    args = _defaults(args)
+    if args.rate <= 0 or args.duration <= 0 or args.batch < 1 or args.max_inflight < 1:
+        raise UsageError("--rate, --duration, --batch and --max-inflight must be positive")
+    if args.record:
+        Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+        Path(args.record).write_text("")  # fail early on an unwritable path
+    lr = LoadRun(args)
+    res = asyncio.run(lr.main())
+    if args.record:
+        Path(args.record).write_text("".join(h.hex() + "\n" for h in lr.receipt_ok))
+        res["record"] = str(args.record)
+    if args.json:
+        print(json.dumps(res))
+    else:
+        rej = ", ".join(f"{k}={v}" for k, v in res["rejected_by_code"].items()) or "none"
+        print(f"submitted {res['submitted']}  accepted {res['accepted']}  rejected {res['rejected']} ({rej})  "
+              f"committed {res['committed']}  failed {res['failed']}  retried {res['retried']}")
+        print(f"offered {args.rate:g} tx/s for {args.duration:g} s; submit rate {res['submit_rate']} tx/s; "
+              f"commit latency p50 {res['latency_p50_ms']} ms, p95 {res['latency_p95_ms']} ms; "
+              f"{res['senders']} senders ({res['stalled_senders']} stalled); {res['blocks']} blocks")
+        if args.record:
+            print(f"{res['committed_recorded']} committed tx hashes written to {args.record}")
+    return 0 if res["committed"] > 0 or res["submitted"] == 0 else 1
+
+
+def main(argv: list[str] | None = None) -> int:
+    from node.cli import main as cli_main
+    return cli_main(["load", *(argv if argv is not None else sys.argv[1:])])
+
+
+if __name__ == "__main__":
+    sys.exit(main())
