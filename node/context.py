@@ -8,6 +8,7 @@ Rule: single event loop; nothing here locks, and nothing here does I/O.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
@@ -77,6 +78,7 @@ class NodeContext:
     gossip: TxGossip | None = None
     consensus: Service | None = None  # the lead's driver (node/consensus.py), when present
     sync: Service | None = None
+    task_group: asyncio.TaskGroup | None = None  # the node's TaskGroup: spawn long-lived tasks here
     extras: dict[str, Any] = field(default_factory=dict)
 
     @property

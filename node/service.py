@@ -56,6 +56,10 @@ def build_consensus(ctx: NodeContext) -> Service | None:
     return driver
 
 
+class _Stopped(Exception):
+    """Raised from the TaskGroup body after an orderly shutdown, to cancel leftover tasks."""
+
+
 class Node:
     def __init__(self, config: Config, *, log_stream: Any = None) -> None:
         self.config = config
@@ -91,9 +95,13 @@ class Node:
                     t1 = time.monotonic()
                     await self._shutdown()
                     self.timings["shutdown_s"] = time.monotonic() - t1
+                raise _Stopped  # makes the TaskGroup cancel any task a component left running
         except BaseExceptionGroup as group:
-            # The start path raises inside the TaskGroup body; report the first real error itself.
-            first = group.exceptions[0]
+            errors = [e for e in group.exceptions if not isinstance(e, _Stopped)]
+            if not errors:
+                return
+            # A start error or a failed component task: report the first real error itself.
+            first = errors[0]
             while isinstance(first, BaseExceptionGroup):
                 first = first.exceptions[0]
             if self.ctx is not None and not isinstance(first, (NodeError, ProtocolError, StorageError)):
@@ -122,7 +130,7 @@ class Node:
         log = node_logger(cfg.node.name, position, cfg.logging.level, self._log_stream)
         ctx = NodeContext(config=cfg, genesis=gen, key=key, log=log, position=position)
         ctx.time_offset.allowed = cfg.testnet.allow_time_offset
-        ctx.extras["task_group"] = tg
+        ctx.task_group = tg
         self.ctx = ctx
         log.info("node_starting", node_id=ctx.node_id, chain_id=gen.chain_id,
                  role="validator" if ctx.is_validator else "observer", home=str(cfg.home))
