@@ -168,6 +168,8 @@ def cmd_tx(args: argparse.Namespace) -> int:
     from node.txbuild import build_body, kind_spec, sign
 
     spec = kind_spec(args.kind)
+    values = {f.name: getattr(args, "f_" + f.name) for f in spec.fields}
+    build_body(args.kind, values, chain="-", sender=b"\0" * 32, nonce=0)  # field errors before any I/O
     wallet = Wallet.load(args.wallet, _password(args))
     client = Client(args.node)
     chain = client.status()["chain_id"]
@@ -179,7 +181,6 @@ def cmd_tx(args: argparse.Namespace) -> int:
             if exc.code != "not_found":
                 raise
             nonce = 0
-    values = {f.name: getattr(args, "f_" + f.name) for f in spec.fields}
     tx = sign(wallet, build_body(args.kind, values, chain=chain, sender=wallet.public_key, nonce=nonce))
     res = client.submit(tx)
     row = (res.get("results") or [{}])[0]

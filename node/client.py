@@ -139,6 +139,31 @@ class Client:
         out: dict[str, Any] = self.get(f"/accounts/{aid}", proof=1 if proof else None)
         return out
 
+    def verified_account(self, account_id: str | bytes, timeout: float = 10.0) -> dict[str, Any]:
+        """The account, with its proofs checked against a committed header (see `check_account_proof`)."""
+        return self.check_account_proof(self.account(account_id, proof=True), timeout)
+
+    def check_account_proof(self, doc: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
+        """Check an `/accounts/{id}?proof=1` answer against the header of block height+1, which commits
+        to the state root after `height` (waits up to `timeout` for that block to be committed).
+        Raises ClientError (code `bad_proof`) when the root or a proof does not match."""
+        proof = doc.get("proof")
+        if not isinstance(proof, dict):
+            raise ClientError("the answer carries no proof (ask with proof=1)", code="no_proof")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                header = self.block(int(proof["height"]) + 1)["header"]
+                break
+            except ClientError as exc:
+                if exc.code != "not_found" or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.1)
+        if header["state_root"] != proof["state_root"] or not verify_account_proof(doc, header["state_root"]):
+            raise ClientError("account proof does not match the committed header", code="bad_proof")
+        doc["verified_height"] = int(proof["height"]) + 1
+        return doc
+
     def query(self, thing: str, ident: str) -> dict[str, Any]:
         out: dict[str, Any] = self.get(f"/{thing}/{urllib.parse.quote(ident, safe='')}")
         return out

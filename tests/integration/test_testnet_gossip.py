@@ -57,6 +57,17 @@ def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_pa
             waiting = {i for i in waiting if clients[i].tx(tx.hash)["status"] not in ("pending", "committed")}
             time.sleep(0.01)
         assert not waiting, f"not pending within 1 s on {[nodes[i]['name'] for i in waiting]}"
+
+        # with the consensus driver wired in, the tx commits everywhere and account proofs verify
+        # against the header of the next block, which commits to the state root
+        if clients[0].status()["consensus"]:
+            for c in clients:
+                assert c.wait_for_commit(tx.hash, timeout=15)["status"] == "committed"
+            doc = clients[3].account(b.account, proof=True)
+            tx2 = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "1"},
+                                     chain="smeledger-testnet", sender=a.public_key, nonce=1))
+            assert clients[1].submit(tx2)["results"][0]["accepted"]
+            assert clients[3].check_account_proof(doc, timeout=15)["verified_height"] == doc["proof"]["height"] + 1
     finally:
         p = _run("-m", "node.devnet", "down", "--dir", str(d))
         pids = [devnet._pid_of(d / n["name"]) for n in nodes]
