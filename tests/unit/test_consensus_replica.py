@@ -1,0 +1,240 @@
+"""One replica driven by hand: write-ahead order, restart safety, batching, timers, hostile input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protocol.block import GENESIS_PARENT, Block
+from protocol.consensus import (
+    TIMER_BATCH,
+    TIMER_VIEW,
+    BlockBuilt,
+    BlockExecuted,
+    BlockValidated,
+    Broadcast,
+    BuildBlock,
+    Checkpoint,
+    Commit,
+    CommitBlock,
+    CommitCertificate,
+    CommitProof,
+    ConsensusParams,
+    Evidence,
+    MessageReceived,
+    NeedSync,
+    Persist,
+    Prepare,
+    PrePrepare,
+    Replica,
+    SetTimer,
+    StableCheckpoint,
+    SyncedTo,
+    TimerFired,
+    ValidateBlock,
+    ViewChange,
+    WorkPending,
+)
+from protocol.crypto import sha256
+from tests.sim.net import CHAIN, sim_key
+
+KEYS = [sim_key(i) for i in range(4)]
+VALIDATORS = tuple(k.public_key for k in KEYS)
+PARAMS = ConsensusParams(max_block_txs=10, batch_timeout_ms=20, view_timeout_ms=100, view_timeout_cap_ms=800,
+                         checkpoint_interval=2, future_height_window=8, future_view_window=4, per_sender_buffer=8)
+ROOT = sha256(b"root")
+
+
+def replica(i: int | None, records: tuple[bytes, ...] = ()) -> Replica:
+    return Replica(CHAIN, VALIDATORS, KEYS[i] if i is not None else None, PARAMS, 0, GENESIS_PARENT, records)
+
+
+def block(view: int = 0, txs: tuple[bytes, ...] = (b"tx",), height: int = 1,
+          parent: bytes = GENESIS_PARENT) -> Block:
+    return Block.build(chain=CHAIN, height=height, parent=parent, proposer=VALIDATORS[view % 4], view=view,
+                       time=5, state_root=ROOT, txs=txs)
+
+
+def recv(r: Replica, msg: Any, now: int = 0) -> list[Any]:
+    return r.handle(MessageReceived(b"peer", msg), now)
+
+
+def of(actions: list[Any], cls: type) -> list[Any]:
+    return [a for a in actions if isinstance(a, cls)]
+
+
+def sent(actions: list[Any], cls: type) -> list[Any]:
+    return [a.msg for a in of(actions, Broadcast) if isinstance(a.msg, cls)]
+
+
+def accept_and_validate(r: Replica, b: Block, view: int = 0) -> list[Any]:
+    out = recv(r, PrePrepare.create(KEYS[view % 4], CHAIN, view, b, view % 4))
+    assert of(out, ValidateBlock)[0].block == b
+    return r.handle(BlockValidated(b.hash, True, ""), 1)
+
+
+def test_a_backup_persists_its_prepare_before_sending_it_and_commits_with_a_verifiable_certificate() -> None:
+    r = replica(1)
+    b = block()
+    out = accept_and_validate(r, b)
+    kinds = [type(a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
+    assert kinds == ["Persist", "Broadcast"]
+    assert sent(out, Prepare)[0].block_hash == b.hash
+    for i in (0, 2):
+        out = recv(r, Prepare.create(KEYS[i], CHAIN, 0, 1, b.hash, i))
+    kinds = [type(a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
+    assert kinds == ["Persist", "Broadcast"] and sent(out, Commit)
+    for i in (0, 2):
+        out = recv(r, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i))
+    commit = of(out, CommitBlock)[0]
+    assert commit.block == b and commit.certificate.verify(VALIDATORS, CHAIN)
+    assert r.committed == 1
+
+
+def test_a_replica_rebuilt_from_its_records_never_prepares_a_second_block_for_the_same_view_and_height() -> None:
+    r = replica(1)
+    b = block()
+    out = accept_and_validate(r, b)
+    records = tuple(a.record for a in of(out, Persist))
+    first = sent(out, Prepare)[0]
+    again = replica(1, records)
+    other = block(txs=(b"other",))
+    out = recv(again, PrePrepare.create(KEYS[0], CHAIN, 0, other, 0))
+    out += again.handle(BlockValidated(other.hash, True, ""), 2)
+    assert not sent(out, Prepare)
+    out = again.handle(TimerFired("retransmit", again.timers["retransmit"]), 300)
+    assert sent(out, Prepare) == [first]
+
+
+def test_a_replica_rebuilt_after_a_view_change_stays_in_that_view_and_resends_the_same_view_change() -> None:
+    r = replica(2)
+    r.handle(WorkPending(1, 10), 0)
+    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    vc = sent(out, ViewChange)[0]
+    records = tuple(a.record for a in of(out, Persist))
+    again = replica(2, records)
+    out = again.handle(WorkPending(1, 10), 200)
+    assert again.view == 1 and not again.normal
+    assert sent(out, ViewChange) == [vc]
+
+
+def test_the_primary_cuts_a_full_block_at_once_and_a_partial_one_when_the_batch_timer_fires() -> None:
+    r = replica(0)
+    out = r.handle(WorkPending(PARAMS.max_block_txs, 100), 0)
+    assert of(out, BuildBlock) and of(out, BuildBlock)[0].max_txs == PARAMS.max_block_txs
+    r = replica(0)
+    out = r.handle(WorkPending(3, 100), 0)
+    assert not of(out, BuildBlock)
+    timer = next(a for a in of(out, SetTimer) if a.kind == TIMER_BATCH)
+    assert timer.delay_ms == PARAMS.batch_timeout_ms
+    out = r.handle(TimerFired(TIMER_BATCH, timer.token), 20)
+    build = of(out, BuildBlock)[0]
+    b = Block.build(chain=CHAIN, height=build.height, parent=build.parent, proposer=VALIDATORS[0], view=build.view,
+                    time=20, state_root=ROOT, txs=(b"a", b"b", b"c"))
+    out = r.handle(BlockBuilt(b), 21)
+    kinds = [type(a.msg if isinstance(a, Broadcast) else a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
+    assert kinds == ["Persist", "PrePrepare", "Persist", "Prepare"]
+
+
+def test_view_timeouts_double_per_failed_view_up_to_the_cap_and_reset_after_a_commit() -> None:
+    assert [PARAMS.view_timeout(k) for k in range(6)] == [100, 200, 400, 800, 800, 800]
+    r = replica(1)
+    out = r.handle(WorkPending(1, 10), 0)
+    assert [a.delay_ms for a in of(out, SetTimer) if a.kind == TIMER_VIEW] == [100]
+    assert r.failures == 0
+    r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    assert r.failures == 1 and r.view == 1
+    # the proof of a commit resets the back-off
+    b = block()
+    cert_sigs = tuple((i, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i).sig) for i in range(3))
+    cert = CommitCertificate(1, 0, b.hash, cert_sigs)
+    out = recv(r, CommitProof(cert), 150)
+    assert of(out, NeedSync)[0].target_height == 1
+    r.handle(SyncedTo(1, b.hash, cert, ROOT), 160)
+    assert r.failures == 0 and r.committed == 1
+
+
+def test_f_plus_one_view_changes_for_a_higher_view_pull_a_replica_along() -> None:
+    r = replica(3)
+    vc = [ViewChange.create(KEYS[i], CHAIN, 2, 0, GENESIS_PARENT, None, None, None, i) for i in (1, 2)]
+    assert not sent(recv(r, vc[0]), ViewChange)
+    out = recv(r, vc[1])
+    mine = sent(out, ViewChange)
+    assert mine and mine[0].view == 2 and mine[0].index == 3
+
+
+def test_invalid_signatures_are_dropped_and_counted() -> None:
+    r = replica(1)
+    b = block()
+    bad = Prepare(CHAIN, 0, 1, b.hash, 2, b"\x00" * 64)
+    assert recv(r, bad) == []
+    assert r.stats["invalid_signature"] == 1
+    assert len(r.book) == 0
+
+
+def test_duplicates_are_idempotent_and_conflicting_votes_become_evidence_once() -> None:
+    r = replica(1)
+    p = Prepare.create(KEYS[2], CHAIN, 0, 1, sha256(b"a"), 2)
+    recv(r, p)
+    assert recv(r, p) == [] and r.stats["duplicate"] == 1
+    q = Prepare.create(KEYS[2], CHAIN, 0, 1, sha256(b"b"), 2)
+    ev = of(recv(r, q), Evidence)
+    assert len(ev) == 1 and ev[0].index == 2 and {ev[0].first, ev[0].second} == {p, q}
+    assert of(recv(r, q), Evidence) == []
+    assert r.book.tally("prepare", 0, sha256(b"b")) == {}
+
+
+def test_messages_for_far_future_views_and_heights_are_bounded_per_sender() -> None:
+    r = replica(1)
+    for k in range(200):
+        recv(r, Prepare.create(KEYS[2], CHAIN, k % 3, 2 + k % 6, sha256(b"%d" % k), 2))
+        recv(r, Prepare.create(KEYS[2], CHAIN, 0, 100 + k, sha256(b"%d" % k), 2))
+        recv(r, ViewChange.create(KEYS[2], CHAIN, 1 + k, 0, GENESIS_PARENT, None, None, None, 2))
+    sizes, bounds = r.sizes(), r.size_bounds()
+    assert all(sizes[k] <= bounds[k] for k in sizes)
+    assert len(r.buffer) == PARAMS.per_sender_buffer
+    assert r.stats["dropped_window"] > 0 and r.stats["dropped_buffer_full"] > 0
+    assert r.view == 0  # one validator alone cannot move anyone to another view
+
+
+def test_n_minus_f_matching_checkpoints_make_a_stable_checkpoint_and_older_votes_are_dropped() -> None:
+    r = replica(1)
+    h = PARAMS.checkpoint_interval
+    bh = sha256(b"block")
+    out: list[Any] = []
+    for i in (0, 2, 3):
+        out += recv(r, Checkpoint.create(KEYS[i], CHAIN, h, bh, ROOT, i))
+    stable = of(out, StableCheckpoint)
+    assert len(stable) == 1 and stable[0].height == h and stable[0].certificate.verify(VALIDATORS, CHAIN)
+    assert of(out, NeedSync)  # the checkpoint is above our height: fetch the blocks
+    assert r.ckpts == {}
+
+
+def test_a_validator_signs_a_checkpoint_after_executing_every_kth_height() -> None:
+    r = replica(1)
+    b1 = block()
+    accept_and_validate(r, b1)
+    for i in (0, 2):
+        recv(r, Prepare.create(KEYS[i], CHAIN, 0, 1, b1.hash, i))
+    for i in (0, 2):
+        recv(r, Commit.create(KEYS[i], CHAIN, 0, 1, b1.hash, i))
+    out = r.handle(BlockExecuted(1, b1.hash, ROOT), 5)
+    assert not sent(out, Checkpoint)
+    b2 = block(height=2, parent=b1.hash)
+    accept_and_validate(r, b2)
+    for i in (0, 2):
+        recv(r, Prepare.create(KEYS[i], CHAIN, 0, 2, b2.hash, i))
+        recv(r, Commit.create(KEYS[i], CHAIN, 0, 2, b2.hash, i))
+    out = r.handle(BlockExecuted(2, b2.hash, ROOT), 6)
+    assert sent(out, Checkpoint)[0].height == 2
+
+
+def test_an_observer_follows_commits_but_never_signs_or_votes() -> None:
+    r = replica(None)
+    b = block()
+    out = recv(r, PrePrepare.create(KEYS[0], CHAIN, 0, b, 0))
+    out += r.handle(BlockValidated(b.hash, True, ""), 1)
+    for i in (0, 1, 2):
+        out += recv(r, Prepare.create(KEYS[i], CHAIN, 0, 1, b.hash, i))
+        out += recv(r, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i))
+    assert not of(out, Persist) and not of(out, Broadcast)
+    assert of(out, CommitBlock)[0].block == b
