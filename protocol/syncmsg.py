@@ -1,0 +1,204 @@
+"""Block-sync and state-sync wire bodies: `sync_req`, `sync_resp`, `snap_req`, `snap_resp`.
+
+Wire (canonical msgpack maps, every request carries a requester-chosen `rid` echoed in its answer):
+- `sync_req`  `{"rid", "from": h >= 1, "count": 1..MAX_SYNC_BLOCKS}`
+- `sync_resp` `{"rid", "status": "ok"|"busy"|"none", "from", "height": server head,
+  "first": server's lowest stored block (0: none), "blocks": [[block bytes, certificate bytes], ...]}`;
+  `ok` carries >= 1 contiguous blocks starting at `from`, the exact stored bytes; the others carry none.
+- `snap_req`  `{"rid", "kind": "manifest"}` or `{"rid", "kind": "chunk", "height", "index"}`
+- `snap_resp` `{"rid", "kind", "status"}` plus, for an `ok` manifest: `height`, `block_hash`,
+  `state_root`, `manifest` (canonical bytes of storage's SnapshotManifest), `checkpoint` (the stable
+  checkpoint certificate value) and `commit` (the stored commit-certificate bytes of block `height`);
+  for an `ok` chunk: `height`, `index`, `chunk` (canonical chunk bytes).
+
+Rule: pure data and strict validation (every field checked, unknown fields rejected). Blocks, commit
+certificates, manifests and chunks stay opaque bytes here: the node layer decodes and verifies them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protocol.block import MAX_BLOCK_BYTES
+from protocol.consensus.certs import CheckpointCertificate
+from protocol.crypto import HASH_SIZE
+from protocol.errors import FieldError
+from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list, req_str
+
+MAX_RID = 2**63 - 1
+MAX_HEIGHT = 2**63 - 1
+MAX_SYNC_BLOCKS = 1024  # blocks one sync_req may ask for and one sync_resp may carry
+MAX_CERT_BYTES = 256 * 1024
+MAX_WIRE_BLOCK_BYTES = MAX_BLOCK_BYTES + 64 * 1024
+MAX_CHUNK_WIRE_BYTES = 32 * 1024 * 1024
+MAX_MANIFEST_WIRE_BYTES = 48 * 1024 * 1024
+MAX_CHUNK_INDEX = 1_000_000
+
+STATUS_OK = "ok"
+STATUS_BUSY = "busy"  # rate limit or full serving queue: ask again later or elsewhere
+STATUS_NONE = "none"  # the server does not have what was asked
+STATUSES = frozenset({STATUS_OK, STATUS_BUSY, STATUS_NONE})
+KIND_MANIFEST = "manifest"
+KIND_CHUNK = "chunk"
+KINDS = frozenset({KIND_MANIFEST, KIND_CHUNK})
+
+
+def _status(m: dict[str, Any]) -> str:
+    s = req_str(m, "status", max_len=8)
+    if s not in STATUSES:
+        raise FieldError(f"unknown status '{s}'")
+    return s
+
+
+def _kind(m: dict[str, Any]) -> str:
+    k = req_str(m, "kind", max_len=16)
+    if k not in KINDS:
+        raise FieldError(f"unknown snapshot request kind '{k}'")
+    return k
+
+
+@dataclass(frozen=True, slots=True)
+class SyncRequest:
+    rid: int
+    start: int
+    count: int
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "from": self.start, "count": self.count}
+
+    @classmethod
+    def from_value(cls, v: Any) -> SyncRequest:
+        m = expect_map(v, "sync_req")
+        only_keys(m, {"rid", "from", "count"}, "sync_req")
+        return cls(rid=req_int(m, "rid", lo=0, hi=MAX_RID), start=req_int(m, "from", lo=1, hi=MAX_HEIGHT),
+                   count=req_int(m, "count", lo=1, hi=MAX_SYNC_BLOCKS))
+
+
+@dataclass(frozen=True, slots=True)
+class SyncResponse:
+    rid: int
+    status: str
+    start: int
+    height: int
+    first: int
+    blocks: tuple[tuple[bytes, bytes], ...] = ()
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "status": self.status, "from": self.start, "height": self.height,
+                "first": self.first, "blocks": [[b, c] for b, c in self.blocks]}
+
+    @classmethod
+    def from_value(cls, v: Any) -> SyncResponse:
+        m = expect_map(v, "sync_resp")
+        only_keys(m, {"rid", "status", "from", "height", "first", "blocks"}, "sync_resp")
+        status = _status(m)
+        blocks: list[tuple[bytes, bytes]] = []
+        for item in req_list(m, "blocks", max_len=MAX_SYNC_BLOCKS):
+            if (not isinstance(item, list) or len(item) != 2 or not isinstance(item[0], bytes)
+                    or not isinstance(item[1], bytes)):
+                raise FieldError("sync_resp blocks must be [block bytes, certificate bytes] pairs")
+            if not 0 < len(item[0]) <= MAX_WIRE_BLOCK_BYTES or not 0 < len(item[1]) <= MAX_CERT_BYTES:
+                raise FieldError("sync_resp block or certificate size out of range")
+            blocks.append((item[0], item[1]))
+        if (status == STATUS_OK) != bool(blocks):
+            raise FieldError("sync_resp carries blocks exactly when its status is ok")
+        return cls(rid=req_int(m, "rid", lo=0, hi=MAX_RID), status=status,
+                   start=req_int(m, "from", lo=1, hi=MAX_HEIGHT), height=req_int(m, "height", lo=0, hi=MAX_HEIGHT),
+                   first=req_int(m, "first", lo=0, hi=MAX_HEIGHT), blocks=tuple(blocks))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapRequest:
+    rid: int
+    kind: str
+    height: int = 0  # chunk requests only
+    index: int = 0  # chunk requests only
+
+    def to_value(self) -> dict[str, Any]:
+        if self.kind == KIND_MANIFEST:
+            return {"rid": self.rid, "kind": self.kind}
+        return {"rid": self.rid, "kind": self.kind, "height": self.height, "index": self.index}
+
+    @classmethod
+    def from_value(cls, v: Any) -> SnapRequest:
+        m = expect_map(v, "snap_req")
+        kind = _kind(m)
+        rid = req_int(m, "rid", lo=0, hi=MAX_RID)
+        if kind == KIND_MANIFEST:
+            only_keys(m, {"rid", "kind"}, "snap_req")
+            return cls(rid=rid, kind=kind)
+        only_keys(m, {"rid", "kind", "height", "index"}, "snap_req")
+        return cls(rid=rid, kind=kind, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+                   index=req_int(m, "index", lo=0, hi=MAX_CHUNK_INDEX))
+
+
+@dataclass(frozen=True, slots=True)
+class SnapRefusal:
+    """A `busy` or `none` answer to either kind of snapshot request."""
+
+    rid: int
+    kind: str
+    status: str
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "kind": self.kind, "status": self.status}
+
+
+@dataclass(frozen=True, slots=True)
+class SnapOffer:
+    """The server's latest servable snapshot: its identity, certificates and per-chunk hashes."""
+
+    rid: int
+    height: int
+    block_hash: bytes
+    state_root: bytes
+    manifest: bytes
+    checkpoint: CheckpointCertificate
+    commit: bytes
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "kind": KIND_MANIFEST, "status": STATUS_OK, "height": self.height,
+                "block_hash": self.block_hash, "state_root": self.state_root, "manifest": self.manifest,
+                "checkpoint": self.checkpoint.to_value(), "commit": self.commit}
+
+
+@dataclass(frozen=True, slots=True)
+class SnapChunk:
+    rid: int
+    height: int
+    index: int
+    data: bytes
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "kind": KIND_CHUNK, "status": STATUS_OK, "height": self.height,
+                "index": self.index, "chunk": self.data}
+
+
+SnapResponse = SnapRefusal | SnapOffer | SnapChunk
+
+
+def decode_snap_resp(v: Any) -> SnapResponse:
+    """Strictly parse a `snap_resp` body into the one class its kind and status name."""
+    m = expect_map(v, "snap_resp")
+    kind = _kind(m)
+    status = _status(m)
+    rid = req_int(m, "rid", lo=0, hi=MAX_RID)
+    if status != STATUS_OK:
+        only_keys(m, {"rid", "kind", "status"}, "snap_resp")
+        return SnapRefusal(rid=rid, kind=kind, status=status)
+    if kind == KIND_CHUNK:
+        only_keys(m, {"rid", "kind", "status", "height", "index", "chunk"}, "snap_resp")
+        return SnapChunk(rid=rid, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+                         index=req_int(m, "index", lo=0, hi=MAX_CHUNK_INDEX),
+                         data=req_bytes(m, "chunk", max_size=MAX_CHUNK_WIRE_BYTES))
+    only_keys(m, {"rid", "kind", "status", "height", "block_hash", "state_root", "manifest", "checkpoint",
+                  "commit"}, "snap_resp")
+    if "checkpoint" not in m:
+        raise FieldError("missing field 'checkpoint'")
+    return SnapOffer(rid=rid, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+                     block_hash=req_bytes(m, "block_hash", size=HASH_SIZE),
+                     state_root=req_bytes(m, "state_root", size=HASH_SIZE),
+                     manifest=req_bytes(m, "manifest", max_size=MAX_MANIFEST_WIRE_BYTES),
+                     checkpoint=CheckpointCertificate.from_value(m["checkpoint"]),
+                     commit=req_bytes(m, "commit", max_size=MAX_CERT_BYTES))
