@@ -112,6 +112,10 @@ def up(directory: Path, base_port: int, *, validators: int = 4, observers: int =
         if not quiet:
             print(f"created testnet in {directory}")
     nodes = testnet_mod.load_nodes(directory)
+    first_p2p = int(str(nodes[0].get("p2p", ":0")).rsplit(":", 1)[-1]) if nodes else base_port + 1
+    if first_p2p != base_port + 1 and not quiet:
+        print(f"note: {directory} was created with base port {first_p2p - 1}, not {base_port}; using its "
+              f"ports (run `make testnet-clean` to regenerate)")
     started: dict[str, int] = {}
     for n in nodes:
         home = directory / n["name"]

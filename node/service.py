@@ -17,10 +17,12 @@ Rule: this module owns lifetimes only; it holds no protocol logic.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
 import importlib.util
 import signal
 import time
+from collections.abc import AsyncIterator
 from typing import Any
 
 from node import genesis as genesis_mod
@@ -54,6 +56,16 @@ def build_consensus(ctx: NodeContext) -> Service | None:
     consensus = importlib.import_module("node.consensus")
     driver: Service = consensus.ConsensusDriver(ctx)
     return driver
+
+
+@contextlib.asynccontextmanager
+async def _listening(what: str, host: str, port: int) -> AsyncIterator[None]:
+    """Turn a failed bind into a NodeError that names the address and the config setting."""
+    try:
+        yield
+    except OSError as exc:
+        raise NodeError(f"cannot listen on {host}:{port} for {what} ({exc.strerror or exc}); is another "
+                        f"process using it? change {what}.port in config.toml", code="bind_failed") from None
 
 
 class _Stopped(Exception):
@@ -170,7 +182,8 @@ class Node:
                       stop_timeout=P2P_STOP_TIMEOUT_S)
         ctx.registry.register(ctx.p2p.collector())
         ctx.gossip = TxGossip(ctx.p2p, ctx.mempool, settings, log=log.bind(component="gossip"))
-        await ctx.p2p.start()
+        async with _listening("p2p", p.host, p.port):
+            await ctx.p2p.start()
         await ctx.gossip.start()
 
         # consensus (the lead's driver) and API
@@ -178,7 +191,8 @@ class Node:
         if ctx.consensus is not None:
             await ctx.consensus.start()
         self.api = ApiServer(ctx)
-        await self.api.start()
+        async with _listening("api", cfg.api.host, cfg.api.port):
+            await self.api.start()
         ctx.accepting = True
 
     def _apply_genesis(self, ctx: NodeContext) -> None:
