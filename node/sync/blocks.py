@@ -188,10 +188,12 @@ class BlockFetcher:
     def _on_response(self, peer: bytes, rng: tuple[int, int], resp: SyncResponse,
                      todo: list[tuple[int, int]], done: dict[int, _Batch]) -> None:
         start, end = rng
+        if resp.status == STATUS_BUSY:
+            self.book.back_off(peer, "busy")
+            todo.append(rng)
+            return
         self.book.report(peer, resp.height, resp.first)
         if resp.status != STATUS_OK:
-            if resp.status == STATUS_BUSY:
-                self.book.back_off(peer, "busy")
             todo.append(rng)
             return
         try:

@@ -110,8 +110,9 @@ class PeerBook:
         conn = set(connected)
         pref = [p for p in preferred if p in conn]
         order = pref + sorted(conn - set(pref))
-        for p in list(self.peers):  # forget peers that left, so the table stays bounded
-            if p not in conn and not self.peers[p].busy:
+        for p in list(self.peers):  # forget peers that left (penalties kept), so the table stays bounded
+            st = self.peers[p]
+            if p not in conn and not st.busy and st.until <= now:
                 del self.peers[p]
         return [p for p in order if not self.get(p).busy and self.get(p).until <= now]
 

@@ -79,7 +79,8 @@ class SyncServer:
         self._queue = asyncio.Queue(self.settings.serve_queue)
         p2p = self.ctx.p2p
         frame = p2p.settings.max_frame if p2p is not None else 4 * 1024 * 1024
-        self.response_budget = max(MIN_CHUNK_BYTES, min(self.settings.max_response_bytes, frame - ENVELOPE_SLACK))
+        self.frame_budget = frame - ENVELOPE_SLACK  # one block alone may use all of it
+        self.response_budget = max(MIN_CHUNK_BYTES, min(self.settings.max_response_bytes, self.frame_budget))
         self.chunk_bytes = max(MIN_CHUNK_BYTES, min(self.settings.chunk_bytes, self.response_budget - 1024))
 
     # ---- intake (P2P reader task: parse, rate-limit, enqueue; never block) -----------------------
@@ -158,7 +159,11 @@ class SyncServer:
             stop = min(req.start + req.count, head + 1)
             for h, raw, cert in blocks.iter_blocks(req.start, stop):
                 n = len(raw) + (len(cert) if cert else 0) + 16
-                if cert is None or h != req.start + len(out) or size + n > self.response_budget:
+                if cert is None or h != req.start + len(out):
+                    break
+                if size + n > (self.response_budget if out else self.frame_budget):
+                    if not out:
+                        self.log.warning("sync_block_too_large", height=h, bytes=n, frame_budget=self.frame_budget)
                     break
                 out.append((raw, cert))
                 size += n
