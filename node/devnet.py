@@ -25,6 +25,8 @@ from typing import Any
 from node import testnet as testnet_mod
 from node.client import Client
 from node.errors import DevnetError, NodeError
+from node.wallet import Wallet, read_password
+from protocol.tx import SignedTx
 
 PID_FILE = "node.pid"
 LOG_FILE = "node.log"
@@ -150,6 +152,39 @@ def up(directory: Path, base_port: int, *, validators: int = 4, observers: int =
     return nodes
 
 
+def wait_first_commit(directory: Path, nodes: list[dict[str, Any]], timeout: float) -> int:
+    """Make sure the network commits: on a fresh chain submit one warm-up transfer (0.01 CNY.BANKA from
+    the last demo user to itself) and wait until every node has committed a block. Returns the height."""
+    clients = [Client(n["admin_url"], timeout=2.0) for n in nodes]
+    heights = [c.status()["height"] for c in clients]
+    if min(heights) == 0 and max(heights) == 0:
+        users = sorted((directory / "wallets").glob("user*.json"))
+        if not users:
+            return 0
+        wallet = Wallet.load(users[-1], read_password(directory / "wallets" / "PASSWORD"))
+        chain = clients[0].status()["chain_id"]
+        nonce = int(clients[0].account(wallet.account)["nonce"])
+        tx = SignedTx.create(wallet.key, {"chain": chain, "kind": "transfer", "nonce": nonce,
+                                          "to": wallet.public_key, "asset": "CNY.BANKA", "amount": 1})
+        clients[0].submit(tx)
+    deadline = time.monotonic() + timeout
+    while True:
+        heights = []
+        for c in clients:
+            try:
+                heights.append(int(c.status()["height"]))
+            except NodeError:
+                heights.append(0)
+        if min(heights) >= 1:
+            return min(heights)
+        if time.monotonic() > deadline:
+            lagging = [n["name"] for n, h in zip(nodes, heights, strict=True) if h < 1]
+            name = lagging[0]
+            raise DevnetError(f"no block committed on {', '.join(lagging)} within {timeout:.0f} s; last lines of "
+                              f"{directory / name / LOG_FILE}:\n{tail(directory / name / LOG_FILE)}")
+        time.sleep(0.1)
+
+
 def down(directory: Path, timeout: float = STOP_TIMEOUT_S) -> list[tuple[str, str]]:
     """Stop every node of the testnet; returns (name, outcome) rows."""
     if not directory.exists():
@@ -210,8 +245,11 @@ def main(argv: list[str] | None = None) -> int:
             t0 = time.monotonic()
             nodes = up(directory, args.base_port, validators=args.validators, observers=args.observers,
                        accounts=args.accounts, timeout=args.timeout)
+            healthy = time.monotonic() - t0
+            height = wait_first_commit(directory, nodes, args.timeout)
             print(table(nodes))
-            print(f"all {len(nodes)} nodes healthy after {time.monotonic() - t0:.1f} s; web status page: "
+            print(f"all {len(nodes)} nodes healthy after {healthy:.1f} s and committing (height {height}) after "
+                  f"{time.monotonic() - t0:.1f} s; web status page: "
                   f"{nodes[0]['admin_url']}/  ·  smeledger status --testnet {directory}  ·  "
                   f"wallets: {directory / 'wallets'} (password in {directory / 'wallets' / 'PASSWORD'})")
             return 0
