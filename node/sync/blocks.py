@@ -148,7 +148,7 @@ class BlockFetcher:
                 await self._wait()
                 for _rid, pend in self.requests.take_done():
                     self.book.get(pend.peer).busy = False
-                    self._on_response(pend.peer, pend.what, pend.result, todo, done)
+                    await self._on_response(pend.peer, pend.what, pend.result, todo, done)
                 for _rid, pend in self.requests.take_expired():
                     self.book.get(pend.peer).busy = False
                     self.book.back_off(pend.peer, "timeout")
@@ -185,7 +185,7 @@ class BlockFetcher:
             if not todo:
                 return
 
-    def _on_response(self, peer: bytes, rng: tuple[int, int], resp: SyncResponse,
+    async def _on_response(self, peer: bytes, rng: tuple[int, int], resp: SyncResponse,
                      todo: list[tuple[int, int]], done: dict[int, _Batch]) -> None:
         start, end = rng
         if resp.status == STATUS_BUSY:
@@ -199,7 +199,8 @@ class BlockFetcher:
         try:
             if resp.start != start or len(resp.blocks) > end - start + 1:
                 raise BadBatch("wrong_range", start)
-            items = verify_batch(resp, start, self.chain_id, self.validators)
+            # decoding and signature checks run off the event loop (consensus and gossip share it)
+            items = await asyncio.to_thread(verify_batch, resp, start, self.chain_id, self.validators)
         except BadBatch as exc:
             self.book.misbehaved(peer, exc.reason, height=exc.height)
             todo.append(rng)

@@ -28,6 +28,7 @@ from storage.errors import SnapshotRootMismatch
 
 Install = Callable[[SnapshotPlan], Awaitable[None]]
 MAX_HINT_PEERS = 64
+MAX_RETRY_S = 30.0  # failed rounds back off exponentially up to this
 
 
 class DeliverFailed(Exception):
@@ -117,16 +118,25 @@ class SyncService:
     async def _run(self) -> None:
         blocks = self.ctx.blocks
         assert blocks is not None
+        delay = self.settings.retry_interval
         while True:
             await self._wake.wait()
             self._wake.clear()
             if self._target <= blocks.height():
                 continue
-            result = await self._round()
+            before = blocks.height()
+            try:
+                result = await self._round()
+            except Exception:  # a bug or a storage failure: logged with its traceback, retried later
+                self.log.exception("sync_round_failed", height=blocks.height(), target=self._target)
+                result = "error"
             if blocks.height() < self._target:
-                self.log.info("sync_retry_scheduled", result=result, delay_s=self.settings.retry_interval)
-                await asyncio.sleep(self.settings.retry_interval)
+                delay = self.settings.retry_interval if blocks.height() > before else min(delay * 2, MAX_RETRY_S)
+                self.log.info("sync_retry_scheduled", result=result, delay_s=delay)
+                await asyncio.sleep(delay)
                 self._wake.set()
+            else:
+                delay = self.settings.retry_interval
 
     async def _deliver(self, block: Any, cert: Any) -> None:
         try:

@@ -299,3 +299,33 @@ async def test_sync_stops_at_what_peers_have_and_reports_it_in_the_chain_status(
     grow(a, 15)  # the peer catches up: the retried round finishes the job
     await until(lambda: c.blocks.height() == 25)
     await until(lambda: not c.ctx.chain.syncing)
+
+
+async def test_responses_stay_within_the_byte_budget_and_partial_ranges_are_asked_again(net: Net) -> None:
+    a = await net.add(0, settings=dataclasses.replace(FAST, max_response_bytes=1024))
+    grow(a, 30)
+    c = await net.add(2)
+    await net.link(c, a)
+    c.sync.request(30, [a.key])
+    await until(lambda: c.blocks.height() == 30)
+    assert c.delivered == list(range(1, 31))
+    assert served(a) >= 15, "about one ~550-byte block per 1 KiB response"
+
+
+async def test_a_peer_that_never_answers_times_out_and_its_range_goes_to_another_peer(net: Net) -> None:
+    a = await net.add(0)
+    grow(a, 20)
+    c = await net.add(2, settings=dataclasses.replace(FAST, request_timeout=0.3))
+    mute = P2P(VALS[3], CHAIN, validators=GENESIS.validator_keys, settings=NET)  # no sync handlers at all
+    await mute.start()
+    try:
+        await net.link(c, a)
+        c.p2p.dial_targets.append(PeerAddr(mute.public_key, "127.0.0.1", mute.listen_port or 0))
+        c.p2p._spawn(c.p2p._dial_loop(c.p2p.dial_targets[-1]), "dial")
+        await until(lambda: c.p2p.is_connected(mute.public_key))
+        c.sync.request(20, [mute.public_key, a.key])
+        await until(lambda: c.blocks.height() == 20)
+        assert c.delivered == list(range(1, 21))
+        assert failures(c, "timeout") >= 1
+    finally:
+        await mute.stop()
