@@ -34,7 +34,7 @@ Deliver = Callable[[Block, CommitCertificate], Awaitable[None]]
 DONE = "done"  # reached the target
 STALLED = "stalled"  # no progress for stall_timeout (no usable peer, or every answer failed)
 NEED_SNAPSHOT = "need_snapshot"  # every peer that answered has pruned the next height away
-STOPPED = "stopped"  # the local height moved under us (someone else committed): start over
+STOPPED = "stopped"  # the local height went down (cannot happen unless the store was replaced)
 
 
 class BadBatch(Exception):
@@ -86,6 +86,17 @@ class _Batch:
         return sum(n for _b, _c, n in self.items)
 
 
+def _skip_to(nxt: int, todo: list[tuple[int, int]], done: dict[int, _Batch]) -> None:
+    """Forget ranges and buffered blocks below `nxt` (committed meanwhile by the driver itself)."""
+    kept = [(max(a, nxt), b) for a, b in todo if b >= nxt]
+    todo[:] = sorted(kept)
+    for start in [s for s in done if s < nxt]:
+        batch = done.pop(start)
+        rest = [it for it in batch.items if it[0].height >= nxt]
+        if rest:
+            done[rest[0][0].height] = _Batch(batch.peer, rest)
+
+
 class BlockFetcher:
     """One block-sync round from the local height to a target that may rise while it runs."""
 
@@ -106,25 +117,28 @@ class BlockFetcher:
         todo: list[tuple[int, int]] = []  # [start, end] ranges not requested yet, sorted
         frontier = nxt  # lowest height not yet in todo, in flight or done
         done: dict[int, _Batch] = {}
-        buffered = 0
         last_progress = time.monotonic()
         try:
             while True:
+                local = blocks.height()
+                if local != nxt - 1:  # the driver committed on its own (consensus caught up): skip ahead
+                    if local < nxt - 1:
+                        return STOPPED
+                    nxt, last_hash = local + 1, blocks.last_block_hash() or GENESIS_PARENT
+                    frontier = max(frontier, nxt)
+                _skip_to(nxt, todo, done)  # also trims late answers to ranges that were skipped
                 target = self.target()
                 if nxt > target:
                     return DONE
-                if blocks.height() != nxt - 1:
-                    return STOPPED
                 limit = min(target, nxt + self.s.lookahead_blocks - 1)
                 while frontier <= limit:
                     end = min(frontier + self.s.batch_blocks - 1, limit)
                     todo.append((frontier, end))
                     frontier = end + 1
                 todo.sort()
-                buffered = sum(b.size for b in done.values())
-                self._assign(todo, nxt, buffered)
+                self._assign(todo, nxt, sum(b.size for b in done.values()))
                 # deliver what is ready, in order
-                while nxt in done:
+                while nxt in done and blocks.height() == nxt - 1:
                     batch = done.pop(nxt)
                     for k, (block, cert, _n) in enumerate(batch.items):
                         if block.header.parent != last_hash:
@@ -133,13 +147,14 @@ class BlockFetcher:
                             todo.sort()
                             break
                         if blocks.height() != block.height - 1:
-                            return STOPPED
+                            done[block.height] = _Batch(batch.peer, batch.items[k:])
+                            break
                         await self.deliver(block, cert)
                         last_hash = block.hash
                         nxt = block.height + 1
                         last_progress = time.monotonic()
                         self._progress(nxt - 1, target)
-                if nxt > self.target():
+                if nxt > self.target() or blocks.height() != nxt - 1:
                     continue
                 if time.monotonic() - last_progress > self.s.stall_timeout:
                     return STALLED

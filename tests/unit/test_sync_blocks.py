@@ -329,3 +329,24 @@ async def test_a_peer_that_never_answers_times_out_and_its_range_goes_to_another
         assert failures(c, "timeout") >= 1
     finally:
         await mute.stop()
+
+
+async def test_blocks_the_driver_commits_on_its_own_during_sync_are_skipped_not_delivered_twice(net: Net) -> None:
+    a, c = await net.add(0), await net.add(2)
+    grow(a, 60)
+    await net.link(c, a)
+    plain = c.deliver
+
+    async def deliver_and_catch_up(block: Block, cert: CommitCertificate) -> None:
+        await plain(block, cert)
+        if block.height == 3:  # consensus commits 4..8 itself meanwhile (e.g. from a CommitProof)
+            for h in range(4, 9):
+                raw, cert_bytes = a.blocks.get_block_bytes(h), a.blocks.get_certificate(h)
+                assert raw is not None and cert_bytes is not None
+                c.commit(Block.decode(raw), cert_bytes)
+
+    c.deliver = deliver_and_catch_up  # type: ignore[method-assign]
+    c.sync.request(60, [a.key])
+    await until(lambda: c.blocks.height() == 60)
+    assert c.delivered == [1, 2, 3, *range(9, 61)]
+    assert c.blocks.state_root() == a.blocks.state_root()
