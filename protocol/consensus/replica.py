@@ -13,7 +13,7 @@ VIEW-CHANGE/NEW-VIEW is emitted as `Persist` before the message leaves; a signat
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from protocol.block import Block
 from protocol.consensus import events as ev
@@ -38,7 +38,10 @@ from protocol.crypto import PrivateKey, verify
 class Replica:
     def __init__(self, chain_id: str, validators: tuple[bytes, ...], key: PrivateKey | None,
                  params: ConsensusParams, committed_height: int, committed_hash: bytes,
-                 records: Sequence[bytes] = (), committed_cert: CommitCertificate | None = None) -> None:
+                 records: Sequence[bytes] = (), committed_cert: CommitCertificate | None = None,
+                 verifier: Callable[[bytes, bytes, bytes, bytes], bool] = verify) -> None:
+        """`verifier(public_key, domain, message, signature)` defaults to `protocol.crypto.verify`; a driver
+        may pass a memoized equivalent shared with other components."""
         if committed_height > 0 and (committed_cert is None or committed_cert.height != committed_height):
             raise ValueError("a replica above height 0 needs the commit certificate of its last block")
         self.chain = chain_id
@@ -55,6 +58,7 @@ class Replica:
         self.out: list[ev.Action] = []
         self.stats: dict[str, int] = {}
         self._sigs = SigCache(params.sig_cache_size)
+        self._crypto_verify = verifier
         # chain position
         self.committed = committed_height
         self.committed_hash = committed_hash
@@ -206,7 +210,7 @@ class Replica:
         key = (index, domain + message, sig)
         hit = self._sigs.get(key)
         if hit is None:
-            hit = verify(self.validators[index], domain, message, sig)
+            hit = self._crypto_verify(self.validators[index], domain, message, sig)
             self._sigs.put(key, hit)
         return hit
 

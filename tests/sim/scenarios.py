@@ -1,6 +1,6 @@
 """Scenarios and the one entry point `run_seed(seed, scenario, n) -> Result`.
 
-A run: a fault phase of 2-4 virtual seconds with client load and the scenario's faults, then the network
+A run: a fault phase of 1.5-3.5 virtual seconds with client load and the scenario's faults, then the network
 heals (byzantine replicas stay byzantine), probe transactions go to every node, and the run ends when
 every honest node committed them or the liveness bound passes. Then safety, certificates and the memory
 bound are checked. Rule: everything derives from `seed`; the trace hash identifies the run byte for byte.
@@ -71,7 +71,7 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     rng = random.Random(f"{scenario}/{n}/{seed}")
-    fault_ms = rng.randint(2_000, 4_000)
+    fault_ms = rng.randint(1_500, 3_500)
     faults = Faults(until_ms=fault_ms)
     observers = 1 if scenario in ("normal", "partition") else 0
     sim = Sim(seed, n, faults, observers=observers)
