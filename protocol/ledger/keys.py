@@ -33,7 +33,21 @@ import struct
 
 _BE64 = struct.Struct(">Q")
 _BE32 = struct.Struct(">I")
-END = b"\xff"
+
+
+def prefix_end(prefix: bytes) -> bytes:
+    """The smallest key greater than every key starting with `prefix` (exclusive range end).
+
+    Never `prefix + b"\\xff"`: ids are raw bytes and may themselves start with 0xff."""
+    p = prefix.rstrip(b"\xff")
+    if not p:
+        raise ValueError("a prefix of only 0xff bytes has no end")
+    return p[:-1] + bytes([p[-1] + 1])
+
+
+def prefix_range(prefix: bytes) -> tuple[bytes, bytes]:
+    return prefix, prefix_end(prefix)
+
 
 PARAMS = b"m/params"
 HEIGHT = b"m/height"
@@ -107,7 +121,7 @@ def balance(account: bytes, asset_id: str) -> bytes:
 
 def balances_of(account: bytes) -> tuple[bytes, bytes]:
     """Range of every balance key of one account."""
-    return P_BALANCE + account, P_BALANCE + account + END
+    return prefix_range(P_BALANCE + account)
 
 
 def receivable(rid: bytes) -> bytes:
@@ -127,7 +141,7 @@ def limit(borrower: bytes, lender: bytes) -> bytes:
 
 
 def limits_of(borrower: bytes) -> tuple[bytes, bytes]:
-    return P_LIMIT + borrower, P_LIMIT + borrower + END
+    return prefix_range(P_LIMIT + borrower)
 
 
 def campaign(cid: bytes) -> bytes:
@@ -139,7 +153,7 @@ def contribution(cid: bytes, investor: bytes) -> bytes:
 
 
 def contributions_of(cid: bytes) -> tuple[bytes, bytes]:
-    return P_CONTRIB + cid, P_CONTRIB + cid + END
+    return prefix_range(P_CONTRIB + cid)
 
 
 def fx_quote(qid: bytes) -> bytes:

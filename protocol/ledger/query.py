@@ -171,7 +171,7 @@ def events(state: StateReader, account: Id | None = None, kind: str | None = Non
     out: list[dict[str, Any]] = []
     scanned = 0
     more = False
-    for k, v in state.iter_range(prefix + keys.be64(h0), prefix + keys.END):
+    for k, v in state.iter_range(prefix + keys.be64(h0), keys.prefix_end(prefix)):
         scanned += 1
         if len(out) >= limit or scanned > MAX_EVENTS * 10:
             more = True
@@ -199,7 +199,7 @@ def _flows_of(state: StateReader, acct: bytes, asset_id: str, pos: tuple[int, in
     if incoming:
         rng = (prefix, prefix + keys.event_pos(*pos))
     else:
-        rng = (prefix + keys.event_pos(pos[0], pos[1] + 1), prefix + keys.END)
+        rng = (prefix + keys.event_pos(pos[0], pos[1] + 1), keys.prefix_end(prefix))
     found: deque[Event] = deque(maxlen=TRACE_FANOUT)
     scanned = 0
     truncated = False

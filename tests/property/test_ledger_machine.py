@@ -110,7 +110,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.names = [n for n, _ in PEOPLE] + ["ghost"]
         self.pid = {n: self.h.id(n) for n in self.names}
         self.frozen: set[bytes] = set()
-        self.ids: dict[str, list[bytes]] = {b: [k[len(p):] for k, _ in self.h.state.iter_range(p, p + b"\xff")]
+        self.ids: dict[str, list[bytes]] = {b: [k[len(p):] for k, _ in self.h.state.iter_range(*keys.prefix_range(p))]
                                             for b, p in (("r", keys.P_RECEIVABLE), ("co", keys.P_COLLATERAL),
                                                          ("lo", keys.P_LOAN), ("cp", keys.P_CAMPAIGN),
                                                          ("fx", keys.P_FX))}
@@ -124,7 +124,7 @@ class LedgerMachine(RuleBasedStateMachine):
     def _statuses(self) -> dict[bytes, str]:
         out = {}
         for prefix in GRAPHS:
-            for k, v in self.h.state.iter_range(prefix, prefix + b"\xff"):
+            for k, v in self.h.state.iter_range(*keys.prefix_range(prefix)):
                 out[k] = unpack(v)["status"]
         return out
 
@@ -393,7 +393,7 @@ class LedgerMachine(RuleBasedStateMachine):
     # ---- invariants --------------------------------------------------------------------------
 
     def _scan(self, prefix: bytes) -> list[tuple[bytes, Any]]:
-        return [(k, unpack(v)) for k, v in self.h.state.iter_range(prefix, prefix + b"\xff")]
+        return [(k, unpack(v)) for k, v in self.h.state.iter_range(*keys.prefix_range(prefix))]
 
     @invariant()
     def money_is_conserved_and_never_negative(self) -> None:

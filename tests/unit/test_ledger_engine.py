@@ -184,3 +184,23 @@ def test_replaying_the_same_blocks_on_a_fresh_state_gives_the_same_digest():
     h.send("bank", "issue", asset="CNY.BANK", amount=5, to=h.id("inv"))
     h.advance(DAY_MS)
     assert state_digest(replay(h.spec, h.blocks)) == state_digest(h.state)
+
+
+def test_prefix_ranges_include_ids_that_start_with_0xff():
+    assert keys.prefix_end(b"cc/\x01") == b"cc/\x02"
+    assert keys.prefix_end(b"cc/\x01\xff\xff") == b"cc/\x02"
+    start, stop = keys.contributions_of(b"\x07" * 32)
+    assert start < keys.contribution(b"\x07" * 32, b"\xff" * 32) < stop
+
+
+def test_a_campaign_refunds_an_investor_whose_id_starts_with_0xff():
+    seed = next(s for s in range(10_000) if Harness([("x", ["SME"])]).add_key(f"inv{s}")[0] == 0xFF)
+    name = f"inv{seed}"
+    h = Harness([("sme", ["SME"]), (name, ["INVESTOR"]), ("bank", ["BANK"])], assets=[("CNY.BANK", "bank")],
+                balances=[(name, "CNY.BANK", 1_000)])
+    assert h.id(name)[0] == 0xFF
+    cid = h.send("sme", "campaign-create", asset="CNY.BANK", target=900, minimum=800,
+                 deadline=h.time + DAY_MS).tx_hash
+    assert h.send(name, "campaign-contribute", campaign=cid, amount=500).ok
+    h.advance(DAY_MS)
+    assert unpack(h.state.get(keys.balance(h.id(name), "CNY.BANK"))) == 1_000
