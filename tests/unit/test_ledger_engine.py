@@ -204,3 +204,15 @@ def test_a_campaign_refunds_an_investor_whose_id_starts_with_0xff():
     assert h.send(name, "campaign-contribute", campaign=cid, amount=500).ok
     h.advance(DAY_MS)
     assert unpack(h.state.get(keys.balance(h.id(name), "CNY.BANK"))) == 1_000
+
+
+def test_docs_ledger_md_names_every_kind_error_code_and_event():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ledger.md").read_text()
+    for spec in KINDS.values():
+        assert f"`{spec.name}`" in text
+        for ev in spec.events:
+            assert f"`{ev}`" in text, ev
+    for code in CODES:
+        assert f"`{code}`" in text, code

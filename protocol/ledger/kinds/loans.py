@@ -268,7 +268,7 @@ KINDS = [
              (F("lender", "bytes32", "bank asked"), F("asset", "str", "loan currency", max_len=MAX_ASSET_LEN),
               AMOUNT("amount", "principal, minor units"), F("term_ms", "int", "term, ms", lo=1, hi=MAX_TERM_MS),
               F("collateral", "list", "collateral or receivable ids", max_len=16, item="bytes32")),
-             _v_apply, _a_apply, ("self_transfer", "not_registered", "bad_role", "unknown_asset", "too_many",
+             _v_apply, _a_apply, ("self_transfer", "not_registered", "recipient_frozen", "bad_role", "unknown_asset", "too_many",
                                   "not_found", "not_owner", "bad_state", "pledged", "collateral_in_use"),
              ("loan_applied", "collateral_pledged")),
     KindSpec("loan-approve", "loans", "The lender approves; the ledger disburses the principal at once.",
