@@ -390,13 +390,15 @@ class ConsensusDriver:
         try:
             assert self.ctx.blocks is not None
             if item.block.height <= self.ctx.blocks.height():
-                item.done.set_result(None)
+                if not item.done.done():
+                    item.done.set_result(None)
                 return
             done = await self._store(item.block, item.cert)
             self.metrics.synced.inc()
             await self._feed(cs.SyncedTo(done.height, done.block_hash, item.cert, done.state_root))
             self._work_dirty = True
-            item.done.set_result(None)
+            if not item.done.done():
+                item.done.set_result(None)
         except Exception as exc:
             if not item.done.done():
                 item.done.set_exception(exc)
@@ -406,10 +408,10 @@ class ConsensusDriver:
         plan = item.plan
         try:
             await asyncio.to_thread(self._install_sync, plan)
-            self.log.info("state_sync_installed", block_height=plan.height, state_root=plan.state_root.hex()[:16])
             await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
             self._work_dirty = True
-            item.done.set_result(None)
+            if not item.done.done():
+                item.done.set_result(None)
         except Exception as exc:
             if not item.done.done():
                 item.done.set_exception(exc)
