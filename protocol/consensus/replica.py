@@ -13,12 +13,10 @@ VIEW-CHANGE/NEW-VIEW is emitted as `Persist` before the message leaves; a signat
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-
 from protocol.block import Block
 from protocol.consensus import events as ev
-from protocol.consensus.book import ADDED, CONFLICT, DUPLICATE, Buffer, SigCache, VoteBook, VoteMsg
-from protocol.consensus.certs import CheckpointCertificate, CommitCertificate, PreparedCertificate
+from protocol.consensus.book import ADDED, CONFLICT, DUPLICATE, VoteMsg
+from protocol.consensus.certs import CommitCertificate, PreparedCertificate
 from protocol.consensus.messages import (
     Checkpoint,
     Commit,
@@ -26,92 +24,15 @@ from protocol.consensus.messages import (
     NewView,
     Prepare,
     PrePrepare,
-    SignedMessage,
     ViewChange,
 )
-from protocol.consensus.params import ConsensusParams, max_faulty, quorum
-from protocol.consensus.viewchange import Selection, newview_ok, select, viewchange_ok
-from protocol.consensus.wal import WalRecord, decode_record
-from protocol.crypto import PrivateKey, verify
+from protocol.consensus.viewchange import Selection
+from protocol.consensus.views import ViewChanging
 
 
-class Replica:
-    def __init__(self, chain_id: str, validators: tuple[bytes, ...], key: PrivateKey | None,
-                 params: ConsensusParams, committed_height: int, committed_hash: bytes,
-                 records: Sequence[bytes] = (), committed_cert: CommitCertificate | None = None,
-                 verifier: Callable[[bytes, bytes, bytes, bytes], bool] = verify) -> None:
-        """`verifier(public_key, domain, message, signature)` defaults to `protocol.crypto.verify`; a driver
-        may pass a memoized equivalent shared with other components."""
-        if committed_height > 0 and (committed_cert is None or committed_cert.height != committed_height):
-            raise ValueError("a replica above height 0 needs the commit certificate of its last block")
-        self.chain = chain_id
-        self.validators = tuple(validators)
-        self.n = len(self.validators)
-        self.f = max_faulty(self.n)
-        self.q = quorum(self.n)
-        self.p = params
-        self.key = key
-        self.index: int | None = None
-        if key is not None and key.public_key in self.validators:
-            self.index = self.validators.index(key.public_key)
-        self.now = 0
-        self.out: list[ev.Action] = []
-        self.stats: dict[str, int] = {}
-        self._sigs = SigCache(params.sig_cache_size)
-        self._crypto_verify = verifier
-        # chain position
-        self.committed = committed_height
-        self.committed_hash = committed_hash
-        self.cert: CommitCertificate | None = committed_cert
-        self.executed = committed_height
-        self.sync_target = committed_height
-        # view
-        self.view = 0
-        self.normal = True            # view installed (view 0, or its NEW-VIEW accepted)
-        self.nv_start = 0             # fresh proposals in this view only at heights >= nv_start
-        self.nv_block: Block | None = None
-        self.nv_msg: NewView | None = None
-        self.my_vc: ViewChange | None = None
-        self.my_nv: NewView | None = None
-        self.vcs: dict[int, dict[int, ViewChange]] = {}
-        self.failures = 0             # consecutive view changes without a commit
-        # current height
-        self.book = VoteBook(params.per_sender_buffer)
-        self.blocks: dict[bytes, Block] = {}
-        self.proposal: dict[int, bytes] = {}   # view -> hash of the accepted proposal
-        self.valid: dict[bytes, bool | None] = {}  # None = asked the driver
-        self.mine: dict[tuple[str, int], VoteMsg] = {}  # own signed (kind, view) at this height
-        self.prepared: tuple[PreparedCertificate, Block] | None = None
-        self.building = False
-        self.batch_due = False
-        self.announce = False         # broadcast our newest commit certificate at the next retransmit
-        self.synced_for: int = committed_height
-        # elsewhere
-        self.buffer = Buffer(params.per_sender_buffer)
-        self.ckpts: dict[int, dict[int, Checkpoint]] = {}
-        self.stable_height = 0
-        self.stable_cert: CheckpointCertificate | None = None
-        self.evidence: list[ev.Evidence] = []
-        self.evidence_keys: list[tuple[str, int, int, int]] = []
-        self.last_help: dict[int, int] = {}
-        self.pending_txs = 0
-        self.pending_bytes = 0
-        self.timers: dict[str, int] = {}
-        self._token = 0
-        self._booted = False
-        self._restored_nv: NewView | None = None
-        self._restore(records)
-
-    # ------------------------------------------------------------------ public
-
-    @property
-    def primary(self) -> int:
-        return self.view % self.n
-
-    @property
-    def height(self) -> int:
-        """The height being agreed on now."""
-        return self.committed + 1
+class Replica(ViewChanging):
+    """Construct with `Replica(chain_id, validators, key, params, committed_height, committed_hash, records,
+    committed_cert=None, verifier=crypto.verify)`; then only `handle(event, now_ms)`."""
 
     def handle(self, event: ev.Event, now_ms: int) -> list[ev.Action]:
         self.now = now_ms
@@ -138,57 +59,6 @@ class Replica:
         out, self.out = self.out, []
         return out
 
-    def sizes(self) -> dict[str, int]:
-        """Current sizes of every collection that grows with input (checked against `size_bounds`)."""
-        return {"votes": len(self.book), "buffer": len(self.buffer),
-                "viewchanges": sum(len(v) for v in self.vcs.values()),
-                "checkpoints": sum(len(v) for v in self.ckpts.values()), "blocks": len(self.blocks),
-                "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help),
-                "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal)}
-
-    def size_bounds(self) -> dict[str, int]:
-        p, n = self.p, self.n
-        return {"votes": n * p.per_sender_buffer, "buffer": n * p.per_sender_buffer,
-                "viewchanges": n * p.per_sender_buffer,
-                "checkpoints": n * (p.future_height_window // p.checkpoint_interval + 1),
-                "blocks": n * p.per_sender_buffer + 2, "evidence": p.max_evidence, "sig_cache": p.sig_cache_size,
-                "help": n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
-                "proposal": n * p.per_sender_buffer + 1}
-
-    # ------------------------------------------------------------------ restore
-
-    def _restore(self, records: Sequence[bytes]) -> None:
-        recs = [decode_record(r) for r in records]
-        if not recs:
-            return
-        top = max(r.view for r in recs)
-        self.view = top
-        h = self.height
-        for r in recs:
-            m = r.msg
-            if isinstance(m, ViewChange | NewView):
-                continue
-            if m.height == h and m.view == top:
-                self.mine[(m.T, m.view)] = m
-                if isinstance(m, PrePrepare):
-                    self.blocks[m.block.hash] = m.block
-                else:
-                    self.book.add(m)
-            if m.height == h and isinstance(m, Commit) and r.prepared is not None and r.block is not None:
-                self._note_prepared(r.prepared, r.block)
-        at_top = [r for r in recs if r.view == top]
-        nvs = [r.msg for r in at_top if isinstance(r.msg, NewView)]
-        vcs = [r.msg for r in at_top if isinstance(r.msg, ViewChange)]
-        if vcs:
-            self.my_vc = vcs[-1]
-        if top == 0:
-            self.normal = True
-        elif nvs:
-            self.my_nv = self._restored_nv = nvs[-1]
-            self.normal = False
-        else:
-            self.normal = False  # wait for this view's NEW-VIEW, or time out to the next view
-
     def _boot(self) -> None:
         self._booted = True
         nv = self._restored_nv
@@ -198,75 +68,6 @@ class Replica:
         elif self.my_vc is not None and not self.normal:
             self._send_all(self.my_vc)
         self._enter_height()
-
-    # ------------------------------------------------------------------ helpers
-
-    def _count(self, what: str) -> None:
-        self.stats[what] = self.stats.get(what, 0) + 1
-
-    def _verify(self, index: int, domain: bytes, message: bytes, sig: bytes) -> bool:
-        if not 0 <= index < self.n:
-            return False
-        key = (index, domain + message, sig)
-        hit = self._sigs.get(key)
-        if hit is None:
-            hit = self._crypto_verify(self.validators[index], domain, message, sig)
-            self._sigs.put(key, hit)
-        return hit
-
-    def _check_sig(self, msg: SignedMessage) -> bool:
-        if self._verify(msg.index, msg.domain(), msg.signed_bytes(), msg.sig):
-            return True
-        self._count("invalid_signature")
-        return False
-
-    def _send_all(self, msg: SignedMessage | CommitProof) -> None:
-        self.out.append(ev.Broadcast(msg))
-
-    def _persist_send(self, msg: PrePrepare | Prepare | Commit | ViewChange | NewView,
-                      prepared: PreparedCertificate | None = None, block: Block | None = None) -> None:
-        self.out.append(ev.Persist(WalRecord(msg, prepared, block).encode()))
-        self.out.append(ev.Broadcast(msg))
-
-    def _evidence(self, first: SignedMessage, second: SignedMessage, view: int, height: int) -> None:
-        key = (first.T, view, height, first.index)
-        if key in self.evidence_keys:
-            return
-        self._count("conflicting_signatures")
-        item = ev.Evidence(first.index, first, second)
-        self.evidence.append(item)
-        self.evidence_keys.append(key)
-        if len(self.evidence) > self.p.max_evidence:
-            del self.evidence[0]
-            del self.evidence_keys[0]
-        self.out.append(item)
-
-    def _help(self, index: int, their_height: int, their_view: int) -> None:
-        """Send a lagging validator our latest commit certificate and/or this view's NEW-VIEW."""
-        last = self.last_help.get(index)
-        if last is not None and self.now - last < self.p.help_interval_ms:
-            return
-        to = self.validators[index]
-        sent = False
-        if self.cert is not None and their_height < self.committed:
-            self.out.append(ev.Send(to, CommitProof(self.cert)))
-            sent = True
-        if their_view < self.view and self.normal and self.nv_msg is not None:
-            self.out.append(ev.Send(to, self.nv_msg))
-            sent = True
-        if sent:
-            self.last_help[index] = self.now
-
-    def _need_sync(self, target: int, signers: Sequence[int]) -> None:
-        if target <= self.committed:
-            return
-        if target > self.sync_target:
-            self.sync_target = target
-        peers = tuple(self.validators[i] for i in sorted(set(signers)) if i != self.index)
-        self.out.append(ev.NeedSync(self.sync_target, peers or tuple(
-            v for i, v in enumerate(self.validators) if i != self.index)))
-
-    # ------------------------------------------------------------------ messages
 
     def _on_message(self, msg: object) -> None:
         if isinstance(msg, CommitProof):
@@ -375,182 +176,6 @@ class Replica:
         else:
             self._need_sync(cert.height, cert.signers())
 
-    def _on_checkpoint(self, c: Checkpoint) -> None:
-        K = self.p.checkpoint_interval
-        if c.height % K != 0 or c.height <= self.stable_height:
-            self._count("stale")
-            return
-        if c.height > self.committed + self.p.future_height_window:
-            self._count("dropped_window")
-            return
-        at = self.ckpts.get(c.height, {})
-        old = at.get(c.index)
-        if old is not None and old.sig == c.sig:
-            self._count("duplicate")
-            return
-        if not self._check_sig(c):
-            return
-        if old is not None:
-            if (old.block_hash, old.state_root) != (c.block_hash, c.state_root):
-                self._evidence(old, c, 0, c.height)
-            return
-        self.ckpts.setdefault(c.height, {})[c.index] = c
-        self._check_stable(c.height)
-
-    def _check_stable(self, height: int) -> None:
-        at = self.ckpts.get(height, {})
-        groups: dict[tuple[bytes, bytes], list[Checkpoint]] = {}
-        for idx in sorted(at):
-            groups.setdefault((at[idx].block_hash, at[idx].state_root), []).append(at[idx])
-        for (bh, root), cs in sorted(groups.items()):
-            if len(cs) >= self.q and height > self.stable_height:
-                cert = CheckpointCertificate(height, bh, root, tuple((c.index, c.sig) for c in cs))
-                self.stable_height, self.stable_cert = height, cert
-                for hh in sorted(self.ckpts):
-                    if hh <= height:
-                        del self.ckpts[hh]
-                self.out.append(ev.StableCheckpoint(height, bh, root, cert))
-                self._need_sync(height, [c.index for c in cs])
-                return
-
-    # ------------------------------------------------------------------ view change
-
-    def _on_viewchange(self, vc: ViewChange) -> None:
-        w = vc.view
-        if w > self.view + self.p.future_view_window:
-            self._count("dropped_window")
-            return
-        if w < self.view or (w == self.view and self.normal):
-            self._count("old_view")
-            self._help(vc.index, vc.height, w - 1)
-            return
-        old = self.vcs.get(w, {}).get(vc.index)
-        if old is not None and old.sig == vc.sig:
-            self._count("duplicate")
-            return
-        if not self._check_sig(vc):
-            return
-        if old is not None:
-            self._evidence(old, vc, w, old.height + 1)
-            return
-        if not viewchange_ok(vc, self.validators, self.chain, self._verify, need_block=True):
-            self._count("bad_viewchange")
-            return
-        if sum(1 for v in self.vcs.values() if vc.index in v) >= self.p.per_sender_buffer:
-            self._count("dropped_sender_limit")
-            return
-        self.vcs.setdefault(w, {})[vc.index] = vc
-        if vc.height > self.committed and vc.cert is not None:
-            self._need_sync(vc.height, vc.cert.signers())
-        elif vc.height < self.committed:
-            self._help(vc.index, vc.height, w)
-        self._pull_along()
-        self._maybe_new_view()
-
-    def _pull_along(self) -> None:
-        """f + 1 validators asking for views above ours: at least one is honest, so follow them."""
-        if self.index is None:
-            return
-        highest: dict[int, int] = {}
-        for w in sorted(self.vcs):
-            if w > self.view:
-                for idx in self.vcs[w]:
-                    highest[idx] = w
-        views = sorted(highest.values(), reverse=True)
-        if len(views) >= self.f + 1:
-            self._start_view_change(views[self.f])
-
-    def _start_view_change(self, w: int) -> None:
-        if self.index is None or self.key is None or w <= self.view:
-            return
-        self.view, self.normal = w, False
-        self.nv_msg = self.my_nv = None
-        self.nv_block = None
-        self._prune_views()
-        if self.my_vc is None or self.my_vc.view != w:
-            pc, pb = self.prepared if self.prepared is not None else (None, None)
-            self.my_vc = ViewChange.create(self.key, self.chain, w, self.committed, self.committed_hash, self.cert,
-                                           pc, pb, self.index)
-            self._persist_send(self.my_vc)
-        else:
-            self._send_all(self.my_vc)
-        self.vcs.setdefault(w, {})[self.index] = self.my_vc
-        self._cancel(ev.TIMER_VIEW)  # re-armed by _arm_timers once n - f VIEW-CHANGEs for w are in
-        self.failures += 1
-        self._count("view_changes")
-        self._maybe_new_view()
-        self._replay()
-
-    def _maybe_new_view(self) -> None:
-        w = self.view
-        if self.normal or self.index != w % self.n or self.key is None:
-            return
-        got = self.vcs.get(w, {})
-        if len(got) < self.q:
-            return
-        vcs = [got[i] for i in sorted(got)]
-        sel = select(vcs)
-        block: Block | None = None
-        if sel.prepared is not None:
-            block = got[sel.source].block
-        nv = NewView.create(self.key, self.chain, w, sel.start, tuple(vc.without_block() for vc in vcs), block,
-                            self.index)
-        self.my_nv = nv
-        self._persist_send(nv)
-        self._install(nv, sel, block)
-
-    def _on_newview(self, nv: NewView) -> None:
-        w = nv.view
-        if w < self.view or (w == self.view and self.normal):
-            self._count("old_view")
-            return
-        sel = newview_ok(nv, self.validators, self.chain, self._verify)
-        if sel is None:
-            self._count("bad_newview")
-            return
-        self._install(nv, sel, nv.block)
-
-    def _install(self, nv: NewView, sel: Selection, block: Block | None) -> None:
-        self.view, self.normal = nv.view, True
-        self.nv_msg, self.nv_start, self.nv_block = nv, sel.start, block
-        self._prune_views()
-        for w in sorted(self.vcs):
-            if w == nv.view:
-                del self.vcs[w]
-        self._cancel(ev.TIMER_VIEW)
-        if self.committed < sel.start - 1:
-            signers = sel.base_cert.signers() if sel.base_cert is not None else ()
-            self._need_sync(sel.start - 1, signers)
-        self._enter_height()
-        self._replay()
-
-    def _prune_views(self) -> None:
-        """Entering a higher view: forget what only mattered in lower views at this height."""
-        v = self.view
-        self.building = self.batch_due = False
-        self._cancel(ev.TIMER_BATCH)
-        for w in sorted(self.vcs):
-            if w < v:
-                del self.vcs[w]
-        for key in sorted(self.mine):
-            if key[1] < v:
-                del self.mine[key]
-        for w in sorted(self.proposal):
-            if w < v:
-                del self.proposal[w]
-        self.book.drop_below(v)
-        keep = self.book.hashes() | set(self.proposal.values())
-        if self.prepared is not None:
-            keep.add(self.prepared[0].block_hash)
-        for bh in sorted(self.blocks):
-            if bh not in keep:
-                del self.blocks[bh]
-        for bh in sorted(self.valid):
-            if bh not in keep:
-                del self.valid[bh]
-
-    # ------------------------------------------------------------------ height progress
-
     def _enter_height(self) -> None:
         """Adopt whatever the current view already fixes for the current height."""
         if self.normal and self.nv_block is not None and self.height == self.nv_start:
@@ -624,10 +249,6 @@ class Replica:
         self._persist_send(c, cert, block)
         self.book.add(c)
 
-    def _note_prepared(self, cert: PreparedCertificate, block: Block) -> None:
-        if self.prepared is None or cert.view > self.prepared[0].view:
-            self.prepared = (cert, block)
-
     def _maybe_decide(self) -> None:
         for view, bh in self.book.quorums(Commit.T, self.q):
             sigs = self.book.tally(Commit.T, view, bh)
@@ -687,17 +308,6 @@ class Replica:
             return
         self.executed = e.height
         self._advance(e.height, e.block_hash, e.cert)
-
-    # ------------------------------------------------------------------ timers
-
-    def _set(self, kind: str, delay: int) -> None:
-        self._token += 1
-        self.timers[kind] = self._token
-        self.out.append(ev.SetTimer(kind, self._token, delay))
-
-    def _cancel(self, kind: str) -> None:
-        if self.timers.pop(kind, None) is not None:
-            self.out.append(ev.CancelTimer(kind))
 
     def _on_timer(self, kind: str, token: int) -> None:
         if self.timers.get(kind) != token:

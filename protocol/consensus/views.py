@@ -1,0 +1,193 @@
+"""View change, NEW-VIEW installation and checkpoints of the replica (PBFT section 4.4 and 4.3).
+
+Rule: after sending VIEW-CHANGE for w a validator times the new primary only with n - f VIEW-CHANGEs for w
+in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
+recomputes from the embedded VIEW-CHANGEs. No I/O, no clock, no set iteration.
+"""
+
+from __future__ import annotations
+
+from protocol.block import Block
+from protocol.consensus import events as ev
+from protocol.consensus.certs import CheckpointCertificate
+from protocol.consensus.core import ReplicaCore
+from protocol.consensus.messages import (
+    Checkpoint,
+    NewView,
+    ViewChange,
+)
+from protocol.consensus.viewchange import Selection, newview_ok, select, viewchange_ok
+
+
+class ViewChanging(ReplicaCore):
+    def _on_checkpoint(self, c: Checkpoint) -> None:
+        K = self.p.checkpoint_interval
+        if c.height % K != 0 or c.height <= self.stable_height:
+            self._count("stale")
+            return
+        if c.height > self.committed + self.p.future_height_window:
+            self._count("dropped_window")
+            return
+        at = self.ckpts.get(c.height, {})
+        old = at.get(c.index)
+        if old is not None and old.sig == c.sig:
+            self._count("duplicate")
+            return
+        if not self._check_sig(c):
+            return
+        if old is not None:
+            if (old.block_hash, old.state_root) != (c.block_hash, c.state_root):
+                self._evidence(old, c, 0, c.height)
+            return
+        self.ckpts.setdefault(c.height, {})[c.index] = c
+        self._check_stable(c.height)
+
+    def _check_stable(self, height: int) -> None:
+        at = self.ckpts.get(height, {})
+        groups: dict[tuple[bytes, bytes], list[Checkpoint]] = {}
+        for idx in sorted(at):
+            groups.setdefault((at[idx].block_hash, at[idx].state_root), []).append(at[idx])
+        for (bh, root), cs in sorted(groups.items()):
+            if len(cs) >= self.q and height > self.stable_height:
+                cert = CheckpointCertificate(height, bh, root, tuple((c.index, c.sig) for c in cs))
+                self.stable_height, self.stable_cert = height, cert
+                for hh in sorted(self.ckpts):
+                    if hh <= height:
+                        del self.ckpts[hh]
+                self.out.append(ev.StableCheckpoint(height, bh, root, cert))
+                self._need_sync(height, [c.index for c in cs])
+                return
+
+    def _on_viewchange(self, vc: ViewChange) -> None:
+        w = vc.view
+        if w > self.view + self.p.future_view_window:
+            self._count("dropped_window")
+            return
+        if w < self.view or (w == self.view and self.normal):
+            self._count("old_view")
+            self._help(vc.index, vc.height, w - 1)
+            return
+        old = self.vcs.get(w, {}).get(vc.index)
+        if old is not None and old.sig == vc.sig:
+            self._count("duplicate")
+            return
+        if not self._check_sig(vc):
+            return
+        if old is not None:
+            self._evidence(old, vc, w, old.height + 1)
+            return
+        if not viewchange_ok(vc, self.validators, self.chain, self._verify, need_block=True):
+            self._count("bad_viewchange")
+            return
+        if sum(1 for v in self.vcs.values() if vc.index in v) >= self.p.per_sender_buffer:
+            self._count("dropped_sender_limit")
+            return
+        self.vcs.setdefault(w, {})[vc.index] = vc
+        if vc.height > self.committed and vc.cert is not None:
+            self._need_sync(vc.height, vc.cert.signers())
+        elif vc.height < self.committed:
+            self._help(vc.index, vc.height, w)
+        self._pull_along()
+        self._maybe_new_view()
+
+    def _pull_along(self) -> None:
+        """f + 1 validators asking for views above ours: at least one is honest, so follow them."""
+        if self.index is None:
+            return
+        highest: dict[int, int] = {}
+        for w in sorted(self.vcs):
+            if w > self.view:
+                for idx in self.vcs[w]:
+                    highest[idx] = w
+        views = sorted(highest.values(), reverse=True)
+        if len(views) >= self.f + 1:
+            self._start_view_change(views[self.f])
+
+    def _start_view_change(self, w: int) -> None:
+        if self.index is None or self.key is None or w <= self.view:
+            return
+        self.view, self.normal = w, False
+        self.nv_msg = self.my_nv = None
+        self.nv_block = None
+        self._prune_views()
+        if self.my_vc is None or self.my_vc.view != w:
+            pc, pb = self.prepared if self.prepared is not None else (None, None)
+            self.my_vc = ViewChange.create(self.key, self.chain, w, self.committed, self.committed_hash, self.cert,
+                                           pc, pb, self.index)
+            self._persist_send(self.my_vc)
+        else:
+            self._send_all(self.my_vc)
+        self.vcs.setdefault(w, {})[self.index] = self.my_vc
+        self._cancel(ev.TIMER_VIEW)  # re-armed by _arm_timers once n - f VIEW-CHANGEs for w are in
+        self.failures += 1
+        self._count("view_changes")
+        self._maybe_new_view()
+        self._replay()
+
+    def _maybe_new_view(self) -> None:
+        w = self.view
+        if self.normal or self.index != w % self.n or self.key is None:
+            return
+        got = self.vcs.get(w, {})
+        if len(got) < self.q:
+            return
+        vcs = [got[i] for i in sorted(got)]
+        sel = select(vcs)
+        block: Block | None = None
+        if sel.prepared is not None:
+            block = got[sel.source].block
+        nv = NewView.create(self.key, self.chain, w, sel.start, tuple(vc.without_block() for vc in vcs), block,
+                            self.index)
+        self.my_nv = nv
+        self._persist_send(nv)
+        self._install(nv, sel, block)
+
+    def _on_newview(self, nv: NewView) -> None:
+        w = nv.view
+        if w < self.view or (w == self.view and self.normal):
+            self._count("old_view")
+            return
+        sel = newview_ok(nv, self.validators, self.chain, self._verify)
+        if sel is None:
+            self._count("bad_newview")
+            return
+        self._install(nv, sel, nv.block)
+
+    def _install(self, nv: NewView, sel: Selection, block: Block | None) -> None:
+        self.view, self.normal = nv.view, True
+        self.nv_msg, self.nv_start, self.nv_block = nv, sel.start, block
+        self._prune_views()
+        for w in sorted(self.vcs):
+            if w == nv.view:
+                del self.vcs[w]
+        self._cancel(ev.TIMER_VIEW)
+        if self.committed < sel.start - 1:
+            signers = sel.base_cert.signers() if sel.base_cert is not None else ()
+            self._need_sync(sel.start - 1, signers)
+        self._enter_height()
+        self._replay()
+
+    def _prune_views(self) -> None:
+        """Entering a higher view: forget what only mattered in lower views at this height."""
+        v = self.view
+        self.building = self.batch_due = False
+        self._cancel(ev.TIMER_BATCH)
+        for w in sorted(self.vcs):
+            if w < v:
+                del self.vcs[w]
+        for key in sorted(self.mine):
+            if key[1] < v:
+                del self.mine[key]
+        for w in sorted(self.proposal):
+            if w < v:
+                del self.proposal[w]
+        self.book.drop_below(v)
+        keep = self.book.hashes() | set(self.proposal.values())
+        if self.prepared is not None:
+            keep.add(self.prepared[0].block_hash)
+        for bh in sorted(self.blocks):
+            if bh not in keep:
+                del self.blocks[bh]
+        for bh in sorted(self.valid):
+            if bh not in keep:
+                del self.valid[bh]
