@@ -1,0 +1,166 @@
+"""The load generator's pure parts: rate pacing, per-sender nonce bookkeeping, result accounting, and the
+benchmark's steady-state arithmetic. No sockets, no processes."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from node import load
+from node.bench import attribute, steady_rate
+from node.errors import UsageError
+from node.load import Pacer, PendingTx, SenderBook, Tally, batch_body, percentile
+from node.wallet import Wallet
+from protocol import codec
+from protocol.crypto import DOMAIN_TX, PrivateKey, verify
+from protocol.tx import SignedTx
+
+
+def _tx(sender: int, nonce: int) -> PendingTx:
+    return PendingTx(sender, nonce, bytes([sender, nonce % 256]) * 16, b"")
+
+
+def _book(senders: int, per_sender: int, max_inflight: int = 100) -> SenderBook:
+    book = SenderBook(senders, max_inflight)
+    for n in range(per_sender):
+        for s in range(senders):
+            book.add_signed(_tx(s, n))
+    return book
+
+
+def test_the_pacer_releases_rate_times_elapsed_and_never_more_than_the_total() -> None:
+    p = Pacer(rate=1000, duration=2.0, start=100.0)
+    assert p.total == 2000
+    assert p.due(99.0) == 0  # before the start nothing is due
+    assert p.due(100.5) == 500
+    p.release(500)
+    assert p.due(100.5) == 0  # released txs are not due twice
+    assert p.due(100.75) == 250
+    p.release(250)
+    assert p.due(1000.0) == 1250  # long after the end: only the rest of the bounded total
+    p.release(1250)
+    assert p.finished and p.due(2000.0) == 0
+
+
+def test_the_pacer_catches_up_after_a_late_tick_instead_of_losing_txs() -> None:
+    p = Pacer(rate=200, duration=10.0, start=0.0)
+    p.release(p.due(0.05))
+    assert p.released == 10
+    late = p.due(0.55)  # the loop slept 500 ms instead of 15
+    assert late == 100  # 110 due by now, 10 already released
+    assert p.released + late == 110
+
+
+def test_a_non_positive_rate_or_duration_is_a_usage_error() -> None:
+    with pytest.raises(UsageError):
+        Pacer(rate=0, duration=1, start=0)
+    with pytest.raises(UsageError):
+        Pacer(rate=10, duration=-1, start=0)
+
+
+def test_take_spreads_txs_round_robin_over_senders_in_nonce_order() -> None:
+    book = _book(senders=3, per_sender=4)
+    got = book.take(7)
+    assert [(t.sender, t.nonce) for t in got] == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]
+    assert [s.inflight for s in book.s] == [3, 2, 2]
+    assert [(t.sender, t.nonce) for t in book.take(2)] == [(1, 2), (2, 2)]
+
+
+def test_a_sender_at_its_inflight_bound_is_skipped_until_a_commit_frees_a_slot() -> None:
+    book = _book(senders=2, per_sender=5, max_inflight=2)
+    assert len(book.take(10)) == 4  # 2 per sender, the rest waits
+    assert book.take(10) == []
+    book.committed(1)
+    assert [(t.sender, t.nonce) for t in book.take(10)] == [(1, 2)]
+
+
+def test_a_retried_tx_goes_back_before_higher_nonces_of_its_sender() -> None:
+    book = _book(senders=1, per_sender=5)
+    first = book.take(3)  # nonces 0, 1, 2
+    book.give_back(first[2])
+    book.give_back(first[1])  # out of order on purpose
+    assert book.s[0].inflight == 1
+    assert [t.nonce for t in book.take(3)] == [1, 2, 3]
+
+
+def test_a_final_rejection_stalls_its_sender_but_not_the_others() -> None:
+    book = _book(senders=2, per_sender=3)
+    a0, _b0 = book.take(2)
+    book.rejected(a0, "bad_signature")
+    assert book.stalled() == 1 and book.s[0].stalled == "bad_signature"
+    assert [(t.sender, t.nonce) for t in book.take(5)] == [(1, 1), (1, 2)]
+    assert book.backlog() == 0  # the stalled sender's queue is not counted as work left
+
+
+def test_percentile_is_nearest_rank_and_none_for_no_samples() -> None:
+    assert percentile([], 50) is None
+    assert percentile([5.0], 95) == 5.0
+    values = [float(i) for i in range(1, 101)]
+    assert percentile(values, 50) == 50.0
+    assert percentile(values, 95) == 95.0
+    assert percentile(list(reversed(values)), 100) == 100.0
+
+
+def test_the_tally_summary_counts_rejections_by_code_and_reports_latency_in_ms() -> None:
+    t = Tally(submitted=10, accepted=7, committed=6, first_sent=1.0, last_sent=3.0)
+    t.rejected.update({"sender_limit": 2, "bad_signature": 1})
+    t.latencies = [0.1, 0.2, 0.3, 0.4]
+    s = t.summary(elapsed=5.0)
+    assert s["rejected"] == 3 and s["rejected_by_code"] == {"bad_signature": 1, "sender_limit": 2}
+    assert s["submit_rate"] == 5.0
+    assert s["latency_p50_ms"] == 200.0 and s["latency_p95_ms"] == 400.0
+    assert Tally().summary(0.0)["latency_p50_ms"] is None
+
+
+def test_a_batch_body_is_the_canonical_msgpack_list_of_the_signed_txs() -> None:
+    w = Wallet(PrivateKey(bytes(32)))
+    for n in (1, 15, 16, 300):
+        raws = [load.sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1)[1] for i in range(n)]
+        body = batch_body(raws)
+        assert body == codec.encode([codec.decode(r) for r in raws])
+
+
+def test_a_signed_transfer_verifies_and_its_hash_is_the_body_hash() -> None:
+    w = Wallet(PrivateKey(bytes(range(32))))
+    h, raw = load.sign_transfer(w, "smeledger-testnet", 7, b"\x01" * 32, "CNY.BANKA", 3)
+    tx = SignedTx.from_wire(raw)
+    assert tx.hash == h and tx.nonce == 7 and tx.kind == "transfer" and tx.body["amount"] == 3
+    assert verify(w.public_key, DOMAIN_TX, tx.body_bytes, tx.sig)
+
+
+def test_missing_or_empty_wallet_directories_are_usage_errors(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(UsageError, match="does not exist"):
+        load.load_wallets(tmp_path / "nope")
+    with pytest.raises(UsageError, match="no wallet files"):
+        load.load_wallets(tmp_path)
+
+
+def test_cli_defaults_fill_in_and_nodes_split_on_commas() -> None:
+    a = load._defaults(argparse.Namespace(node="http://x:1", nodes="http://a:1, http://b:2", rate=5.0,
+                                          duration=1.0, batch=None))
+    assert a.nodes == ["http://a:1", "http://b:2"] and a.batch == 200 and a.max_inflight == 400
+    b = load._defaults(argparse.Namespace(node="http://x:1", rate=5.0, duration=1.0))
+    assert b.nodes == ["http://x:1"] and b.confirm is True
+
+
+def test_steady_rate_drops_the_warm_up_and_divides_txs_by_header_time() -> None:
+    blocks = [{"height": 1, "time": 0, "tx_count": 10},  # warm-up, dropped
+              {"height": 2, "time": 2000, "tx_count": 500},  # first kept block: its txs predate the window
+              {"height": 3, "time": 3000, "tx_count": 1000},
+              {"height": 4, "time": 4000, "tx_count": 1000},
+              {"height": 5, "time": 4500, "tx_count": 0}]  # empty blocks are ignored
+    r = steady_rate(blocks, warm_s=2.0)
+    assert r["committed_tps"] == 1000.0 and r["blocks"] == 4 and r["window_s"] == 2.0
+    assert steady_rate([{"height": 1, "time": 0, "tx_count": 5}])["committed_tps"] is None
+
+
+def test_attribution_averages_execution_and_round_time_over_validators() -> None:
+    names = ("smeledger_block_execute_seconds_sum", "smeledger_block_execute_seconds_count",
+             "smeledger_consensus_round_seconds_sum", "smeledger_consensus_round_seconds_count",
+             "smeledger_committed_txs_total", "smeledger_consensus_view_changes_total")
+    zero = dict.fromkeys(names, 0.0)
+    after = dict(zip(names, (2.0, 4.0, 4.0, 4.0, 8000.0, 0.0), strict=True))
+    r = attribute([zero, zero], [after, after])
+    assert r["execute_ms_per_block"] == 500.0 and r["execute_us_per_tx"] == 250.0
+    assert r["round_ms_avg"] == 1000.0 and r["execute_share_of_round"] == 0.5 and r["view_changes"] == 0
