@@ -149,7 +149,9 @@ class ReplicaCore(ABC):
         if top == 0:
             self.normal = True
         elif nvs:
-            self.my_nv = self._restored_nv = nvs[-1]
+            self._restored_nv = nvs[-1]  # ours, or a received one we persisted before acting on it
+            if self._restored_nv.index == self.index:
+                self.my_nv = self._restored_nv
             self.normal = False
         else:
             self.normal = False  # wait for this view's NEW-VIEW, or time out to the next view

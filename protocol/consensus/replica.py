@@ -64,7 +64,8 @@ class Replica(ViewChanging):
         nv = self._restored_nv
         if nv is not None:
             self._install(nv, Selection(nv.height, None, None, -1), nv.block)
-            self._send_all(nv)
+            if nv.index == self.index:
+                self._send_all(nv)
         elif self.my_vc is not None and not self.normal:
             self._send_all(self.my_vc)
         self._enter_height()

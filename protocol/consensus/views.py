@@ -17,6 +17,7 @@ from protocol.consensus.messages import (
     ViewChange,
 )
 from protocol.consensus.viewchange import Selection, newview_ok, select, viewchange_ok
+from protocol.consensus.wal import WalRecord
 
 
 class ViewChanging(ReplicaCore):
@@ -151,6 +152,8 @@ class ViewChanging(ReplicaCore):
         if sel is None:
             self._count("bad_newview")
             return
+        if self.index is not None:  # a restart must come back into this view with its constraints
+            self.out.append(ev.Persist(WalRecord(nv).encode()))
         self._install(nv, sel, nv.block)
 
     def _install(self, nv: NewView, sel: Selection, block: Block | None) -> None:

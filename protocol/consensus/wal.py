@@ -2,7 +2,8 @@
 
 A record is canonical msgpack `{"k": kind, "msg": <signed message value>}`; a COMMIT record also carries
 the prepared certificate and block it was based on (`"prepared"`, `"block"`), so a restarted replica still
-reports that prepared block in its VIEW-CHANGE. Kinds: preprepare, prepare, commit, viewchange, newview.
+reports that prepared block in its VIEW-CHANGE. Kinds: preprepare, prepare, commit, viewchange, newview
+(its own NEW-VIEW, or a received one it accepted: a restart comes back into that view with its constraints).
 Rule: records are produced only by the replica (as `Persist` actions) and read back only by it; the
 driver stores them opaquely and may shrink them with `compact_records`.
 """

@@ -22,6 +22,7 @@ from protocol.consensus import (
     Evidence,
     MessageReceived,
     NeedSync,
+    NewView,
     Persist,
     Prepare,
     PrePrepare,
@@ -238,3 +239,25 @@ def test_an_observer_follows_commits_but_never_signs_or_votes() -> None:
         out += recv(r, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i))
     assert not of(out, Persist) and not of(out, Broadcast)
     assert of(out, CommitBlock)[0].block == b
+
+
+def test_a_replica_that_accepted_a_new_view_comes_back_into_that_view_after_a_restart() -> None:
+    vcs = tuple(ViewChange.create(KEYS[i], CHAIN, 1, 0, GENESIS_PARENT, None, None, None, i) for i in (0, 1, 3))
+    nv = NewView.create(KEYS[1], CHAIN, 1, 1, vcs, None, 1)
+    r = replica(2)
+    out = recv(r, nv)
+    assert r.view == 1 and r.normal
+    records = tuple(a.record for a in of(out, Persist))
+    assert records
+    again = replica(2, records)
+    again.handle(WorkPending(0, 0), 10)
+    assert again.view == 1 and again.normal
+    b = block(view=1)
+    out = recv(again, PrePrepare.create(KEYS[1], CHAIN, 1, b, 1), 11)
+    assert of(out, ValidateBlock)
+    # a NEW-VIEW whose selection does not match its VIEW-CHANGEs is refused
+    forged = NewView.create(KEYS[2], CHAIN, 2, 5, tuple(
+        ViewChange.create(KEYS[i], CHAIN, 2, 0, GENESIS_PARENT, None, None, None, i) for i in (0, 1, 3)), None, 2)
+    r3 = replica(3)
+    recv(r3, forged)
+    assert r3.view == 0 and r3.stats["bad_newview"] == 1
