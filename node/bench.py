@@ -67,10 +67,21 @@ def verify_limit(seconds: float = 2.0) -> dict[str, float]:
     t0 = time.perf_counter()
     one = _verify_for(items, seconds) / (time.perf_counter() - t0)
     with ThreadPoolExecutor(2) as ex:
-        t0 = time.perf_counter()
+        t0, c0 = time.perf_counter(), time.process_time()
         futs = [ex.submit(_verify_for, items, seconds) for _ in range(2)]
-        two = sum(f.result() for f in futs) / (time.perf_counter() - t0)
-    return {"verify_1_thread": round(one), "verify_2_threads": round(two)}
+        done = sum(f.result() for f in futs)
+        wall = time.perf_counter() - t0
+        cores = (time.process_time() - c0) / wall
+    # cores < 2 means other processes held the CPUs during the measurement: the machine was shared
+    return {"verify_1_thread": round(one), "verify_2_threads": round(done / wall),
+            "verify_2_threads_cpu_cores": round(cores, 2), "loadavg_at_start": _loadavg()}
+
+
+def _loadavg() -> float | None:
+    try:
+        return float(Path("/proc/loadavg").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return None
 
 
 def execute_limit(block_txs: int = 2000, blocks: int = 3) -> dict[str, float]:
@@ -238,37 +249,42 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
     h0 = int(client.status()["height"])
     cmd = [sys.executable, "-m", "node.cli", "load", "--nodes", ",".join(urls), "--wallets", str(tn / "wallets"),
            "--rate", str(rate), "--duration", str(duration), "--settle", str(settle), "--no-confirm", "--json"]
-    cpu0 = {n: proc_sample(p)[0] for n, p in pids.items()}
     m0 = [node_metrics(u) for u in urls]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    samples: list[tuple[float, dict[str, float]]] = []  # (time, CPU seconds per node)
     rss_max = dict.fromkeys(pids, 0)
-    load_cpu = 0.0
     try:
         while proc.poll() is None and time.monotonic() - t0 < duration + settle + 60:
-            for n, p in pids.items():
-                rss_max[n] = max(rss_max[n], proc_sample(p)[1])
-            load_cpu = max(load_cpu, proc_sample(proc.pid)[0])
+            now = {n: proc_sample(p) for n, p in pids.items()}
+            samples.append((time.monotonic(), {n: v[0] for n, v in now.items()}))
+            for n, v in now.items():
+                rss_max[n] = max(rss_max[n], v[1])
             time.sleep(0.5)
         out, err = proc.communicate(timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
             proc.wait(5)
-    wall = time.monotonic() - t0
-    cpu = {n: round((proc_sample(p)[0] - cpu0[n]) / wall, 2) for n, p in pids.items()}
+    t_end = time.monotonic()
     try:
         load = json.loads(out.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
         raise NodeError(f"load generator failed at {rate} tx/s: {err.strip()[-400:]}", code="load_failed") from None
+    # node CPU over the load's run window only (not the load generator's wallet decryption before it)
+    start = t_end - float(load.get("run_s") or (t_end - t0))
+    t_a, cpu_a = next(((t, c) for t, c in samples if t >= start), samples[0] if samples else (t0, {}))
+    cpu_b = {n: proc_sample(p)[0] for n, p in pids.items()}
+    span = max(1e-6, t_end - t_a)
+    cpu = {n: round((cpu_b[n] - cpu_a.get(n, cpu_b[n])) / span, 2) for n in pids}
     h1 = int(client.status()["height"])
     res = {"offered_tps": rate, "duration_s": duration, **steady_rate(fetch_blocks(client, h0, h1)),
            **attribute(m0, [node_metrics(u) for u in urls]),
            "submitted": load["submitted"], "committed": load["committed"], "rejected": load["rejected"],
            "submit_tps": load["submit_rate"], "latency_p50_ms": load["latency_p50_ms"],
            "latency_p95_ms": load["latency_p95_ms"], "node_cpu_cores": cpu,
-           "node_cpu_total_cores": round(sum(cpu.values()), 2), "loadgen_cpu_cores": round(load_cpu / wall, 2),
-           "node_rss_mib": {n: round(v / 1024, 1) for n, v in rss_max.items()}, "wall_s": round(wall, 1)}
+           "node_cpu_total_cores": round(sum(cpu.values()), 2), "loadgen_cpu_cores": load.get("cpu_cores_during_run"),
+           "node_rss_mib": {n: round(v / 1024, 1) for n, v in rss_max.items()}, "wall_s": round(t_end - t0, 1)}
     return res
 
 
@@ -279,7 +295,8 @@ def bench(budget: float, out_path: Path) -> dict[str, Any]:
     limits: dict[str, Any] = verify_limit()
     ceiling = limits["verify_2_threads"] / VALIDATORS
     print(f"verify limit: {limits['verify_1_thread']:,} /s on 1 thread, {limits['verify_2_threads']:,} /s on "
-          f"2 threads -> ceiling for {VALIDATORS} validators on this machine: {ceiling:,.0f} tx/s", flush=True)
+          f"2 threads (which got {limits['verify_2_threads_cpu_cores']} cores; load average "
+          f"{limits['loadavg_at_start']}) -> ceiling for {VALIDATORS} validators on this machine: {ceiling:,.0f} tx/s", flush=True)
     limits.update(execute_limit())
     cores = os.cpu_count() or 1
     per_tx_s = 1 / limits["verify_1_thread"] + 1 / limits["execute_1_thread"]

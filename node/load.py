@@ -25,6 +25,7 @@ import threading
 import time
 from collections import Counter, deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -197,7 +198,8 @@ def load_wallets(directory: str | Path, limit: int | None = None) -> list[Wallet
     chosen = users + [p for p in chosen if p not in users]
     if limit:
         chosen = chosen[:limit]
-    return [Wallet.load(p, password) for p in chosen]
+    with ThreadPoolExecutor(2) as ex:  # argon2id releases the GIL: decrypt two keystores at a time
+        return list(ex.map(lambda p: Wallet.load(p, password), chosen))
 
 
 # ---- the run ------------------------------------------------------------------------------------
@@ -379,11 +381,13 @@ class LoadRun:
                 await asyncio.sleep(0.01)
             stop = asyncio.Event()
             follower = asyncio.create_task(self.follow(session, stop))
+            run_t0, run_cpu0 = time.monotonic(), time.process_time()
             await self.submit_loop(session)
             settle_end = time.monotonic() + self.a.settle
             while time.monotonic() < settle_end and len(self.done) < self.tally.accepted:
                 await asyncio.sleep(0.05)
             stop.set()
+            run_s, run_cpu = time.monotonic() - run_t0, time.process_time() - run_cpu0
             await follower
             signer.join(timeout=5)
             self.tally.committed = len(self.done)
@@ -393,7 +397,8 @@ class LoadRun:
             else:
                 self.receipt_ok = list(self.done)
         out = self.tally.summary(time.monotonic() - t0)
-        out.update(senders=len(self.wallets), stalled_senders=self.book.stalled(),
+        out.update(run_s=round(run_s, 2), cpu_cores_during_run=round(run_cpu / run_s, 3) if run_s > 0 else None,
+                   senders=len(self.wallets), stalled_senders=self.book.stalled(),
                    committed_recorded=len(self.receipt_ok), unconfirmed=self.unconfirmed,
                    start_height=self.start_height, blocks=len(self.block_times), nodes=self.nodes,
                    offered_rate=self.a.rate, duration_s=self.a.duration)
