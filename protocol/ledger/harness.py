@@ -16,6 +16,7 @@ from protocol.crypto import PrivateKey, sha256
 from protocol.ledger.engine import apply_block, next_nonce
 from protocol.ledger.genesis import apply_genesis
 from protocol.ledger.model import BlockResult, Receipt
+from protocol.merkle import MemoryNodeStore, MerkleTree
 from protocol.state import MemoryState, Overlay
 from protocol.tx import SignedTx
 
@@ -113,6 +114,13 @@ def replay(spec: dict[str, Any], blocks: Sequence[tuple[BlockHeader, Sequence[Si
         apply_block(ov, header, list(txs))
         state.apply(ov.changes())
     return state
+
+
+def state_root(state: MemoryState) -> bytes:
+    """The Merkle state root (protocol.merkle) of the whole state, built from scratch."""
+    tree = MerkleTree(MemoryNodeStore())
+    changes: dict[bytes, bytes | None] = dict(state.items())
+    return tree.update(changes).root
 
 
 def state_digest(state: MemoryState) -> bytes:
