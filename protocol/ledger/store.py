@@ -1,8 +1,8 @@
 """Typed access to ledger state: records, balances, participants, events, schedule, credit stats.
 
 Rule: every read and write of ledger state goes through these helpers and `keys`; values are
-canonical msgpack written with `protocol.codec.encode` (reads trust our own encoding and skip the
-re-encode check). Every write that changes money or an object's status is paired with an event by
+canonical msgpack, byte-identical to `protocol.codec.encode` (`enc` skips its type walk; reads trust our
+own encoding and skip the re-encode check). Every write that changes money or an object's status is paired with an event by
 the caller or here. No floats, no clock, no iteration over unordered collections.
 """
 
@@ -12,13 +12,31 @@ from typing import Any
 
 import msgpack
 
-from protocol import codec
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import MAX_SUPPLY, BlockCtx, Event, Params, TxCtx
 from protocol.state import StateReader, StateView
 
 Ctx = TxCtx | BlockCtx
+
+
+def _ordered(obj: Any) -> Any:
+    t = type(obj)
+    if t is dict:
+        return {k: _ordered(obj[k]) for k in sorted(obj)}
+    if t is list or t is tuple:
+        return [_ordered(x) for x in obj]
+    return obj
+
+
+def enc(obj: Any) -> bytes:
+    """Canonical msgpack of a ledger value, byte-identical to `codec.encode` (tested), without its type
+    walk: ledger values are built here from ints, str (ASCII map keys), bytes, bools, lists and maps."""
+    try:
+        packed: bytes = msgpack.packb(_ordered(obj), use_bin_type=True)
+    except OverflowError:
+        raise LedgerError("bad_amount", "a value does not fit in 64 bits") from None
+    return packed
 
 
 def unpack(raw: bytes) -> Any:
@@ -41,7 +59,7 @@ def need(state: StateReader, key: bytes) -> dict[str, Any]:
 
 
 def save(state: StateView, key: bytes, rec: Any) -> None:
-    state.put(key, codec.encode(rec))
+    state.put(key, enc(rec))
 
 
 def load_int(state: StateReader, key: bytes) -> int:
@@ -69,7 +87,7 @@ def emit(state: StateView, ctx: Ctx, kind: str, accounts: list[bytes] | tuple[by
     ev = Event(height=block.height, index=block.next_event, kind=kind, tx=tx, accounts=tuple(uniq),
                data=data)
     block.next_event += 1
-    state.put(keys.event(ev.height, ev.index), codec.encode(ev.to_value()))
+    state.put(keys.event(ev.height, ev.index), enc(ev.to_value()))
     for a in uniq:
         state.put(keys.ev_account(a, ev.height, ev.index), b"")
     state.put(keys.ev_kind(kind, ev.height, ev.index), b"")
@@ -125,7 +143,7 @@ def _set_balance(state: StateView, account: bytes, asset_id: str, amount: int) -
     if amount == 0:
         state.delete(k)
     else:
-        state.put(k, codec.encode(amount))
+        state.put(k, enc(amount))
 
 
 def credit_balance(state: StateView, account: bytes, asset_id: str, amount: int) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from protocol import codec
 from protocol.block import GENESIS_PARENT, BlockHeader
 from protocol.ledger import (
     CODES,
@@ -17,7 +20,7 @@ from protocol.ledger import (
 )
 from protocol.ledger.harness import Harness, replay, state_digest
 from protocol.ledger.model import DAY_MS
-from protocol.ledger.store import unpack
+from protocol.ledger.store import enc, unpack
 from protocol.state import MemoryState, Overlay
 
 PEOPLE = [("reg", ["REGULATOR"]), ("bank", ["BANK"]), ("sme", ["SME"]), ("sme2", ["SME"]), ("inv", ["INVESTOR"])]
@@ -216,3 +219,26 @@ def test_docs_ledger_md_names_every_kind_error_code_and_event():
             assert f"`{ev}`" in text, ev
     for code in CODES:
         assert f"`{code}`" in text, code
+
+
+_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**63), 2**64 - 1) | st.binary(max_size=40)
+    | st.text(alphabet="abcxyz_ABC.-09", max_size=12),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text("abcdefgh_", max_size=8), inner, max_size=5),
+    max_leaves=20)
+
+
+@given(_values)
+@settings(max_examples=300, deadline=None)
+def test_the_ledgers_fast_encoder_is_byte_identical_to_the_canonical_codec(value):
+    assert enc(value) == codec.encode(value)
+
+
+def test_every_state_value_a_block_writes_is_canonical_msgpack():
+    h = Harness.standard()
+    h.send("smea", "receivable-issue", debtor=h.id("smeb"), face=10, asset="CNY.BANKA", due=h.time + DAY_MS,
+           doc=b"\x01" * 32)
+    h.send("smea", "transfer", to=h.id("smeb"), asset="CNY.BANKA", amount=3, memo=b"m")
+    for k, v in h.state.items():
+        if v:
+            assert codec.encode(codec.decode(v)) == v, k
