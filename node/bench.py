@@ -290,6 +290,24 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
 
 # ---- (4) the whole run ---------------------------------------------------------------------------
 
+def next_rate(good: int, bad: int) -> int:
+    """Double the best unsaturated rate until a level saturates, then bisect between the best
+    unsaturated and the lowest saturated rate down to a 10% step; 0 when done."""
+    if not bad:
+        return good * 2
+    if bad - good <= max(100, bad // 10):
+        return 0
+    return max(50, (good + bad) // 2 // 50 * 50)
+
+
+def drain(urls: list[str], timeout: float) -> None:
+    """Wait (bounded) until every node's mempool is empty, so a level starts from committed nonces."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if all(int(Client(u, timeout=5).status().get("mempool_size", 0)) == 0 for u in urls):
+            return
+        time.sleep(0.5)
+
 def bench(budget: float, out_path: Path) -> dict[str, Any]:
     t_start = time.monotonic()
     limits: dict[str, Any] = verify_limit()
@@ -312,20 +330,25 @@ def bench(budget: float, out_path: Path) -> dict[str, Any]:
         try:
             nodes = devnet.up(tn, base, validators=VALIDATORS, observers=0, accounts=ACCOUNTS, quiet=True)
             pids = {n["name"]: int((tn / n["name"] / devnet.PID_FILE).read_text()) for n in nodes}
-            rate, duration, settle = 500, 10.0, 6.0
-            while time.monotonic() - t_start + duration + settle + 10 < budget:
+            duration, settle = 10.0, 6.0
+            good, bad, rate = 0, 0, 500
+            while rate and time.monotonic() - t_start + duration + settle + 15 < budget:
+                drain([n["admin_url"] for n in nodes], timeout=20.0)
                 r = run_level(tn, nodes, pids, rate, duration, settle)
                 r["ratio_to_ceiling"] = round(r["committed_tps"] / ceiling, 3) if r["committed_tps"] else None
                 r["ratio_to_cpu_model_ceiling"] = (round(r["committed_tps"] / limits["cpu_model_ceiling_tps"], 3)
                                                    if r["committed_tps"] else None)
+                r["saturated"] = not r["committed_tps"] or r["committed_tps"] < 0.9 * rate
                 levels.append(r)
                 print(f"  offered {rate:>6} tx/s: committed {r['committed_tps']} tx/s "
                       f"(ratio {r['ratio_to_ceiling']}), p50 {r['latency_p50_ms']} ms, p95 {r['latency_p95_ms']} ms,"
                       f" node CPU {r['node_cpu_total_cores']} cores, loadgen {r['loadgen_cpu_cores']}, execute "
                       f"{r['execute_ms_per_block']} ms/block of round {r['round_ms_avg']} ms", flush=True)
-                if not r["committed_tps"] or r["committed_tps"] < 0.85 * rate:
-                    break  # saturated: more offered load only grows the queues
-                rate *= 2
+                if r["saturated"]:
+                    bad = min(bad, rate) if bad else rate
+                else:
+                    good = max(good, rate)
+                rate = next_rate(good, bad)
         finally:
             devnet.down(tn)
     best = max((lv["committed_tps"] or 0 for lv in levels), default=0)

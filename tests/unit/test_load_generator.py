@@ -8,7 +8,7 @@ import argparse
 import pytest
 
 from node import load
-from node.bench import attribute, steady_rate
+from node.bench import attribute, next_rate, steady_rate
 from node.errors import UsageError
 from node.load import Pacer, PendingTx, SenderBook, Tally, batch_body, percentile
 from node.wallet import Wallet
@@ -164,3 +164,12 @@ def test_attribution_averages_execution_and_round_time_over_validators() -> None
     r = attribute([zero, zero], [after, after])
     assert r["execute_ms_per_block"] == 500.0 and r["execute_us_per_tx"] == 250.0
     assert r["round_ms_avg"] == 1000.0 and r["execute_share_of_round"] == 0.5 and r["view_changes"] == 0
+
+
+def test_the_bench_doubles_until_saturation_then_bisects_to_a_ten_percent_step() -> None:
+    assert next_rate(500, 0) == 1000 and next_rate(1000, 0) == 2000
+    assert next_rate(1000, 2000) == 1500
+    assert next_rate(1500, 2000) == 1750
+    assert next_rate(1750, 2000) == 1850
+    assert next_rate(1850, 2000) == 0  # within 10% of the saturated rate: done
+    assert next_rate(0, 500) == 250  # even the first level saturated: search below it
