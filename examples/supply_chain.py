@@ -120,6 +120,9 @@ class Demo:
                 parts.append(f"{k}={money(v)}" if k in ("amount", "face", "price", "outstanding", "raised", "owed",
                                                         "principal_paid", "interest_paid", "penalty_paid")
                              and isinstance(v, int) else f"{k}={v}")
+        if "holders" in d and "amounts" in d:
+            parts.append("parts=" + ",".join(f"{self.who(x)}:{money(a)}" for x, a in zip(d["holders"], d["amounts"],
+                                                                                        strict=False)))
         print(f"{indent}{ev.get('kind')}: " + " ".join(parts))
 
     def party(self, edge: dict[str, Any], side: str) -> str:
