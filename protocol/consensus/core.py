@@ -144,8 +144,9 @@ class ReplicaCore(ABC):
         at_top = [r for r in recs if r.view == top]
         nvs = [r.msg for r in at_top if isinstance(r.msg, NewView)]
         vcs = [r.msg for r in at_top if isinstance(r.msg, ViewChange)]
-        if vcs:
+        if vcs and self.index is not None:
             self.my_vc = vcs[-1]
+            self.vcs[top] = {self.index: self.my_vc}  # our own VIEW-CHANGE counts towards the quorum
         if top == 0:
             self.normal = True
         elif nvs:

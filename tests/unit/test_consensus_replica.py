@@ -116,6 +116,7 @@ def test_a_replica_rebuilt_after_a_view_change_stays_in_that_view_and_resends_th
     out = again.handle(WorkPending(1, 10), 200)
     assert again.view == 1 and not again.normal
     assert sent(out, ViewChange) == [vc]
+    assert again.vcs[1] == {2: vc}  # it still counts towards the quorum for view 1
 
 
 def test_the_primary_cuts_a_full_block_at_once_and_a_partial_one_when_the_batch_timer_fires() -> None:
