@@ -340,7 +340,7 @@ class Sim:
         value = msg.to_value()
         decoded = decode_message(codec.decode(codec.encode(value), codec.Limits(max_bytes=8 << 20, max_bin=1 << 20)))
         self.log("send", src.id, msg.T, getattr(msg, "sig", b"")[:4], len(dests))
-        if src.honest and hasattr(msg, "sig"):
+        if src.honest and hasattr(msg, "sig") and msg.index == src.index:  # own, not relayed
             self._check_single_signature(src, msg)
         f = self.faults
         faulty = self.now < f.until_ms
