@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import msgpack
 
 from node.errors import NodeError, UsageError
 from node.wallet import Wallet, keystore_info, read_password
@@ -39,6 +40,7 @@ from protocol.crypto import DOMAIN_TX, sha256
 
 MAX_TXS = 2_000_000
 RETRYABLE = frozenset({"mempool_full", "sender_limit", "nonce_too_high", "unreachable", "http_error"})
+NODE_BACKOFF_S = 1.0
 DONE_DUPLICATE = frozenset({"duplicate", "already_committed"})  # a retry of a tx the pool already holds
 
 
@@ -95,21 +97,31 @@ class SenderBook:
     def add_signed(self, tx: PendingTx) -> None:
         self.s[tx.sender].ready.append(tx)
 
-    def take(self, n: int) -> list[PendingTx]:
-        """Up to n txs, one per eligible sender per round, each sender's in lowest-nonce-first order."""
+    def take(self, n: int) -> tuple[list[PendingTx], int]:
+        """Every retry that may go now, plus up to n fresh txs, one per eligible sender per round, each
+        sender's in lowest-nonce-first order. Returns (txs, how many of them are fresh)."""
         out: list[PendingTx] = []
+        for st in self.s:
+            while st.retry and st.stalled is None and st.inflight < self.max_inflight:
+                out.append(st.retry.pop(0))
+                st.inflight += 1
+        fresh = 0
         k = len(self.s)
         idle = 0
-        while len(out) < n and idle < k:
+        while fresh < n and idle < k:
             st = self.s[self._rr]
             self._rr = (self._rr + 1) % k
-            if st.stalled is None and st.inflight < self.max_inflight and (st.retry or st.ready):
-                out.append(st.retry.pop(0) if st.retry else st.ready.popleft())
+            if st.stalled is None and st.inflight < self.max_inflight and not st.retry and st.ready:
+                out.append(st.ready.popleft())
                 st.inflight += 1
+                fresh += 1
                 idle = 0
             else:
                 idle += 1
-        return out
+        return out, fresh
+
+    def retries(self) -> int:
+        return sum(len(st.retry) for st in self.s if st.stalled is None)
 
     def give_back(self, tx: PendingTx) -> None:
         """The node asked to retry: the tx goes back to its sender, before any higher nonce."""
@@ -174,6 +186,17 @@ def batch_body(raws: Sequence[bytes]) -> bytes:
     return head + b"".join(raws)
 
 
+def block_tx_hashes(body: bytes) -> tuple[int, list[bytes]]:
+    """(header time ms, tx hashes) of a `GET /blocks/{h}?format=msgpack` answer; ValueError if malformed."""
+    try:
+        outer = msgpack.unpackb(body, raw=False)
+        block = msgpack.unpackb(outer["block"], raw=False)
+        when = int(block["header"]["time"])
+        return when, [sha256(msgpack.unpackb(raw, raw=False)["tx"]) for raw in block["txs"]]
+    except (KeyError, TypeError, msgpack.UnpackException) as exc:
+        raise ValueError(f"malformed block answer: {exc}") from None
+
+
 def sign_transfer(wallet: Wallet, chain: str, nonce: int, to: bytes, asset: str, amount: int) -> tuple[bytes, bytes]:
     """(hash, raw signed tx) of a transfer, encoded once."""
     body = codec.encode({"chain": chain, "kind": "transfer", "from": wallet.public_key, "nonce": nonce,
@@ -214,6 +237,7 @@ class LoadRun:
         self.receipt_ok: list[bytes] = []
         self.stop_signing = threading.Event()
         self.block_times: list[tuple[int, int, int]] = []  # (height, header time ms, tx count)
+        self.down_until = [0.0] * len(self.nodes)
         self.signed = 0
 
     async def _get(self, session: Any, url: str) -> Any:
@@ -227,11 +251,19 @@ class LoadRun:
     async def setup(self, session: Any) -> None:
         loop = asyncio.get_running_loop()
         self.wallets = await loop.run_in_executor(None, load_wallets, self.a.wallets, self.a.senders)
-        st = await self._get(session, self.nodes[0] + "/status")
+        st, home, errors = None, "", []
+        for url in self.nodes:  # the first node that answers is asked for chain, height and nonces
+            try:
+                st, home = await self._get(session, url + "/status"), url
+                break
+            except (TimeoutError, OSError, aiohttp.ClientError, NodeError) as exc:
+                errors.append(f"{url}: {exc}")
+        if not isinstance(st, dict):
+            raise NodeError("cannot reach any node: " + "; ".join(errors), code="unreachable")
         self.chain, self.start_height = st["chain_id"], st["height"]
         self.nonces, keep = [], []
         for w in self.wallets:
-            acc = await self._get(session, f"{self.nodes[0]}/accounts/{w.account}")
+            acc = await self._get(session, f"{home}/accounts/{w.account}")
             bal = int(((acc or {}).get("balances") or {}).get(self.a.asset, 0))
             if acc is not None and bal >= self.a.amount * self.a.rate * self.a.duration / max(1, len(self.wallets)):
                 keep.append(w)
@@ -259,7 +291,7 @@ class LoadRun:
 
     async def post(self, session: Any, sem: asyncio.Semaphore, node: int, txs: list[PendingTx]) -> None:
         t = self.tally
-        url = self.nodes[node % len(self.nodes)] + "/txs"
+        url = self.nodes[node] + "/txs"
         async with sem:
             now = time.monotonic()
             for tx in txs:
@@ -278,6 +310,7 @@ class LoadRun:
             except (TimeoutError, OSError, aiohttp.ClientError, ValueError) as exc:
                 doc = None
                 self.last_error = f"{url}: {exc or type(exc).__name__}"
+                self.down_until[node] = time.monotonic() + NODE_BACKOFF_S
         rows = doc.get("results") if isinstance(doc, dict) else None
         if not isinstance(rows, list) or len(rows) != len(txs):
             code = "unreachable" if doc is None else str(doc.get("error", "http_error"))
@@ -292,6 +325,15 @@ class LoadRun:
                 t.rejected[code] += 1
                 self.book.rejected(tx, code)
 
+    def pick_node(self, k: int) -> int:
+        """Round-robin over the nodes, skipping those that failed in the last NODE_BACKOFF_S seconds
+        (all of them failing: plain round-robin, so the retries find the first one back)."""
+        n, now = len(self.nodes), time.monotonic()
+        for j in range(n):
+            if self.down_until[(k + j) % n] <= now:
+                return (k + j) % n
+        return k % n
+
     async def submit_loop(self, session: Any) -> None:
         a = self.a
         sem = asyncio.Semaphore(a.max_requests)
@@ -301,14 +343,12 @@ class LoadRun:
         k = 0
         end = pacer.start + a.duration
         while time.monotonic() < end + a.settle:
-            retry_n = sum(len(s.retry) for s in self.book.s if s.stalled is None)
-            if pacer.finished and not retry_n and not tasks:
+            if pacer.finished and not self.book.retries() and not tasks:
                 break
-            n = pacer.due(time.monotonic())
-            txs = self.book.take(n + retry_n)
-            pacer.release(min(n, len(txs)))
+            txs, fresh = self.book.take(pacer.due(time.monotonic()))
+            pacer.release(fresh)
             for i in range(0, len(txs), a.batch):
-                task = asyncio.create_task(self.post(session, sem, k, txs[i:i + a.batch]))
+                task = asyncio.create_task(self.post(session, sem, self.pick_node(k), txs[i:i + a.batch]))
                 k += 1
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
@@ -317,25 +357,35 @@ class LoadRun:
         if tasks:
             await asyncio.gather(*tasks)
 
+    async def _block(self, session: Any, url: str) -> tuple[int, list[bytes]] | None:
+        async with session.get(url) as r:
+            if r.status == 404:
+                return None
+            if r.status != 200:
+                raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
+            return block_tx_hashes(await r.read())
+
     async def follow(self, session: Any, stop: asyncio.Event) -> None:
-        """Read every block after the start height and match our tx hashes."""
+        """Read every block after the start height (raw msgpack: the node does not decode its txs for us)
+        and match our tx hashes."""
         h = self.start_height + 1
         node = 0
         while not stop.is_set():
             try:
-                doc = await self._get(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}")
+                blk = await self._block(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}?format=msgpack")
             except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
                 node += 1
-                doc = None
-            if doc is None:
+                blk = None
+            if blk is None:
                 await asyncio.sleep(self.a.poll)
                 continue
             now = time.monotonic()
-            self.block_times.append((h, int(doc.get("time", 0)), int(doc.get("tx_count", 0))))
-            for hx in doc.get("txs", []):
-                tx = self.by_hash.get(bytes.fromhex(hx))
-                if tx is not None and tx.hash not in self.done:
-                    self.done[tx.hash] = now - tx.sent_at
+            block_time, hashes = blk
+            self.block_times.append((h, block_time, len(hashes)))
+            for th in hashes:
+                tx = self.by_hash.get(th)
+                if tx is not None and th not in self.done:
+                    self.done[th] = now - tx.sent_at
                     self.book.committed(tx.sender)
             h += 1
 
@@ -352,6 +402,8 @@ class LoadRun:
                     doc = await self._get(session, f"{self.nodes[i % len(self.nodes)]}/txs/{h.hex()}")
                 except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
                     q.append(h)
+                    i += 1  # that node is down or confused: ask the next one
+                    await asyncio.sleep(0.05)
                     continue
                 status = (doc or {}).get("status")
                 if status == "committed":
@@ -371,7 +423,7 @@ class LoadRun:
             try:
                 await self.setup(session)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise NodeError(f"cannot reach {self.nodes[0]}: {exc}", code="unreachable") from None
+                raise NodeError(f"lost the node during setup: {exc}", code="unreachable") from None
             total = min(MAX_TXS, math.floor(self.a.rate * self.a.duration))
             self.signed = 0
             signer = threading.Thread(target=self.sign_all, args=(total,), name="load-signer", daemon=True)
@@ -443,7 +495,10 @@ def run(args: argparse.Namespace) -> int:
               f"commit latency p50 {res['latency_p50_ms']} ms, p95 {res['latency_p95_ms']} ms; "
               f"{res['senders']} senders ({res['stalled_senders']} stalled); {res['blocks']} blocks")
         if args.record:
-            print(f"{res['committed_recorded']} committed tx hashes written to {args.record}")
+            print(f"{res['committed_recorded']} committed tx hashes written to {args.record}"
+                  + (f" ({res['unconfirmed']} found in blocks but not confirmed in time)" if res["unconfirmed"] else ""))
+        if res.get("last_error"):
+            print(f"last submit error: {res['last_error']}")
     return 0 if res["committed"] > 0 or res["submitted"] == 0 else 1
 
 

@@ -61,35 +61,38 @@ def test_a_non_positive_rate_or_duration_is_a_usage_error() -> None:
 
 def test_take_spreads_txs_round_robin_over_senders_in_nonce_order() -> None:
     book = _book(senders=3, per_sender=4)
-    got = book.take(7)
+    got, fresh = book.take(7)
+    assert fresh == 7
     assert [(t.sender, t.nonce) for t in got] == [(0, 0), (1, 0), (2, 0), (0, 1), (1, 1), (2, 1), (0, 2)]
     assert [s.inflight for s in book.s] == [3, 2, 2]
-    assert [(t.sender, t.nonce) for t in book.take(2)] == [(1, 2), (2, 2)]
+    assert [(t.sender, t.nonce) for t in book.take(2)[0]] == [(1, 2), (2, 2)]
 
 
 def test_a_sender_at_its_inflight_bound_is_skipped_until_a_commit_frees_a_slot() -> None:
     book = _book(senders=2, per_sender=5, max_inflight=2)
-    assert len(book.take(10)) == 4  # 2 per sender, the rest waits
-    assert book.take(10) == []
+    assert book.take(10)[1] == 4  # 2 per sender, the rest waits
+    assert book.take(10) == ([], 0)
     book.committed(1)
-    assert [(t.sender, t.nonce) for t in book.take(10)] == [(1, 2)]
+    assert [(t.sender, t.nonce) for t in book.take(10)[0]] == [(1, 2)]
 
 
 def test_a_retried_tx_goes_back_before_higher_nonces_of_its_sender() -> None:
     book = _book(senders=1, per_sender=5)
-    first = book.take(3)  # nonces 0, 1, 2
+    first, _ = book.take(3)  # nonces 0, 1, 2
     book.give_back(first[2])
     book.give_back(first[1])  # out of order on purpose
-    assert book.s[0].inflight == 1
-    assert [t.nonce for t in book.take(3)] == [1, 2, 3]
+    assert book.s[0].inflight == 1 and book.retries() == 2
+    again, fresh = book.take(1)  # retries go whenever allowed; they do not use up the fresh quota
+    assert [t.nonce for t in again] == [1, 2, 3] and fresh == 1
+    assert book.retries() == 0
 
 
 def test_a_final_rejection_stalls_its_sender_but_not_the_others() -> None:
     book = _book(senders=2, per_sender=3)
-    a0, _b0 = book.take(2)
+    (a0, _b0), _ = book.take(2)
     book.rejected(a0, "bad_signature")
     assert book.stalled() == 1 and book.s[0].stalled == "bad_signature"
-    assert [(t.sender, t.nonce) for t in book.take(5)] == [(1, 1), (1, 2)]
+    assert [(t.sender, t.nonce) for t in book.take(5)[0]] == [(1, 1), (1, 2)]
     assert book.backlog() == 0  # the stalled sender's queue is not counted as work left
 
 
@@ -173,3 +176,18 @@ def test_the_bench_doubles_until_saturation_then_bisects_to_a_ten_percent_step()
     assert next_rate(1750, 2000) == 1850
     assert next_rate(1850, 2000) == 0  # within 10% of the saturated rate: done
     assert next_rate(0, 500) == 250  # even the first level saturated: search below it
+
+
+def test_block_tx_hashes_reads_time_and_tx_hashes_from_the_raw_block_answer() -> None:
+    from protocol.block import GENESIS_PARENT, Block
+
+    w = Wallet(PrivateKey(bytes(range(32))))
+    signed = [load.sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1) for i in range(3)]
+    block = Block.build(chain="c", height=1, parent=GENESIS_PARENT, proposer=bytes(32), view=0, time=1234,
+                        state_root=bytes(32), txs=[raw for _h, raw in signed])
+    body = codec.encode({"block": block.encode(), "certificate": b""})
+    assert load.block_tx_hashes(body) == (1234, [h for h, _raw in signed])
+    with pytest.raises(ValueError):
+        load.block_tx_hashes(b"\xc1")
+    with pytest.raises(ValueError):
+        load.block_tx_hashes(codec.encode({"certificate": b""}))
