@@ -10,7 +10,16 @@ import pytest
 from node import load
 from node.bench import attribute, next_rate, steady_rate
 from node.errors import UsageError
-from node.load import Pacer, PendingTx, SenderBook, Tally, batch_body, percentile
+from node.load_book import (
+    Pacer,
+    PendingTx,
+    SenderBook,
+    Tally,
+    batch_body,
+    block_tx_hashes,
+    percentile,
+    sign_transfer,
+)
 from node.wallet import Wallet
 from protocol import codec
 from protocol.crypto import DOMAIN_TX, PrivateKey, verify
@@ -119,14 +128,14 @@ def test_the_tally_summary_counts_rejections_by_code_and_reports_latency_in_ms()
 def test_a_batch_body_is_the_canonical_msgpack_list_of_the_signed_txs() -> None:
     w = Wallet(PrivateKey(bytes(32)))
     for n in (1, 15, 16, 300):
-        raws = [load.sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1)[1] for i in range(n)]
+        raws = [sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1)[1] for i in range(n)]
         body = batch_body(raws)
         assert body == codec.encode([codec.decode(r) for r in raws])
 
 
 def test_a_signed_transfer_verifies_and_its_hash_is_the_body_hash() -> None:
     w = Wallet(PrivateKey(bytes(range(32))))
-    h, raw = load.sign_transfer(w, "smeledger-testnet", 7, b"\x01" * 32, "CNY.BANKA", 3)
+    h, raw = sign_transfer(w, "smeledger-testnet", 7, b"\x01" * 32, "CNY.BANKA", 3)
     tx = SignedTx.from_wire(raw)
     assert tx.hash == h and tx.nonce == 7 and tx.kind == "transfer" and tx.body["amount"] == 3
     assert verify(w.public_key, DOMAIN_TX, tx.body_bytes, tx.sig)
@@ -182,12 +191,12 @@ def test_block_tx_hashes_reads_time_and_tx_hashes_from_the_raw_block_answer() ->
     from protocol.block import GENESIS_PARENT, Block
 
     w = Wallet(PrivateKey(bytes(range(32))))
-    signed = [load.sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1) for i in range(3)]
+    signed = [sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1) for i in range(3)]
     block = Block.build(chain="c", height=1, parent=GENESIS_PARENT, proposer=bytes(32), view=0, time=1234,
                         state_root=bytes(32), txs=[raw for _h, raw in signed])
     body = codec.encode({"block": block.encode(), "certificate": b""})
-    assert load.block_tx_hashes(body) == (1234, [h for h, _raw in signed])
+    assert block_tx_hashes(body) == (1234, [h for h, _raw in signed])
     with pytest.raises(ValueError):
-        load.block_tx_hashes(b"\xc1")
+        block_tx_hashes(b"\xc1")
     with pytest.raises(ValueError):
-        load.block_tx_hashes(codec.encode({"certificate": b""}))
+        block_tx_hashes(codec.encode({"certificate": b""}))
