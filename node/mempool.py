@@ -117,8 +117,12 @@ class _Verification:
 class Mempool:
     def __init__(self, chain_id: str, account_nonce: Callable[[bytes], int], *,
                  limits: MempoolLimits | None = None, verify_executor: Executor | None = None,
-                 gossip: GossipCallback | None = None) -> None:
+                 gossip: GossipCallback | None = None,
+                 sender_check: Callable[[SignedTx], tuple[str, str] | None] | None = None) -> None:
+        """`sender_check(tx)` returns (code, message) when the ledger would certainly fail the tx
+        (unknown kind, unregistered or frozen sender, forbidden role): such txs are rejected here."""
         self.chain_id = chain_id
+        self._sender_check = sender_check
         self.limits = limits or MempoolLimits()
         self._account_nonce = account_nonce
         self._own_executor = verify_executor is None
@@ -259,6 +263,10 @@ class Mempool:
             return self._reject(h, "duplicate", "tx is already pending")
         if h in self._recent:
             return self._reject(h, "already_committed", "tx was committed recently")
+        if self._sender_check is not None:
+            bad = self._sender_check(tx)
+            if bad is not None:
+                return self._reject(h, bad[0], bad[1])
         nxt = self._committed_next(tx.sender, memo)
         if tx.nonce < nxt:
             return self._reject(h, "nonce_too_low", f"nonce {tx.nonce} is below the next nonce {nxt}")

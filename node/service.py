@@ -36,8 +36,9 @@ from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
 from node.wallet import load_node_key
 from protocol.errors import ProtocolError
-from protocol.ledger import apply_genesis, next_nonce
+from protocol.ledger import admission_error, apply_genesis, next_nonce
 from protocol.state import Overlay
+from protocol.tx import SignedTx
 from storage.blocks import BlockStore
 from storage.db import Database
 from storage.errors import StorageError
@@ -164,7 +165,11 @@ class Node:
         state = ctx.state
         live = state.reader(snapshot=False)
         m = cfg.mempool
-        ctx.mempool = Mempool(gen.chain_id, lambda k: next_nonce(live, k),
+        def sender_check(tx: SignedTx) -> tuple[str, str] | None:
+            err = admission_error(live, tx)
+            return None if err is None else (err.code, err.message)
+
+        ctx.mempool = Mempool(gen.chain_id, lambda k: next_nonce(live, k), sender_check=sender_check,
                               limits=MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes,
                                                    per_sender_max=m.per_sender_max,
                                                    nonce_window=m.nonce_window,

@@ -42,7 +42,7 @@ All ledger keys are listed in `protocol.ledger.keys`; values are canonical msgpa
 
 from __future__ import annotations
 
-from protocol.ledger.engine import apply_block, next_nonce, resolve_sender
+from protocol.ledger.engine import admission_error, apply_block, next_nonce, resolve_sender
 from protocol.ledger.errors import CODES, GenesisError, LedgerError
 from protocol.ledger.genesis import apply_genesis
 from protocol.ledger.model import BlockResult, Event, Params, Receipt
@@ -61,6 +61,7 @@ __all__ = [
     "LedgerError",
     "Params",
     "Receipt",
+    "admission_error",
     "apply_block",
     "apply_genesis",
     "next_nonce",

@@ -16,7 +16,7 @@ from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import BlockCtx, BlockResult, Receipt, TxCtx
 from protocol.ledger.registry import KINDS
-from protocol.ledger.spec import parse_body
+from protocol.ledger.spec import KindSpec, parse_body
 from protocol.ledger.store import load_int, load_params, participant, save, unpack
 from protocol.ledger.timed import run_schedule
 from protocol.state import StateReader, StateView
@@ -39,6 +39,34 @@ def resolve_sender(state: StateReader, key: bytes) -> bytes:
     return pid
 
 
+def _authorise(state: StateReader, tx: SignedTx) -> tuple[KindSpec, bytes, frozenset[str]]:
+    """The kind spec, acting participant and its roles; raises LedgerError when the sender may not send
+    this kind at all (unknown kind, unregistered, revoked or frozen sender, role not allowed)."""
+    spec = KINDS.get(tx.kind)
+    if spec is None:
+        raise LedgerError("unknown_kind", f"no kind named {tx.kind!r}")
+    actor = resolve_sender(state, tx.sender)
+    rec = participant(state, actor)
+    if rec is None:
+        raise LedgerError("not_registered", "the sender is not a registered participant")
+    if rec["frozen"]:
+        raise LedgerError("frozen")
+    roles = frozenset(rec["roles"])
+    if spec.roles and not spec.roles & roles:
+        raise LedgerError("forbidden_role", f"{tx.kind} needs one of {', '.join(sorted(spec.roles))}")
+    return spec, actor, roles
+
+
+def admission_error(state: StateReader, tx: SignedTx) -> LedgerError | None:
+    """Why the ledger would certainly fail `tx` now, or None; the mempool asks this at admission so
+    such txs never reach a block."""
+    try:
+        _authorise(state, tx)
+    except LedgerError as exc:
+        return exc
+    return None
+
+
 def _run_tx(state: StateView, block: BlockCtx, tx: SignedTx) -> Receipt:
     expected = next_nonce(state, tx.sender)
     if tx.nonce != expected:
@@ -47,18 +75,7 @@ def _run_tx(state: StateView, block: BlockCtx, tx: SignedTx) -> Receipt:
     mark = block.next_event
     ctx: TxCtx | None = None
     try:
-        spec = KINDS.get(tx.kind)
-        if spec is None:
-            raise LedgerError("unknown_kind", f"no kind named {tx.kind!r}")
-        actor = resolve_sender(state, tx.sender)
-        rec = participant(state, actor)
-        if rec is None:
-            raise LedgerError("not_registered", "the sender is not a registered participant")
-        if rec["frozen"]:
-            raise LedgerError("frozen")
-        roles = frozenset(rec["roles"])
-        if spec.roles and not spec.roles & roles:
-            raise LedgerError("forbidden_role", f"{tx.kind} needs one of {', '.join(sorted(spec.roles))}")
+        spec, actor, roles = _authorise(state, tx)
         ctx = TxCtx(block=block, tx_hash=tx.hash, key=tx.sender, actor=actor, roles=roles,
                     f=parse_body(spec, tx.body))
         spec.validate(state, tx, ctx)
