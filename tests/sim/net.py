@@ -208,6 +208,8 @@ class Sim:
             self.feed(node, payload)
         elif kind == "sync":
             self._sync(node, payload)
+        elif kind == "work":
+            self.feed(node, self._work(node))
 
     # ---------------------------------------------------------------- driver
 
@@ -248,7 +250,7 @@ class Sim:
                 self._commit(node, a.block, a.certificate)
                 self.schedule(self.now + 1, "event", node.id, inc,
                               BlockExecuted(a.block.height, a.block.hash, node.roots[a.block.height]))
-                self.schedule(self.now + 1, "event", node.id, inc, self._work(node))
+                self.schedule(self.now + 1, "work", node.id, inc, None)  # mempool totals at delivery
             elif isinstance(a, SetTimer):
                 node.timers[a.kind] = a.token
                 num, den = self.faults.skew.get(node.id, (1, 1)) if self.now < self.faults.until_ms else (1, 1)
