@@ -339,7 +339,10 @@ def run(args: argparse.Namespace) -> int:
                   + (f" ({res['unconfirmed']} found in blocks but not confirmed in time)" if res["unconfirmed"] else ""))
         if res.get("last_error"):
             print(f"last submit error: {res['last_error']}")
-    return 0 if res["committed"] > 0 or res["submitted"] == 0 else 1
+    if res["submitted"] and not res["committed"]:
+        print(f"error: none of the {res['submitted']} submitted txs was committed within the run", file=sys.stderr)
+        return 1
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
