@@ -23,6 +23,7 @@ import importlib.util
 import signal
 import time
 from collections.abc import AsyncIterator
+from functools import partial
 from typing import Any
 
 from node import genesis as genesis_mod
@@ -37,6 +38,7 @@ from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
 from node.wallet import load_node_key
 from protocol.errors import ProtocolError
 from protocol.ledger import admission_error, apply_genesis, next_nonce
+from protocol.ledger import keys as ledger_keys
 from protocol.state import Overlay
 from protocol.tx import SignedTx
 from storage.blocks import BlockStore
@@ -153,7 +155,7 @@ class Node:
         ctx.db = db
         ctx.registry.register(NodeCollector(ctx))
         ChainMeta(db).bind(gen.chain_id, gen.hash)
-        ctx.state = await asyncio.to_thread(StateStore, db)
+        ctx.state = await asyncio.to_thread(partial(StateStore, db, index_prefixes=ledger_keys.INDEX_PREFIXES))
         ctx.blocks = BlockStore(db, ctx.state)
         ctx.wal = ConsensusWal(db)
         if ctx.blocks.last_block_hash() is None:

@@ -111,8 +111,9 @@ class StateSnapshot:
     database keeps only the latest state, and a LevelDB snapshot is O(1) to hold.
     """
 
-    def __init__(self, snap: Snapshot, height: int, root: bytes) -> None:
+    def __init__(self, snap: Snapshot, height: int, root: bytes, index_prefixes: tuple[bytes, ...] = ()) -> None:
         self._snap = snap
+        self._skip = index_prefixes
         self.height = height
         self.root = root
         self._starts: dict[int, list[bytes]] = {}
@@ -123,11 +124,14 @@ class StateSnapshot:
             snap = store.db.snapshot()
             root = store.root()
         raw_height = snap.get(schema.META_HEIGHT)
-        return cls(snap, schema.read_u64(raw_height) if raw_height else 0, root)
+        return cls(snap, schema.read_u64(raw_height) if raw_height else 0, root, store.index_prefixes)
 
     def _items(self, start: bytes | None = None) -> Iterator[tuple[bytes, bytes]]:
         stop = schema.prefix_end(_S)
+        skip = self._skip
         for k, v in self._snap.iterate(_S + (start or b""), stop):
+            if skip and k[1:].startswith(skip):
+                continue
             yield k[1:], v
 
     def _pack(self, max_chunk_bytes: int, start: bytes | None,

@@ -137,8 +137,12 @@ def load_tree(source: Database | Snapshot) -> TreeNodes:
 class StateStore:
     """State values and their Merkle commitment, over one `Database`."""
 
-    def __init__(self, db: Database, *, bucket_cache_bytes: int = DEFAULT_BUCKET_CACHE_BYTES) -> None:
+    def __init__(self, db: Database, *, bucket_cache_bytes: int = DEFAULT_BUCKET_CACHE_BYTES,
+                 index_prefixes: tuple[bytes, ...] = ()) -> None:
+        """`index_prefixes`: logical key prefixes of derived indexes (e.g. the ledger's event log) that
+        are stored and read like state but are not covered by the Merkle root nor carried in snapshots."""
         self.db = db
+        self.index_prefixes = index_prefixes
         self.lock = threading.RLock()
         self._source = _NodeSource(db, TreeNodes(), bucket_cache_bytes)
         self._tree = MerkleTree(self._source)
@@ -177,7 +181,9 @@ class StateStore:
             if value is not None and len(value) > MAX_VALUE_BYTES:
                 raise StorageError(f"state value of {len(value)} bytes exceeds {MAX_VALUE_BYTES}",
                                    code="bad_state_value")
-        update = self._tree.update(changes)
+        prefixes = self.index_prefixes
+        proven = {k: v for k, v in changes.items() if not k.startswith(prefixes)} if prefixes else changes
+        update = self._tree.update(proven)
         ops: list[Op] = [(_S + k, v) for k, v in changes.items()]
         bucket_key = schema.merkle_bucket_key
         ops.extend([(bucket_key(b), blob) for b, blob in update.buckets.items()])

@@ -73,6 +73,12 @@ P_EV_ACCOUNT = b"ea/"
 P_EV_KIND = b"ek/"
 P_TX = b"tx/"
 
+# Derived audit indexes (the event log, its account and kind indexes, tx positions): written by the
+# ledger, read only by queries, never by tx execution. The node stores them beside state but outside
+# the Merkle state root (like Ethereum's logs), so they cost no tree updates; they are not part of state
+# snapshots, so a state-synced node has the event history from its snapshot height on.
+INDEX_PREFIXES = (P_EVENT, P_EV_ACCOUNT, P_EV_KIND, P_TX)
+
 # schedule entry types (one byte after the time)
 S_LOAN_DUE_SOON = 1
 S_LOAN_DUE = 2
