@@ -69,9 +69,54 @@ def _canon(obj: Any, depth: int, max_depth: int) -> Any:
     raise UnsupportedType(f"type {type(obj).__name__} is not encodable")
 
 
+_CONTAINERS = (dict, list, tuple)
+
+
+def _check(obj: Any, depth: int, max_depth: int) -> bool:
+    """Validate types without copying; False when some map's keys are not in canonical order.
+
+    The fast path of `encode` (and the whole check of `decode`): msgpack itself writes ints in their
+    shortest form and keeps map order, so a value that passes here packs canonically as it is.
+    """
+    if depth > max_depth:
+        raise TooDeep(f"nesting deeper than {max_depth}")
+    t = type(obj)
+    ordered = True
+    if t is dict:
+        prev = b""
+        first = True
+        for k, v in obj.items():
+            if type(k) is not str:
+                raise UnsupportedType("map keys must be str")
+            kb = k.encode("utf-8")
+            if not first and kb <= prev:
+                ordered = False
+            prev, first = kb, False
+            tv = type(v)
+            if tv in _CONTAINERS or tv is float or (tv is int and not INT_MIN <= v <= INT_MAX):
+                ordered = _check(v, depth + 1, max_depth) and ordered
+            elif not (v is None or tv in _SCALARS):
+                _canon(v, depth + 1, max_depth)
+    elif t is list or t is tuple:
+        for v in obj:
+            tv = type(v)
+            if tv in _CONTAINERS or tv is float or (tv is int and not INT_MIN <= v <= INT_MAX):
+                ordered = _check(v, depth + 1, max_depth) and ordered
+            elif not (v is None or tv in _SCALARS):
+                _canon(v, depth + 1, max_depth)
+    else:
+        _canon(obj, depth, max_depth)
+    return ordered
+
+
+_SCALARS = (bool, int, str, bytes)
+
+
 def encode(obj: Any, *, max_depth: int = DEFAULT_LIMITS.max_depth) -> bytes:
     """Encode `obj` canonically. Raises CodecError for floats, non-str keys and unknown types."""
-    packed: bytes = msgpack.packb(_canon(obj, 0, max_depth), use_bin_type=True)
+    if not _check(obj, 0, max_depth):
+        obj = _canon(obj, 0, max_depth)
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
     return packed
 
 
@@ -113,9 +158,10 @@ def decode(data: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
     except Exception as exc:  # msgpack raises assorted types for garbage input
         raise MalformedEncoding(f"invalid msgpack: {type(exc).__name__}") from exc
     try:
-        again = encode(obj, max_depth=limits.max_depth)
+        ordered = _check(obj, 0, limits.max_depth)
+        again = msgpack.packb(obj, use_bin_type=True)
     except UnicodeEncodeError as exc:
         raise MalformedEncoding("invalid UTF-8 in a string") from exc
-    if again != bytes(data):
+    if not ordered or again != bytes(data):
         raise NonCanonicalEncoding("encoding is not canonical (key order, int width, duplicates or type)")
     return obj
