@@ -336,9 +336,9 @@ class ConsensusDriver:
         ok, reason = False, ""
         try:
             now = now_ms() + self.ctx.time_offset.offset_ms
-            txs = self.executor.precheck(block, now, self.executor.parent_time())
             mp = self.ctx.mempool
             assert mp is not None
+            txs = self.executor.precheck(block, now, self.executor.parent_time(), mp.by_raw)
             todo = [tx for tx in txs if not mp.is_verified(tx.hash, tx.sig)]
             if todo:
                 results = await mp.verify_txs(todo)

@@ -13,7 +13,7 @@ block are kept (bounded) so a block is decoded and verified once, not again at c
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from protocol import codec
@@ -56,11 +56,16 @@ class BlockExecutor:
         self.max_block_txs = max_block_txs
         self.max_block_bytes = max_block_bytes
         self._decoded: OrderedDict[bytes, tuple[SignedTx, ...]] = OrderedDict()
+        self._last_time: tuple[int, int] = (-1, 0)  # (height, block time) of the last committed block
 
     # ---- validation (decode + cheap checks; signatures are checked by the caller in a thread) ----
 
-    def precheck(self, block: Block, now_ms: int, parent_time: int) -> tuple[SignedTx, ...]:
-        """Everything but signatures. Returns the decoded txs. Raises BlockRejected."""
+    def precheck(self, block: Block, now_ms: int, parent_time: int,
+                 known: Callable[[bytes], SignedTx | None] = lambda raw: None) -> tuple[SignedTx, ...]:
+        """Everything but signatures. Returns the decoded txs. Raises BlockRejected.
+
+        `known(raw)` returns a tx already decoded and verified by this node's mempool; pending txs are
+        never committed ones (the mempool drops those), so they skip decoding and the tx index lookup."""
         h = block.header
         height = self.blocks.height()
         if h.chain != self.chain_id:
@@ -80,14 +85,18 @@ class BlockExecutor:
         txs: list[SignedTx] = []
         seen: set[bytes] = set()
         for raw in block.txs:
-            try:
-                tx = SignedTx.from_wire(raw)
-            except ProtocolError as exc:
-                raise BlockRejected("bad_tx", f"undecodable tx: {exc.code}") from exc
-            if tx.chain != self.chain_id:
-                raise BlockRejected("bad_tx", "tx for another chain")
-            if tx.hash in seen or self.blocks.get_tx_location(tx.hash) is not None:
-                raise BlockRejected("duplicate_tx", "tx repeated or already committed")
+            tx = known(raw)
+            if tx is None:
+                try:
+                    tx = SignedTx.from_wire(raw)
+                except ProtocolError as exc:
+                    raise BlockRejected("bad_tx", f"undecodable tx: {exc.code}") from exc
+                if tx.chain != self.chain_id:
+                    raise BlockRejected("bad_tx", "tx for another chain")
+                if self.blocks.get_tx_location(tx.hash) is not None:
+                    raise BlockRejected("duplicate_tx", "tx already committed")
+            if tx.hash in seen:
+                raise BlockRejected("duplicate_tx", "tx repeated in the block")
             seen.add(tx.hash)
             txs.append(tx)
         return tuple(txs)
@@ -98,11 +107,12 @@ class BlockExecutor:
             self._decoded.popitem(last=False)
 
     def parent_time(self) -> int:
+        """Time of the last committed block (cached: reading it back would decode the whole block)."""
         last = self.blocks.height()
-        if last == 0:
-            return 0
-        blk = self.blocks.get_block(last)
-        return blk.header.time if blk is not None else 0
+        if self._last_time[0] != last:
+            blk = self.blocks.get_block(last) if last > 0 else None
+            self._last_time = (last, blk.header.time if blk is not None else 0)
+        return self._last_time[1]
 
     # ---- execution -----------------------------------------------------------------------------
 
@@ -126,5 +136,6 @@ class BlockExecutor:
             nonces = {s: next_nonce(reader, s) for s in senders}
         finally:
             reader.close()
+        self._last_time = (block.height, block.header.time)
         return Executed(height=block.height, block_hash=block.hash, state_root=staged.new_root,
                         txs=tuple(txs), result=result, nonces=nonces)

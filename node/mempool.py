@@ -129,6 +129,7 @@ class Mempool:
         self._executor: Executor = verify_executor or ThreadPoolExecutor(2, thread_name_prefix="sigverify")
         self._gossip = gossip
         self._by_hash: dict[bytes, SignedTx] = {}  # insertion order = arrival order
+        self._by_raw: dict[bytes, SignedTx] = {}  # the same txs by their wire bytes (shared objects)
         self._arrival: dict[bytes, tuple[int, float]] = {}  # hash -> (sequence, monotonic admission time)
         self._clock: Callable[[], float] = time.monotonic
         self._next_prune = 0.0
@@ -182,6 +183,11 @@ class Mempool:
         if tx is not None and tx.sig == sig:
             return True
         return self._verified.get(tx_hash) == sig
+
+    def by_raw(self, raw: bytes) -> SignedTx | None:
+        """The pending, already verified tx with exactly these wire bytes (a proposed block's txs are
+        looked up here so they are not decoded or verified a second time)."""
+        return self._by_raw.get(raw)
 
     def pending_raw(self, limit: int) -> list[bytes]:
         """Raw bytes of up to `limit` pending txs, oldest first (offered to a newly connected peer)."""
@@ -315,6 +321,7 @@ class Mempool:
         self._senders[tx.sender] = s
         s.txs[tx.nonce] = tx
         self._by_hash[h] = tx
+        self._by_raw[tx.raw] = tx
         self._arrival[h] = (next(self._seq), self._clock())
         self._bytes += len(tx.raw)
         self.stats.admitted += 1
@@ -415,6 +422,7 @@ class Mempool:
 
     def _drop(self, tx: SignedTx) -> None:
         del self._by_hash[tx.hash]
+        self._by_raw.pop(tx.raw, None)
         del self._arrival[tx.hash]
         self._bytes -= len(tx.raw)
         s = self._senders.get(tx.sender)
