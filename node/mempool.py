@@ -202,6 +202,9 @@ class Mempool:
             return [self._reject(None, "batch_too_large", f"at most {lim.max_batch} txs per batch")
                     for _ in raw_txs]
         self.prune_expired()
+        if source is None and (len(self._by_hash) >= lim.max_txs or self._bytes >= lim.max_bytes):
+            # backpressure before any decoding: a full pool answers clients at once (API: 503)
+            return [self._reject(None, "mempool_full", "mempool is full; retry later") for _ in raw_txs]
         results: list[AdmitResult | None] = [None] * len(raw_txs)
         cands: list[tuple[int, SignedTx]] = []
         batch_hashes: set[bytes] = set()
