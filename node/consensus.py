@@ -20,6 +20,7 @@ import dataclasses
 import os
 import time
 from collections import deque
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
@@ -231,9 +232,9 @@ class ConsensusDriver:
             item = await self._next()
             try:
                 if isinstance(item, _SyncedBlock):
-                    await self._apply_synced(item)
+                    await self._settle(item.done, self._apply_synced(item.block, item.cert))
                 elif isinstance(item, _InstallSnapshot):
-                    await self._install(item)
+                    await self._settle(item.done, self._install(item.plan))
                 else:
                     await self._feed(item)
             except asyncio.CancelledError:
@@ -386,36 +387,31 @@ class ConsensusDriver:
         self._work_dirty = True
         self._wake.set()
 
-    async def _apply_synced(self, item: _SyncedBlock) -> None:
+    @staticmethod
+    async def _settle(done: asyncio.Future[None], work: Awaitable[None]) -> None:
+        """Run a hand-over from sync and settle the future sync awaits with its outcome."""
         try:
-            assert self.ctx.blocks is not None
-            if item.block.height <= self.ctx.blocks.height():
-                if not item.done.done():
-                    item.done.set_result(None)
-                return
-            done = await self._store(item.block, item.cert)
-            self.metrics.synced.inc()
-            await self._feed(cs.SyncedTo(done.height, done.block_hash, item.cert, done.state_root))
-            self._work_dirty = True
-            if not item.done.done():
-                item.done.set_result(None)
+            await work
         except Exception as exc:
-            if not item.done.done():
-                item.done.set_exception(exc)
+            if not done.done():
+                done.set_exception(exc)
             raise
+        if not done.done():
+            done.set_result(None)
 
-    async def _install(self, item: _InstallSnapshot) -> None:
-        plan = item.plan
-        try:
-            await asyncio.to_thread(self._install_sync, plan)
-            await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
-            self._work_dirty = True
-            if not item.done.done():
-                item.done.set_result(None)
-        except Exception as exc:
-            if not item.done.done():
-                item.done.set_exception(exc)
-            raise
+    async def _apply_synced(self, block: Block, cert: cs.CommitCertificate) -> None:
+        assert self.ctx.blocks is not None
+        if block.height <= self.ctx.blocks.height():
+            return
+        done = await self._store(block, cert)
+        self.metrics.synced.inc()
+        await self._feed(cs.SyncedTo(done.height, done.block_hash, cert, done.state_root))
+        self._work_dirty = True
+
+    async def _install(self, plan: Any) -> None:
+        await asyncio.to_thread(self._install_sync, plan)
+        await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
+        self._work_dirty = True
 
     def _install_sync(self, plan: Any) -> None:
         blocks = self.ctx.blocks
