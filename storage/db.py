@@ -41,12 +41,30 @@ def _read_error(exc: BaseException, what: str) -> StorageError:
     return DatabaseCorrupt(f"{what}: {_text(exc)}")
 
 
+def _write_error(exc: BaseException, what: str) -> StorageError:
+    if isinstance(exc, RuntimeError):
+        return DatabaseClosed(f"{what} failed: the database is closed")
+    return DatabaseWriteFailed(f"{what} failed: {_text(exc)}")
+
+
 def _guarded(it: Any) -> Iterator[tuple[bytes, bytes]]:
     """Translate errors raised while iterating (LevelDB itself stops silently on a corrupt block)."""
     try:
         yield from it
     except (plyvel.Error, RuntimeError) as exc:
         raise _read_error(exc, "iteration failed") from exc
+
+
+def _iterate(source: Any, what: str, start: bytes | None, stop: bytes | None, prefix: bytes | None,
+             reverse: bool) -> Iterator[tuple[bytes, bytes]]:
+    """(key, value) pairs of a plyvel DB or snapshot with start <= key < stop, or under `prefix`."""
+    if prefix is not None:
+        start, stop = prefix, prefix_end(prefix)
+    try:
+        it = source.iterator(start=start, stop=stop, reverse=reverse)
+    except (plyvel.Error, RuntimeError) as exc:
+        raise _read_error(exc, what) from exc
+    return _guarded(it)
 
 
 class WriteBatch:
@@ -97,13 +115,7 @@ class Snapshot:
     def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
                 prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """Ascending (or descending) (key, value) pairs with start <= key < stop, or under `prefix`."""
-        if prefix is not None:
-            start, stop = prefix, prefix_end(prefix)
-        try:
-            it = self._snap.iterator(start=start, stop=stop, reverse=reverse)
-        except (plyvel.Error, RuntimeError) as exc:
-            raise _read_error(exc, "snapshot iteration failed") from exc
-        return _guarded(it)
+        return _iterate(self._snap, "snapshot iteration failed", start, stop, prefix, reverse)
 
     def close(self) -> None:
         self._snap.close()
@@ -213,13 +225,7 @@ class Database:
     def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
                 prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs with start <= key < stop, or every key under `prefix`, in key order."""
-        if prefix is not None:
-            start, stop = prefix, prefix_end(prefix)
-        try:
-            it = self._db.iterator(start=start, stop=stop, reverse=reverse)
-        except (plyvel.Error, RuntimeError) as exc:
-            raise _read_error(exc, "iteration failed") from exc
-        return _guarded(it)
+        return _iterate(self._db, "iteration failed", start, stop, prefix, reverse)
 
     def snapshot(self) -> Snapshot:
         try:
@@ -235,18 +241,14 @@ class Database:
     def put(self, key: bytes, value: bytes, *, sync: bool = False) -> None:
         try:
             self._db.put(key, value, sync=sync)
-        except RuntimeError as exc:
-            raise DatabaseClosed("write failed: the database is closed") from exc
-        except plyvel.Error as exc:
-            raise DatabaseWriteFailed(f"write failed: {_text(exc)}") from exc
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _write_error(exc, "write") from exc
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         try:
             self._db.delete(key, sync=sync)
-        except RuntimeError as exc:
-            raise DatabaseClosed("write failed: the database is closed") from exc
-        except plyvel.Error as exc:
-            raise DatabaseWriteFailed(f"write failed: {_text(exc)}") from exc
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _write_error(exc, "write") from exc
 
     @contextmanager
     def batch(self, *, sync: bool = True) -> Iterator[WriteBatch]:

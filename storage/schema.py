@@ -73,6 +73,10 @@ def u64(n: int) -> bytes:
     return n.to_bytes(U64, "big")
 
 
+def u32(n: int) -> bytes:
+    return n.to_bytes(U32, "big")
+
+
 def read_u64(b: bytes) -> int:
     if len(b) != U64:
         raise ValueError("a u64 is 8 bytes")
@@ -80,7 +84,7 @@ def read_u64(b: bytes) -> int:
 
 
 def block_key(height: int) -> bytes:
-    return BLOCK + height.to_bytes(U64, "big")
+    return BLOCK + u64(height)
 
 
 def block_hash_key(block_hash: bytes) -> bytes:
@@ -88,11 +92,11 @@ def block_hash_key(block_hash: bytes) -> bytes:
 
 
 def certificate_key(height: int) -> bytes:
-    return CERTIFICATE + height.to_bytes(U64, "big")
+    return CERTIFICATE + u64(height)
 
 
 def state_root_at_key(height: int) -> bytes:
-    return STATE_ROOT_AT + height.to_bytes(U64, "big")
+    return STATE_ROOT_AT + u64(height)
 
 
 def tx_index_key(tx_hash: bytes) -> bytes:
@@ -100,7 +104,7 @@ def tx_index_key(tx_hash: bytes) -> bytes:
 
 
 def tx_location_value(height: int, index: int) -> bytes:
-    return height.to_bytes(U64, "big") + index.to_bytes(U32, "big")
+    return u64(height) + u32(index)
 
 
 def read_tx_location(value: bytes) -> tuple[int, int]:
@@ -110,7 +114,7 @@ def read_tx_location(value: bytes) -> tuple[int, int]:
 
 
 def receipt_key(height: int, index: int) -> bytes:
-    return RECEIPT + height.to_bytes(U64, "big") + index.to_bytes(U32, "big")
+    return RECEIPT + u64(height) + u32(index)
 
 
 def state_key(key: bytes) -> bytes:
@@ -126,11 +130,11 @@ def merkle_node_key(level: int, index: int) -> bytes:
 
 
 def wal_key(seq: int) -> bytes:
-    return WAL + seq.to_bytes(U64, "big")
+    return WAL + u64(seq)
 
 
 def snapshot_meta_key(height: int) -> bytes:
-    return SNAPSHOT_META + height.to_bytes(U64, "big")
+    return SNAPSHOT_META + u64(height)
 
 
 def staging_key(key: bytes) -> bytes:
