@@ -44,72 +44,99 @@ class Limits:
 DEFAULT_LIMITS = Limits()
 
 
-def _canon(obj: Any, depth: int, max_depth: int) -> Any:
-    """Validate types and return a structure whose dicts iterate in canonical key order."""
-    if depth > max_depth:
-        raise TooDeep(f"nesting deeper than {max_depth}")
-    if obj is None or isinstance(obj, (bool, str, bytes)):
-        return obj
-    if isinstance(obj, int):
-        if obj < INT_MIN or obj > INT_MAX:
-            raise UnsupportedType("integer outside the 64-bit range")
-        return obj
-    if isinstance(obj, float):
+# Types msgpack packs canonically as they are. Map keys are compared as str: UTF-8 preserves code point
+# order, so sorting str keys sorts their encoded bytes.
+_PLAIN = frozenset({str, bytes, bool, type(None)})
+_CONTAINERS = frozenset({dict, list, tuple})
+
+
+def _leaf(v: Any) -> Any:
+    """A non-container value that is not plain: an int in range, or a buffer; anything else is refused."""
+    if type(v) is int:
+        if INT_MIN <= v <= INT_MAX:
+            return v
+        raise UnsupportedType("integer outside the 64-bit range")
+    if isinstance(v, float):
         raise FloatNotAllowed("floats are not allowed; use integer minor units")
-    if isinstance(obj, (list, tuple)):
-        return [_canon(v, depth + 1, max_depth) for v in obj]
-    if isinstance(obj, dict):
+    if isinstance(v, bytearray | memoryview):
+        return bytes(v)
+    if isinstance(v, bool | int | str | bytes):  # subclasses (e.g. IntEnum) travel as their base value
+        return bool(v) if isinstance(v, bool) else int(v) if isinstance(v, int) else \
+            str(v) if isinstance(v, str) else bytes(v)
+    raise UnsupportedType(f"type {type(v).__name__} is not encodable")
+
+
+def _too_deep(depth: int, max_depth: int) -> TooDeep:
+    return TooDeep(f"nesting deeper than {max_depth}")
+
+
+def _canon(obj: Any, depth: int, max_depth: int) -> Any:
+    """Validate types and return a copy whose maps iterate in canonical key order."""
+    t = type(obj)
+    if t is dict:
+        if depth >= max_depth and obj:
+            raise _too_deep(depth, max_depth)
         for k in obj:
-            if not isinstance(k, str):
+            if type(k) is not str:
                 raise UnsupportedType("map keys must be str")
-        keys = sorted(obj, key=lambda k: k.encode("utf-8"))
-        return {k: _canon(obj[k], depth + 1, max_depth) for k in keys}
-    if isinstance(obj, bytearray | memoryview):
-        return bytes(obj)
-    raise UnsupportedType(f"type {type(obj).__name__} is not encodable")
-
-
-_CONTAINERS = (dict, list, tuple)
+        out = {}
+        for k in sorted(obj):
+            v = obj[k]
+            tv = type(v)
+            out[k] = v if tv in _PLAIN else _canon(v, depth + 1, max_depth) if tv in _CONTAINERS else _leaf(v)
+        return out
+    if t is list or t is tuple:
+        if depth >= max_depth and obj:
+            raise _too_deep(depth, max_depth)
+        return [v if type(v) in _PLAIN else _canon(v, depth + 1, max_depth) if type(v) in _CONTAINERS
+                else _leaf(v) for v in obj]
+    if t in _PLAIN:
+        return obj
+    return _leaf(obj)
 
 
 def _check(obj: Any, depth: int, max_depth: int) -> bool:
-    """Validate types without copying; False when some map's keys are not in canonical order.
+    """Validate types without copying; False as soon as something must be rewritten (a map's keys out
+    of canonical order, a leaf that needs converting), so the caller falls back to `_canon`.
 
-    The fast path of `encode` (and the whole check of `decode`): msgpack itself writes ints in their
-    shortest form and keeps map order, so a value that passes here packs canonically as it is.
+    The fast path of `encode` (and the whole check of `decode`, which refuses on False): msgpack itself
+    writes ints in their shortest form and keeps map order, so a value that passes packs canonically.
     """
-    if depth > max_depth:
-        raise TooDeep(f"nesting deeper than {max_depth}")
     t = type(obj)
-    ordered = True
     if t is dict:
-        prev = b""
-        first = True
+        if depth >= max_depth and obj:
+            raise _too_deep(depth, max_depth)
+        prev = None
         for k, v in obj.items():
             if type(k) is not str:
                 raise UnsupportedType("map keys must be str")
-            kb = k.encode("utf-8")
-            if not first and kb <= prev:
-                ordered = False
-            prev, first = kb, False
+            if prev is not None and k <= prev:
+                return False
+            prev = k
             tv = type(v)
-            if tv in _CONTAINERS or tv is float or (tv is int and not INT_MIN <= v <= INT_MAX):
-                ordered = _check(v, depth + 1, max_depth) and ordered
-            elif not (v is None or tv in _SCALARS):
-                _canon(v, depth + 1, max_depth)
-    elif t is list or t is tuple:
+            if tv in _CONTAINERS:
+                if not _check(v, depth + 1, max_depth):
+                    return False
+            elif tv not in _PLAIN and (tv is not int or not INT_MIN <= v <= INT_MAX):
+                _leaf(v)
+                return False
+        return True
+    if t is list or t is tuple:
+        if depth >= max_depth and obj:
+            raise _too_deep(depth, max_depth)
         for v in obj:
             tv = type(v)
-            if tv in _CONTAINERS or tv is float or (tv is int and not INT_MIN <= v <= INT_MAX):
-                ordered = _check(v, depth + 1, max_depth) and ordered
-            elif not (v is None or tv in _SCALARS):
-                _canon(v, depth + 1, max_depth)
-    else:
-        _canon(obj, depth, max_depth)
-    return ordered
-
-
-_SCALARS = (bool, int, str, bytes)
+            if tv in _CONTAINERS:
+                if not _check(v, depth + 1, max_depth):
+                    return False
+            elif tv not in _PLAIN and (tv is not int or not INT_MIN <= v <= INT_MAX):
+                _leaf(v)
+                return False
+        return True
+    if t in _PLAIN:
+        return True
+    _leaf(obj)
+    return t is int
 
 
 def encode(obj: Any, *, max_depth: int = DEFAULT_LIMITS.max_depth) -> bytes:
