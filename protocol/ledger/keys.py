@@ -184,24 +184,25 @@ def parse_sched(key: bytes) -> tuple[int, int, bytes]:
     return unbe64(body[:8]), body[8], body[9:]
 
 
-def event(height: int, index: int) -> bytes:
-    return P_EVENT + be64(height) + be32(index)
-
-
 def event_pos(height: int, index: int) -> bytes:
+    """An event's position, the common suffix of its key and of its index entries (ordered by time)."""
     return be64(height) + be32(index)
 
 
+def event(height: int, index: int) -> bytes:
+    return P_EVENT + event_pos(height, index)
+
+
 def ev_account(account: bytes, height: int, index: int) -> bytes:
-    return P_EV_ACCOUNT + account + be64(height) + be32(index)
-
-
-def ev_kind(kind: str, height: int, index: int) -> bytes:
-    return P_EV_KIND + kind.encode("ascii") + b"\x00" + be64(height) + be32(index)
+    return P_EV_ACCOUNT + account + event_pos(height, index)
 
 
 def ev_kind_prefix(kind: str) -> bytes:
     return P_EV_KIND + kind.encode("ascii") + b"\x00"
+
+
+def ev_kind(kind: str, height: int, index: int) -> bytes:
+    return ev_kind_prefix(kind) + event_pos(height, index)
 
 
 def tx_record(tx_hash: bytes) -> bytes:

@@ -119,6 +119,20 @@ def need_counterparty(state: StateReader, pid: bytes, role: str | None = None) -
     return rec
 
 
+def need_open(state: StateReader, ctx: TxCtx, key: bytes, what: str, *, until: str,
+              owner: str) -> dict[str, Any]:
+    """An open offer record (campaign, FX quote) before its `until` time, taken by someone other than
+    its `owner`: `not_found`, `bad_state`, `expired` or `self_transfer` otherwise."""
+    rec = need(state, key)
+    if rec["status"] != "open":
+        raise LedgerError("bad_state", f"{what} is {rec['status']}")
+    if ctx.time >= rec[until]:
+        raise LedgerError("expired")
+    if rec[owner] == ctx.actor:
+        raise LedgerError("self_transfer")
+    return rec
+
+
 def has_role(state: StateReader, pid: bytes, role: str) -> bool:
     rec = participant(state, pid)
     return rec is not None and role in rec["roles"]
@@ -134,8 +148,19 @@ def asset(state: StateReader, asset_id: str) -> dict[str, Any]:
     return rec
 
 
+def need_asset(state: StateReader, asset_id: str) -> dict[str, Any]:
+    """A well-formed (`bad_asset`) and existing (`unknown_asset`) asset named by a tx."""
+    check_asset_id(asset_id)
+    return asset(state, asset_id)
+
+
 def balance(state: StateReader, account: bytes, asset_id: str) -> int:
     return load_int(state, keys.balance(account, asset_id))
+
+
+def need_funds(state: StateReader, account: bytes, asset_id: str, amount: int) -> None:
+    if balance(state, account, asset_id) < amount:
+        raise LedgerError("insufficient_funds")
 
 
 def _set_balance(state: StateView, account: bytes, asset_id: str, amount: int) -> None:

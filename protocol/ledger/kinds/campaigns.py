@@ -18,9 +18,6 @@ from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
     Ctx,
-    asset,
-    balance,
-    check_asset_id,
     create_asset,
     emit,
     escrow_in,
@@ -28,7 +25,9 @@ from protocol.ledger.store import (
     load,
     load_int,
     mint,
-    need,
+    need_asset,
+    need_funds,
+    need_open,
     save,
     schedule,
     unpack,
@@ -43,8 +42,7 @@ def share_asset(cid: bytes) -> str:
 
 def _v_create(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     if f["minimum"] > f["target"]:
         raise LedgerError("bad_amount", "minimum must not exceed target")
     if f["deadline"] <= ctx.time:
@@ -69,20 +67,13 @@ def _a_create(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 def _v_contribute(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    c = need(state, keys.campaign(f["campaign"]))
-    if c["status"] != "open":
-        raise LedgerError("bad_state", f"campaign is {c['status']}")
-    if ctx.time >= c["deadline"]:
-        raise LedgerError("expired")
-    if c["owner"] == ctx.actor:
-        raise LedgerError("self_transfer")
+    c = need_open(state, ctx, keys.campaign(f["campaign"]), "campaign", until="deadline", owner="owner")
     if c["raised"] + f["amount"] > c["target"]:
         raise LedgerError("over_target", f"only {c['target'] - c['raised']} left to raise")
     first = state.get(keys.contribution(c["id"], ctx.actor)) is None
     if first and c["contributors"] >= ctx.params.max_contributors:
         raise LedgerError("too_many")
-    if balance(state, ctx.actor, c["asset"]) < f["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, c["asset"], f["amount"])
     ctx.scratch.update(c=c, first=first)
 
 

@@ -17,10 +17,9 @@ from protocol.ledger.spec import AMOUNT, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
     Ctx,
-    asset,
-    check_asset_id,
     emit,
     load,
+    need_asset,
     need_counterparty,
     save,
 )
@@ -96,8 +95,7 @@ def seize_item(state: StateView, ctx: Ctx, item_id: bytes, lender: bytes, loan_i
 def _v_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     need_counterparty(state, f["owner"])
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     if f["category"] not in COLLATERAL_KINDS:
         raise LedgerError("bad_field", f"field 'category' must be one of {', '.join(COLLATERAL_KINDS)}")
 

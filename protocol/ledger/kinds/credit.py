@@ -12,7 +12,7 @@ from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import BPS, MAX_AMOUNT, TxCtx
 from protocol.ledger.spec import F, KindSpec
-from protocol.ledger.store import MAX_ASSET_LEN, asset, check_asset_id, emit, load, need_counterparty, save
+from protocol.ledger.store import MAX_ASSET_LEN, emit, load, need_asset, need_counterparty, save
 from protocol.state import StateView
 from protocol.tx import SignedTx
 
@@ -22,8 +22,7 @@ def _v_limit(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     if f["borrower"] == ctx.actor:
         raise LedgerError("self_transfer")
     need_counterparty(state, f["borrower"], "SME")
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     old = load(state, keys.limit(f["borrower"], ctx.actor))
     if old is not None and old["asset"] != f["asset"] and old["used"] > 0:
         raise LedgerError("asset_mismatch", "open loans use the current limit's asset")

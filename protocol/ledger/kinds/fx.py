@@ -13,14 +13,14 @@ from protocol.ledger.model import RATE_SCALE, BlockCtx, TxCtx
 from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
-    asset,
-    balance,
-    check_asset_id,
     emit,
     escrow_in,
     escrow_out,
     move,
     need,
+    need_asset,
+    need_funds,
+    need_open,
     save,
     schedule,
 )
@@ -36,14 +36,12 @@ def cost_of(amount: int, rate: int) -> int:
 def _v_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     for a in (f["base"], f["quote"]):
-        check_asset_id(a)
-        asset(state, a)
+        need_asset(state, a)
     if f["base"] == f["quote"]:
         raise LedgerError("asset_mismatch", "base and quote must differ")
     if f["expiry"] <= ctx.time:
         raise LedgerError("past_due")
-    if balance(state, ctx.actor, f["base"]) < f["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, f["base"], f["amount"])
 
 
 def _a_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -60,18 +58,11 @@ def _a_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 def _v_accept(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    q = need(state, keys.fx_quote(f["quote_id"]))
-    if q["status"] != "open":
-        raise LedgerError("bad_state", f"quote is {q['status']}")
-    if ctx.time >= q["expiry"]:
-        raise LedgerError("expired")
-    if q["bank"] == ctx.actor:
-        raise LedgerError("self_transfer")
+    q = need_open(state, ctx, keys.fx_quote(f["quote_id"]), "quote", until="expiry", owner="bank")
     if f["amount"] > q["remaining"]:
         raise LedgerError("bad_amount", f"only {q['remaining']} left on the quote")
     cost = cost_of(f["amount"], q["rate"])
-    if balance(state, ctx.actor, q["quote"]) < cost:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, q["quote"], cost)
     ctx.scratch.update(q=q, cost=cost)
 
 

@@ -28,15 +28,14 @@ from protocol.ledger.spec import AMOUNT, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
     Ctx,
-    asset,
-    balance,
     bump_stat,
-    check_asset_id,
     emit,
     load,
     move,
     need,
+    need_asset,
     need_counterparty,
+    need_funds,
     save,
     schedule,
 )
@@ -79,8 +78,7 @@ def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     if f["lender"] == ctx.actor:
         raise LedgerError("self_transfer")
     need_counterparty(state, f["lender"], "BANK")
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     items = f["collateral"]
     if len(items) > ctx.params.max_collateral:
         raise LedgerError("too_many")
@@ -131,8 +129,7 @@ def _v_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
         if lim["used"] + loan["amount"] > lim["limit"]:
             raise LedgerError("limit_exceeded", f"used {lim['used']} of {lim['limit']}")
     ctx.scratch["limit"] = lim
-    if balance(state, ctx.actor, loan["asset"]) < loan["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, loan["asset"], loan["amount"])
 
 
 def _a_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -190,8 +187,7 @@ def _v_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     need_counterparty(state, loan["lender"])
     accrue(loan, ctx.time)
     pay = min(ctx.f["amount"], owed(loan))
-    if balance(state, ctx.actor, loan["asset"]) < pay:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, loan["asset"], pay)
     ctx.scratch["pay"] = pay
 
 
@@ -226,33 +222,36 @@ def _a_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 # ---- time-driven ------------------------------------------------------------------------------
 
 
-def on_due_soon(state: StateView, ctx: BlockCtx, lid: bytes) -> None:
+def _advance(state: StateView, ctx: BlockCtx, lid: bytes, was: str, becomes: str) -> dict[str, Any] | None:
+    """Accrue a loan still in status `was` up to the block time and save it as `becomes` (None: it
+    has moved on since the entry was scheduled, nothing to do)."""
     loan = need(state, keys.loan(lid))
-    if loan["status"] == "active":
-        accrue(loan, ctx.time)
-        save(state, keys.loan(lid), loan)
+    if loan["status"] != was:
+        return None
+    accrue(loan, ctx.time)
+    loan["status"] = becomes
+    save(state, keys.loan(lid), loan)
+    return loan
+
+
+def on_due_soon(state: StateView, ctx: BlockCtx, lid: bytes) -> None:
+    loan = _advance(state, ctx, lid, "active", "active")
+    if loan is not None:
         emit(state, ctx, "risk_due_soon", [loan["borrower"], loan["lender"]], object="loan", id=lid,
              due=loan["due"], owed=owed(loan))
 
 
 def on_due(state: StateView, ctx: BlockCtx, lid: bytes) -> None:
-    loan = need(state, keys.loan(lid))
-    if loan["status"] != "active":
-        return
-    accrue(loan, ctx.time)
-    loan["status"] = "overdue"
-    save(state, keys.loan(lid), loan)
-    emit(state, ctx, "risk_overdue", [loan["borrower"], loan["lender"]], object="loan", id=lid,
-         due=loan["due"], owed=owed(loan))
+    loan = _advance(state, ctx, lid, "active", "overdue")
+    if loan is not None:
+        emit(state, ctx, "risk_overdue", [loan["borrower"], loan["lender"]], object="loan", id=lid,
+             due=loan["due"], owed=owed(loan))
 
 
 def on_default(state: StateView, ctx: BlockCtx, lid: bytes) -> None:
-    loan = need(state, keys.loan(lid))
-    if loan["status"] != "overdue":
+    loan = _advance(state, ctx, lid, "overdue", "defaulted")
+    if loan is None:
         return
-    accrue(loan, ctx.time)
-    loan["status"] = "defaulted"
-    save(state, keys.loan(lid), loan)
     emit(state, ctx, "risk_default", [loan["borrower"], loan["lender"]], object="loan", id=lid,
          owed=owed(loan), principal=loan["principal"])
     for item in loan["collateral"]:

@@ -13,8 +13,6 @@ from protocol.ledger.model import TxCtx
 from protocol.ledger.spec import AMOUNT, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
-    asset,
-    balance,
     bump_stat,
     burn,
     check_asset_id,
@@ -23,7 +21,9 @@ from protocol.ledger.store import (
     load,
     mint,
     move,
+    need_asset,
     need_counterparty,
+    need_funds,
 )
 from protocol.state import StateView
 from protocol.tx import SignedTx
@@ -57,12 +57,10 @@ def _a_issue(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 def _v_redeem(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    check_asset_id(f["asset"])
-    rec = asset(state, f["asset"])
+    rec = need_asset(state, f["asset"])
     if rec["issuer"] != ctx.actor or rec["kind"] != "deposit":
         raise LedgerError("not_issuer")
-    if balance(state, ctx.actor, f["asset"]) < f["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, f["asset"], f["amount"])
 
 
 def _a_redeem(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -71,13 +69,11 @@ def _a_redeem(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 def _v_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     if f["to"] == ctx.actor:
         raise LedgerError("self_transfer")
     need_counterparty(state, f["to"])
-    if balance(state, ctx.actor, f["asset"]) < f["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, f["asset"], f["amount"])
 
 
 def _a_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:

@@ -20,14 +20,13 @@ from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
 from protocol.ledger.store import (
     MAX_ASSET_LEN,
     Ctx,
-    asset,
-    balance,
     bump_stat,
-    check_asset_id,
     emit,
     move,
     need,
+    need_asset,
     need_counterparty,
+    need_funds,
     save,
     schedule,
 )
@@ -61,8 +60,7 @@ def _holder_can_move(rec: dict[str, Any], ctx: TxCtx) -> None:
 
 def _v_issue(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    check_asset_id(f["asset"])
-    asset(state, f["asset"])
+    need_asset(state, f["asset"])
     if f["debtor"] == ctx.actor:
         raise LedgerError("self_transfer", "creditor and debtor are the same participant")
     need_counterparty(state, f["debtor"], "SME")
@@ -165,8 +163,7 @@ def _v_discount(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     if rec["status"] not in TRANSFERABLE or rec["pledged_to"]:
         raise LedgerError("bad_state")
     need_counterparty(state, rec["holder"])
-    if balance(state, ctx.actor, rec["asset"]) < f["price"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, rec["asset"], f["price"])
 
 
 def _a_discount(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -196,8 +193,7 @@ def _v_settle(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     if ctx.f["amount"] > rec["outstanding"]:
         raise LedgerError("bad_amount", f"outstanding is {rec['outstanding']}")
     need_counterparty(state, rec["holder"])
-    if balance(state, ctx.actor, rec["asset"]) < ctx.f["amount"]:
-        raise LedgerError("insufficient_funds")
+    need_funds(state, ctx.actor, rec["asset"], ctx.f["amount"])
 
 
 def _a_settle(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
