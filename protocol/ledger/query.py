@@ -8,6 +8,7 @@ limit and says when it stopped early (`more` / `truncated`). Unknown objects rai
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from protocol.ledger import keys
@@ -15,7 +16,7 @@ from protocol.ledger.engine import next_nonce
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.kinds.loans import accrue, owed
 from protocol.ledger.model import Event, jsonable
-from protocol.ledger.store import credit_stats, load, load_int, load_params, unpack
+from protocol.ledger.store import credit_stats, load, load_int, load_params, need, unpack
 from protocol.state import StateReader
 
 MAX_BALANCES = 256
@@ -40,13 +41,6 @@ def to_id(v: Id) -> bytes:
     if len(b) != 32:
         raise LedgerError("bad_field", "ids are 32 bytes (64 hex characters)")
     return b
-
-
-def _get(state: StateReader, key: bytes) -> dict[str, Any]:
-    rec = load(state, key)
-    if rec is None:
-        raise LedgerError("not_found")
-    return rec
 
 
 def status(state: StateReader) -> dict[str, Any]:
@@ -78,7 +72,7 @@ def account(state: StateReader, account_id: Id) -> dict[str, Any]:
 
 def asset(state: StateReader, asset_id: str) -> dict[str, Any]:
     try:
-        rec = _get(state, keys.asset(asset_id))
+        rec = need(state, keys.asset(asset_id))
     except UnicodeEncodeError:
         raise LedgerError("bad_field", "asset ids are ASCII") from None
     out: dict[str, Any] = jsonable(rec)
@@ -86,24 +80,26 @@ def asset(state: StateReader, asset_id: str) -> dict[str, Any]:
     return out
 
 
-def receivable(state: StateReader, rid: Id) -> dict[str, Any]:
-    out: dict[str, Any] = jsonable(_get(state, keys.receivable(to_id(rid))))
+def _record(state: StateReader, key_of: Callable[[bytes], bytes], rid: Id) -> dict[str, Any]:
+    out: dict[str, Any] = jsonable(need(state, key_of(to_id(rid))))
     return out
+
+
+def receivable(state: StateReader, rid: Id) -> dict[str, Any]:
+    return _record(state, keys.receivable, rid)
 
 
 def collateral(state: StateReader, cid: Id) -> dict[str, Any]:
-    out: dict[str, Any] = jsonable(_get(state, keys.collateral(to_id(cid))))
-    return out
+    return _record(state, keys.collateral, cid)
 
 
 def fx_quote(state: StateReader, qid: Id) -> dict[str, Any]:
-    out: dict[str, Any] = jsonable(_get(state, keys.fx_quote(to_id(qid))))
-    return out
+    return _record(state, keys.fx_quote, qid)
 
 
 def loan(state: StateReader, lid: Id) -> dict[str, Any]:
     """The loan record plus `owed_now`: principal + interest + penalty accrued to the last block time."""
-    rec = _get(state, keys.loan(to_id(lid)))
+    rec = need(state, keys.loan(to_id(lid)))
     if rec["status"] in ("active", "overdue"):
         accrue(rec, load_int(state, keys.TIME))
     out: dict[str, Any] = jsonable(rec)
@@ -115,7 +111,7 @@ def loan(state: StateReader, lid: Id) -> dict[str, Any]:
 
 def campaign(state: StateReader, cid: Id) -> dict[str, Any]:
     c = to_id(cid)
-    out: dict[str, Any] = jsonable(_get(state, keys.campaign(c)))
+    out: dict[str, Any] = jsonable(need(state, keys.campaign(c)))
     start, stop = keys.contributions_of(c)
     contribs: list[dict[str, Any]] = []
     for k, v in state.iter_range(start, stop):
