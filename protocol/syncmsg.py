@@ -44,6 +44,14 @@ KIND_CHUNK = "chunk"
 KINDS = frozenset({KIND_MANIFEST, KIND_CHUNK})
 
 
+def _rid(m: dict[str, Any]) -> int:
+    return req_int(m, "rid", lo=0, hi=MAX_RID)
+
+
+def _height(m: dict[str, Any], key: str, *, lo: int = 1) -> int:
+    return req_int(m, key, lo=lo, hi=MAX_HEIGHT)
+
+
 def _status(m: dict[str, Any]) -> str:
     s = req_str(m, "status", max_len=8)
     if s not in STATUSES:
@@ -71,7 +79,7 @@ class SyncRequest:
     def from_value(cls, v: Any) -> SyncRequest:
         m = expect_map(v, "sync_req")
         only_keys(m, {"rid", "from", "count"}, "sync_req")
-        return cls(rid=req_int(m, "rid", lo=0, hi=MAX_RID), start=req_int(m, "from", lo=1, hi=MAX_HEIGHT),
+        return cls(rid=_rid(m), start=_height(m, "from"),
                    count=req_int(m, "count", lo=1, hi=MAX_SYNC_BLOCKS))
 
 
@@ -103,9 +111,9 @@ class SyncResponse:
             blocks.append((item[0], item[1]))
         if (status == STATUS_OK) != bool(blocks):
             raise FieldError("sync_resp carries blocks exactly when its status is ok")
-        return cls(rid=req_int(m, "rid", lo=0, hi=MAX_RID), status=status,
-                   start=req_int(m, "from", lo=1, hi=MAX_HEIGHT), height=req_int(m, "height", lo=0, hi=MAX_HEIGHT),
-                   first=req_int(m, "first", lo=0, hi=MAX_HEIGHT), blocks=tuple(blocks))
+        return cls(rid=_rid(m), status=status,
+                   start=_height(m, "from"), height=_height(m, "height", lo=0),
+                   first=_height(m, "first", lo=0), blocks=tuple(blocks))
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,12 +132,12 @@ class SnapRequest:
     def from_value(cls, v: Any) -> SnapRequest:
         m = expect_map(v, "snap_req")
         kind = _kind(m)
-        rid = req_int(m, "rid", lo=0, hi=MAX_RID)
+        rid = _rid(m)
         if kind == KIND_MANIFEST:
             only_keys(m, {"rid", "kind"}, "snap_req")
             return cls(rid=rid, kind=kind)
         only_keys(m, {"rid", "kind", "height", "index"}, "snap_req")
-        return cls(rid=rid, kind=kind, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+        return cls(rid=rid, kind=kind, height=_height(m, "height"),
                    index=req_int(m, "index", lo=0, hi=MAX_CHUNK_INDEX))
 
 
@@ -183,20 +191,20 @@ def decode_snap_resp(v: Any) -> SnapResponse:
     m = expect_map(v, "snap_resp")
     kind = _kind(m)
     status = _status(m)
-    rid = req_int(m, "rid", lo=0, hi=MAX_RID)
+    rid = _rid(m)
     if status != STATUS_OK:
         only_keys(m, {"rid", "kind", "status"}, "snap_resp")
         return SnapRefusal(rid=rid, kind=kind, status=status)
     if kind == KIND_CHUNK:
         only_keys(m, {"rid", "kind", "status", "height", "index", "chunk"}, "snap_resp")
-        return SnapChunk(rid=rid, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+        return SnapChunk(rid=rid, height=_height(m, "height"),
                          index=req_int(m, "index", lo=0, hi=MAX_CHUNK_INDEX),
                          data=req_bytes(m, "chunk", max_size=MAX_CHUNK_WIRE_BYTES))
     only_keys(m, {"rid", "kind", "status", "height", "block_hash", "state_root", "manifest", "checkpoint",
                   "commit"}, "snap_resp")
     if "checkpoint" not in m:
         raise FieldError("missing field 'checkpoint'")
-    return SnapOffer(rid=rid, height=req_int(m, "height", lo=1, hi=MAX_HEIGHT),
+    return SnapOffer(rid=rid, height=_height(m, "height"),
                      block_hash=req_bytes(m, "block_hash", size=HASH_SIZE),
                      state_root=req_bytes(m, "state_root", size=HASH_SIZE),
                      manifest=req_bytes(m, "manifest", max_size=MAX_MANIFEST_WIRE_BYTES),
