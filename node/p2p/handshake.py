@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from nacl.public import PrivateKey as X25519PrivateKey
 
@@ -40,6 +41,8 @@ from protocol.messages import (
     handshake_transcript,
 )
 
+M = TypeVar("M")
+
 
 @dataclass(frozen=True, slots=True)
 class HandshakeResult:
@@ -48,15 +51,22 @@ class HandshakeResult:
     transcript_hash: bytes
 
 
-async def _read_msg(stream: FrameStream, expect: str) -> Envelope:
+async def _exchange(stream: FrameStream, writer: asyncio.StreamWriter, msg_type: str, mine: dict[str, Any],
+                    parse: Callable[[Any], M]) -> M:
+    """Send our `msg_type` frame, then read the peer's and parse its body."""
+    writer.write(framing.frame(encode_envelope(msg_type, mine)))
+    await writer.drain()
     payload = await stream.next_frame()
     if payload is None:
-        raise HandshakeError(f"connection closed while waiting for {expect}", reason="eof")
+        raise HandshakeError(f"connection closed while waiting for {msg_type}", reason="eof")
     try:
-        env = Envelope.decode(payload, HANDSHAKE_LIMITS, frozenset({expect}))
+        env = Envelope.decode(payload, HANDSHAKE_LIMITS, frozenset({msg_type}))
     except ProtocolError as exc:
-        raise HandshakeError(f"bad {expect} frame: {exc.message}", reason="bad_hello") from exc
-    return env
+        raise HandshakeError(f"bad {msg_type} frame: {exc.message}", reason="bad_hello") from exc
+    try:
+        return parse(env.body)
+    except ProtocolError as exc:
+        raise HandshakeError(f"bad {msg_type}: {exc.message}", reason="bad_hello") from exc
 
 
 async def handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: PrivateKey, chain_id: str, *,
@@ -81,14 +91,7 @@ async def _handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: Pri
     stream.max_frame = HANDSHAKE_MAX_FRAME
     eph_secret = bytes(X25519PrivateKey.generate())
     mine = Hello(version=version, chain=chain_id, public_key=key.public_key, ephemeral=x25519_public(eph_secret))
-    writer.write(framing.frame(encode_envelope(T_HELLO, mine.to_value())))
-    await writer.drain()
-
-    env = await _read_msg(stream, T_HELLO)
-    try:
-        theirs = Hello.from_value(env.body)
-    except ProtocolError as exc:
-        raise HandshakeError(f"bad hello: {exc.message}", reason="bad_hello") from exc
+    theirs = await _exchange(stream, writer, T_HELLO, mine.to_value(), Hello.from_value)
     if theirs.version != version:
         raise HandshakeError(f"peer speaks protocol version {theirs.version}", reason="wrong_version")
     if theirs.chain != chain_id:
@@ -104,14 +107,7 @@ async def _handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: Pri
     th = handshake_transcript(chain_id, version, i_hello, r_hello)
     my_role, their_role = (ROLE_INITIATOR, ROLE_RESPONDER) if initiator else (ROLE_RESPONDER, ROLE_INITIATOR)
     sig = key.sign(DOMAIN_HANDSHAKE, auth_message(my_role, th))
-    writer.write(framing.frame(encode_envelope(T_AUTH, Auth(sig).to_value())))
-    await writer.drain()
-
-    env = await _read_msg(stream, T_AUTH)
-    try:
-        auth = Auth.from_value(env.body)
-    except ProtocolError as exc:
-        raise HandshakeError(f"bad auth: {exc.message}", reason="bad_hello") from exc
+    auth = await _exchange(stream, writer, T_AUTH, Auth(sig).to_value(), Auth.from_value)
     if not verify(theirs.public_key, DOMAIN_HANDSHAKE, auth_message(their_role, th), auth.sig):
         raise HandshakeError("handshake signature does not verify", reason="bad_signature")
     try:
