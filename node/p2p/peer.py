@@ -26,7 +26,7 @@ from node.p2p.stream import FrameStream
 from node.p2p.types import P2PSettings, PeerInfo
 from protocol.codec import Limits
 from protocol.errors import FrameTooLarge, ProtocolError
-from protocol.messages import SESSION_TYPES, T_PING, Envelope, Ping, encode_envelope
+from protocol.messages import SESSION_TYPES, T_PING, Envelope, Ping, encode_envelope, envelope_limits
 
 
 @dataclass(eq=False)
@@ -91,8 +91,7 @@ class PeerIO:
     def __init__(self, settings: P2PSettings, stats: P2PStats) -> None:
         self.s = settings
         self.stats = stats
-        self.limits: Limits = Limits(max_bytes=settings.max_frame, max_depth=16, max_str=64 * 1024,
-                                     max_bin=settings.max_frame, max_array=100_000, max_map=4_096)
+        self.limits: Limits = envelope_limits(settings.max_frame)
 
     def enqueue(self, peer: Peer, msg_type: str, payload: bytes) -> bool:
         conn = peer.conn
