@@ -20,7 +20,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from node.context import NodeContext
-from node.sync.common import PeerBook, Requests, SyncMetrics, SyncSettings, wait_for_answer
+from node.sync.common import (
+    PeerBook,
+    Requests,
+    SyncMetrics,
+    SyncSettings,
+    release_all,
+    retry_expired,
+    wait_for_answer,
+)
 from protocol import codec
 from protocol.block import GENESIS_PARENT, Block
 from protocol.consensus.certs import CommitCertificate, plain_verifier
@@ -164,14 +172,10 @@ class BlockFetcher:
                 for _rid, pend in self.requests.take_done():
                     self.book.get(pend.peer).busy = False
                     await self._on_response(pend.peer, pend.what, pend.result, todo, done)
-                for _rid, pend in self.requests.take_expired():
-                    self.book.get(pend.peer).busy = False
-                    self.book.back_off(pend.peer, "timeout")
-                    todo.append(pend.what)
+                retry_expired(self.requests, self.book, todo)
                 todo.sort()
         finally:
-            for pend in self.requests.clear():
-                self.book.get(pend.peer).busy = False
+            release_all(self.requests, self.book)
 
     def _assign(self, todo: list[tuple[int, int]], nxt: int, buffered: int) -> None:
         p2p = self.ctx.p2p

@@ -195,6 +195,20 @@ class Requests:
         return out
 
 
+def retry_expired(requests: Requests, book: PeerBook, todo: list[Any]) -> None:
+    """Requests that timed out: free and penalise their peers, and put what they asked for back in `todo`."""
+    for _rid, pend in requests.take_expired():
+        book.get(pend.peer).busy = False
+        book.back_off(pend.peer, "timeout")
+        todo.append(pend.what)
+
+
+def release_all(requests: Requests, book: PeerBook) -> None:
+    """Forget every open request and free its peer (a fetch round ends)."""
+    for pend in requests.clear():
+        book.get(pend.peer).busy = False
+
+
 async def wait_for_answer(requests: Requests, wake: asyncio.Event, poll: float = 0.2) -> None:
     """Return when a request was answered, the next one expires, `wake` is set, or after `poll` seconds."""
     if any(p.done for p in requests.open.values()):

@@ -21,7 +21,16 @@ from typing import Any
 
 from node.context import NodeContext
 from node.sync.blocks import decode_certificate
-from node.sync.common import PeerBook, Requests, SnapshotPlan, SyncMetrics, SyncSettings, wait_for_answer
+from node.sync.common import (
+    PeerBook,
+    Requests,
+    SnapshotPlan,
+    SyncMetrics,
+    SyncSettings,
+    release_all,
+    retry_expired,
+    wait_for_answer,
+)
 from protocol.consensus.certs import CommitCertificate
 from protocol.crypto import sha256
 from protocol.errors import ProtocolError
@@ -151,10 +160,7 @@ class SnapshotFetcher:
                     elif pend.peer in peers:  # the peer no longer serves this snapshot
                         peers.remove(pend.peer)
                     todo.append(index)
-                for _rid, pend in self.requests.take_expired():
-                    self.book.get(pend.peer).busy = False
-                    self.book.back_off(pend.peer, "timeout")
-                    todo.append(pend.what)
+                retry_expired(self.requests, self.book, todo)
                 todo.sort()
                 while feed in buffer:
                     await asyncio.to_thread(importer.add_chunk, buffer.pop(feed))
@@ -171,8 +177,7 @@ class SnapshotFetcher:
                 self.book.misbehaved(p, "bad_snapshot", height=offer.height, error=str(exc))
             return None
         finally:
-            for pend in self.requests.clear():
-                self.book.get(pend.peer).busy = False
+            release_all(self.requests, self.book)
             if not ok:
                 importer.abort()
 
