@@ -67,6 +67,15 @@ def load_wallets(directory: str | Path, limit: int | None = None) -> list[Wallet
 
 # ---- the run ------------------------------------------------------------------------------------
 
+def _found(r: Any, url: str) -> bool:
+    """False for a 404 (not there yet); raises `http_error` for any other answer but 200."""
+    if r.status == 404:
+        return False
+    if r.status != 200:
+        raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
+    return True
+
+
 class LoadRun:
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
@@ -82,11 +91,7 @@ class LoadRun:
 
     async def _get(self, session: Any, url: str) -> Any:
         async with session.get(url) as r:
-            if r.status == 404:
-                return None
-            if r.status != 200:
-                raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
-            return await r.json()
+            return await r.json() if _found(r, url) else None
 
     async def setup(self, session: Any) -> None:
         loop = asyncio.get_running_loop()
@@ -199,11 +204,7 @@ class LoadRun:
 
     async def _block(self, session: Any, url: str) -> tuple[int, list[bytes]] | None:
         async with session.get(url) as r:
-            if r.status == 404:
-                return None
-            if r.status != 200:
-                raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
-            return block_tx_hashes(await r.read())
+            return block_tx_hashes(await r.read()) if _found(r, url) else None
 
     async def follow(self, session: Any, stop: asyncio.Event) -> None:
         """Read every block after the start height (raw msgpack: the node does not decode its txs for us)
