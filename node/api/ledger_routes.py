@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.keys import CTX
+from node.api.keys import CTX, read_off_loop
 from node.errors import ApiError, Unavailable
 from protocol.ledger import keys as lkeys
 from protocol.ledger import query
@@ -31,9 +31,11 @@ def _reader(request: web.Request) -> Any:
     return state.reader(snapshot=True)
 
 
-def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]]) -> web.Response:
-    with _reader(request) as r:
-        return web.json_response(fn(r))
+async def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]]) -> web.Response:
+    def read() -> dict[str, Any]:
+        with _reader(request) as r:
+            return fn(r)
+    return web.json_response(await read_off_loop(request, read))
 
 
 def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, Any]:
@@ -51,17 +53,21 @@ def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, 
 
 async def account(request: web.Request) -> web.Response:
     aid = request.match_info["id"]
-    with _reader(request) as r:
-        doc = query.account(r, aid)
-    if request.query.get("proof") in ("1", "true"):
-        doc["proof"] = _proofs(request, query.to_id(aid), doc)
-    return web.json_response(doc)
+    with_proof = request.query.get("proof") in ("1", "true")
+
+    def read() -> dict[str, Any]:
+        with _reader(request) as r:
+            doc = query.account(r, aid)
+        if with_proof:
+            doc["proof"] = _proofs(request, query.to_id(aid), doc)
+        return doc
+    return web.json_response(await read_off_loop(request, read))
 
 
 def _one(fn: Callable[[StateReader, str], dict[str, Any]]) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         key = request.match_info["id"]
-        return _run(request, lambda r: fn(r, key))
+        return await _run(request, lambda r: fn(r, key))
     handler.__name__ = fn.__name__
     return handler
 
@@ -80,13 +86,13 @@ async def events(request: web.Request) -> web.Response:
     kind = request.query.get("kind")
     from_height = _int_param(request, "from_height", 0, 2**63 - 1)
     limit = _int_param(request, "limit", 1, MAX_EVENTS_LIMIT) or 100
-    return _run(request, lambda r: query.events(r, account=account_id, kind=kind, from_height=from_height,
+    return await _run(request, lambda r: query.events(r, account=account_id, kind=kind, from_height=from_height,
                                                 limit=limit))
 
 
 async def trace(request: web.Request) -> web.Response:
     h = request.match_info["tx_hash"]
-    return _run(request, lambda r: query.trace(r, h))
+    return await _run(request, lambda r: query.trace(r, h))
 
 
 def setup(app: web.Application) -> None:

@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.api import openapi
-from node.api.keys import CTX
+from node.api.keys import CTX, read_off_loop
 from node.context import NodeContext
 from node.errors import ApiError, NotFound, Unavailable
 from protocol import codec
@@ -208,7 +208,7 @@ async def get_block(request: web.Request) -> web.StreamResponse:
             raise NotFound(f"no block at height {height}")
         cert = ctx.blocks.get_certificate(height) or b""
         return web.Response(body=codec.encode({"block": raw, "certificate": cert}), content_type=MSGPACK)
-    return web.json_response(block_doc(ctx, height))
+    return web.json_response(await read_off_loop(request, lambda: block_doc(ctx, height)))
 
 
 async def list_blocks(request: web.Request) -> web.Response:
@@ -219,7 +219,8 @@ async def list_blocks(request: web.Request) -> web.Response:
     head = ctx.blocks.height() if ctx.blocks is not None else 0
     before = request.query.get("before")
     top = min(head, parse_height(before) - 1) if before is not None else head
-    rows = [block_doc(ctx, h, full=False) for h in range(top, max(-1, top - int(limit_text)), -1)]
+    heights = range(top, max(-1, top - int(limit_text)), -1)
+    rows = await read_off_loop(request, lambda: [block_doc(ctx, h, full=False) for h in heights])
     return web.json_response({"head": head, "blocks": rows})
 
 

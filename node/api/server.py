@@ -8,13 +8,14 @@ its traceback and answered `500 {"error": "internal"}` without details: never an
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 
 from node.api import ledger_routes, routes
-from node.api.keys import CTX
+from node.api.keys import CTX, MAX_READ_THREADS, READS
 from node.context import NodeContext
 from node.errors import NodeError
 from protocol.errors import ProtocolError
@@ -66,6 +67,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 def make_app(ctx: NodeContext) -> web.Application:
     app = web.Application(middlewares=[errors_middleware], client_max_size=ctx.config.api.max_body_bytes)
     app[CTX] = ctx
+    app[READS] = asyncio.Semaphore(MAX_READ_THREADS)
     routes.setup(app)
     ledger_routes.setup(app)
     return app
