@@ -170,12 +170,13 @@ def _host(m: Mapping[str, Any], key: str, where: str, default: str) -> str:
 
 
 def _hexkey(v: Any, where: str) -> bytes:
-    if not isinstance(v, str) or len(v) != 64:
-        raise _fail(where, "must be a 32-byte public key as 64 hex characters")
-    try:
-        return bytes.fromhex(v)
+    try:  # fromhex skips whitespace: 64 characters can hold fewer than 32 bytes, hence the length check
+        key = bytes.fromhex(v) if isinstance(v, str) and len(v) == 64 else b""
     except ValueError:
-        raise _fail(where, "must be a 32-byte public key as 64 hex characters") from None
+        key = b""
+    if len(key) != 32:
+        raise _fail(where, "must be a 32-byte public key as 64 hex characters")
+    return key
 
 
 def _table(raw: Mapping[str, Any], key: str) -> dict[str, Any]:
