@@ -133,6 +133,14 @@ def need_open(state: StateReader, ctx: TxCtx, key: bytes, what: str, *, until: s
     return rec
 
 
+def need_other(state: StateReader, ctx: TxCtx, pid: bytes, role: str | None = None,
+               why: str = "") -> dict[str, Any]:
+    """`need_counterparty` for someone other than the sender itself (`self_transfer`, saying `why`)."""
+    if pid == ctx.actor:
+        raise LedgerError("self_transfer", why)
+    return need_counterparty(state, pid, role)
+
+
 def has_role(state: StateReader, pid: bytes, role: str) -> bool:
     rec = participant(state, pid)
     return rec is not None and role in rec["roles"]

@@ -12,16 +12,14 @@ from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import BPS, MAX_AMOUNT, TxCtx
 from protocol.ledger.spec import F, KindSpec
-from protocol.ledger.store import MAX_ASSET_LEN, emit, load, need_asset, need_counterparty, save
+from protocol.ledger.store import MAX_ASSET_LEN, emit, load, need_asset, need_other, save
 from protocol.state import StateView
 from protocol.tx import SignedTx
 
 
 def _v_limit(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    if f["borrower"] == ctx.actor:
-        raise LedgerError("self_transfer")
-    need_counterparty(state, f["borrower"], "SME")
+    need_other(state, ctx, f["borrower"], "SME")
     need_asset(state, f["asset"])
     old = load(state, keys.limit(f["borrower"], ctx.actor))
     if old is not None and old["asset"] != f["asset"] and old["used"] > 0:

@@ -36,6 +36,7 @@ from protocol.ledger.store import (
     need_asset,
     need_counterparty,
     need_funds,
+    need_other,
     save,
     schedule,
 )
@@ -75,9 +76,7 @@ def _load(state: StateView, ctx: TxCtx) -> dict[str, Any]:
 
 def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    if f["lender"] == ctx.actor:
-        raise LedgerError("self_transfer")
-    need_counterparty(state, f["lender"], "BANK")
+    need_other(state, ctx, f["lender"], "BANK")
     need_asset(state, f["asset"])
     items = f["collateral"]
     if len(items) > ctx.params.max_collateral:

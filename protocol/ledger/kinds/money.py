@@ -24,6 +24,7 @@ from protocol.ledger.store import (
     need_asset,
     need_counterparty,
     need_funds,
+    need_other,
 )
 from protocol.state import StateView
 from protocol.tx import SignedTx
@@ -70,9 +71,7 @@ def _a_redeem(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 def _v_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     need_asset(state, f["asset"])
-    if f["to"] == ctx.actor:
-        raise LedgerError("self_transfer")
-    need_counterparty(state, f["to"])
+    need_other(state, ctx, f["to"])
     need_funds(state, ctx.actor, f["asset"], f["amount"])
 
 

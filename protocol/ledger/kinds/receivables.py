@@ -27,6 +27,7 @@ from protocol.ledger.store import (
     need_asset,
     need_counterparty,
     need_funds,
+    need_other,
     save,
     schedule,
 )
@@ -61,9 +62,7 @@ def _holder_can_move(rec: dict[str, Any], ctx: TxCtx) -> None:
 def _v_issue(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     need_asset(state, f["asset"])
-    if f["debtor"] == ctx.actor:
-        raise LedgerError("self_transfer", "creditor and debtor are the same participant")
-    need_counterparty(state, f["debtor"], "SME")
+    need_other(state, ctx, f["debtor"], "SME", why="creditor and debtor are the same participant")
     if f["due"] <= ctx.time:
         raise LedgerError("past_due")
 
@@ -103,9 +102,7 @@ def _a_answer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 def _v_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     rec = _load(state, ctx)
     _holder_can_move(rec, ctx)
-    if ctx.f["to"] == ctx.actor:
-        raise LedgerError("self_transfer")
-    need_counterparty(state, ctx.f["to"])
+    need_other(state, ctx, ctx.f["to"])
 
 
 def _a_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -149,9 +146,7 @@ def _v_discount(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     if rec["holder"] == ctx.actor:
         _holder_can_move(rec, ctx)
-        if f["buyer"] == ctx.actor:
-            raise LedgerError("self_transfer")
-        buyer = need_counterparty(state, f["buyer"])
+        buyer = need_other(state, ctx, f["buyer"])
         if not {"BANK", "INVESTOR"} & set(buyer["roles"]):
             raise LedgerError("bad_role", "the buyer must be a BANK or an INVESTOR")
         if f["price"] > rec["outstanding"]:
