@@ -193,11 +193,11 @@ class SyncService:
         except SnapshotRootMismatch as exc:
             for p in choice.peers:
                 self.book.misbehaved(p, "bad_snapshot", height=plan.height, error=exc.message)
-            plan.importer.abort()
+            await asyncio.to_thread(plan.importer.abort)
             return False
         except Exception:
             self.log.exception("state_sync_install_failed", height=plan.height)
-            plan.importer.abort()
+            await asyncio.to_thread(plan.importer.abort)
             return False
         self.metrics.snapshots_installed.inc()
         self.ctx.chain.sync_progress = plan.height

@@ -179,7 +179,7 @@ class SnapshotFetcher:
         finally:
             release_all(self.requests, self.book)
             if not ok:
-                importer.abort()
+                await asyncio.to_thread(importer.abort)  # wiping the staged state can take long
 
     async def _wait(self) -> None:
         await wait_for_answer(self.requests, self.wake)
