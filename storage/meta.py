@@ -19,7 +19,12 @@ class ChainMeta:
 
     def chain_id(self) -> str | None:
         raw = self.db.get(schema.META_CHAIN_ID)
-        return raw.decode("utf-8") if raw is not None else None
+        if raw is None:
+            return None
+        try:
+            return raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise DatabaseCorrupt("stored chain id is not UTF-8") from None
 
     def genesis_hash(self) -> bytes | None:
         return self.db.get(schema.META_GENESIS_HASH)
