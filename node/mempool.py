@@ -189,6 +189,16 @@ class Mempool:
         looked up here so they are not decoded or verified a second time)."""
         return self._by_raw.get(raw)
 
+    def stale_raw(self, older_than_s: float, limit: int) -> list[bytes]:
+        """Raw bytes of up to `limit` txs pending for longer than `older_than_s`, oldest first."""
+        cutoff = self._clock() - older_than_s
+        out: list[bytes] = []
+        for h, (_seq, t) in self._arrival.items():
+            if t > cutoff or len(out) >= limit:
+                break
+            out.append(self._by_hash[h].raw)
+        return out
+
     def pending_raw(self, limit: int) -> list[bytes]:
         """Raw bytes of up to `limit` pending txs, oldest first (offered to a newly connected peer)."""
         return [tx.raw for tx in islice(self._by_hash.values(), limit)]
@@ -261,6 +271,9 @@ class Mempool:
         lim = self.limits
         if len(raw) > lim.max_tx_bytes:
             return self._reject(None, "too_large", f"tx of {len(raw)} bytes exceeds {lim.max_tx_bytes}")
+        known = self._by_raw.get(raw)
+        if known is not None:  # a re-offered or re-submitted pending tx: no need to decode it again
+            return self._reject(known.hash, "duplicate", "tx is already pending")
         try:
             tx = SignedTx.from_wire(raw)
         except ProtocolError as exc:

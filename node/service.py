@@ -197,6 +197,8 @@ class Node:
         ctx.consensus = build_consensus(ctx)
         if ctx.consensus is not None:
             await ctx.consensus.start()
+            chain = ctx.chain
+            ctx.gossip.reoffer_target = lambda: chain.primary  # stale txs go to whoever proposes now
         self.api = ApiServer(ctx)
         async with _listening("api", cfg.api.host, cfg.api.port):
             await self.api.start()

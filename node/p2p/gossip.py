@@ -5,7 +5,9 @@ the gossiper sends each connected peer one `txs` batch with the txs that peer is
 peer is known to have a tx when we received it from them, sent it to them, or another peer told us it
 sent the same batch to them (the batch's `also` list names the other peers the sender is sending it to
 in the same flush). So in a full mesh a tx crosses each link once; in other topologies it is relayed.
-A newly connected peer is offered the whole mempool once.
+A newly connected peer is offered the whole mempool once. Gossip is lossy under overload (a full
+intake queue or mempool drops a batch), so txs still pending after a few seconds are re-offered, to the
+current primary when the consensus driver says who that is: an accepted tx always reaches a proposer.
 
 Rule: bounded everywhere: pending announcements, the per-peer known set (LRU), the intake queue of
 received batches (full -> the batch is dropped and counted), the batch size. Gossip is best effort:
@@ -17,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 import structlog
@@ -43,6 +45,8 @@ class TxSink(Protocol):
 
     def pending_raw(self, limit: int) -> list[bytes]: ...
 
+    def stale_raw(self, older_than_s: float, limit: int) -> list[bytes]: ...
+
 
 def gossip_id(raw: bytes) -> bytes:
     """Identity of a raw signed tx for de-duplication (the envelope is canonical, so this is stable)."""
@@ -62,6 +66,7 @@ class TxGossip:
         self._wake = asyncio.Event()
         self._intake: asyncio.Queue[tuple[bytes, tuple[bytes, ...]]] = asyncio.Queue(self.s.gossip_intake_batches)
         self._tasks: list[asyncio.Task[None]] = []
+        self.reoffer_target: Callable[[], bytes | None] | None = None  # e.g. the current primary's key
         # a batch must fit one frame: envelope, map keys and the `also` list take the rest
         room = p2p.settings.max_frame - OVERHEAD - 64 - MAX_ALSO * (PUBLIC_KEY_SIZE + 2)
         self._batch_bytes = max(1, min(self.s.gossip_batch_bytes, room))
@@ -72,6 +77,7 @@ class TxGossip:
 
     async def start(self) -> None:
         self._tasks.append(asyncio.create_task(self._flush_loop(), name="gossip-flush"))
+        self._tasks.append(asyncio.create_task(self._reoffer_loop(), name="gossip-reoffer"))
         for i in range(self.s.gossip_intake_workers):
             self._tasks.append(asyncio.create_task(self._intake_loop(), name=f"gossip-intake-{i}"))
 
@@ -109,6 +115,31 @@ class TxGossip:
             known[gid] = None
         while len(known) > cap:
             known.popitem(last=False)
+
+    async def _reoffer_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.s.gossip_reoffer_interval)
+            try:
+                self.reoffer()
+            except Exception:  # a bug here must not end gossip for the node's lifetime
+                self.log.exception("gossip_reoffer_failed")
+
+    def reoffer(self) -> int:
+        """Queue txs pending longer than the re-offer age again, ignoring what peers are known to have."""
+        raws = self.mempool.stale_raw(self.s.gossip_reoffer_age, self.s.gossip_reoffer_max)
+        if not raws:
+            return 0
+        target = self.reoffer_target() if self.reoffer_target is not None else None
+        if target == self.p2p.public_key:
+            return 0  # we propose: our own pending txs reach a block without help
+        peers = [target] if target is not None and self.p2p.is_connected(target) else self.p2p.connected()
+        for p in peers:
+            known = self._known_set(p)
+            for raw in raws:
+                known.pop(gossip_id(raw), None)
+                self._add_pending(raw, None, p)
+        self.stats.gossip_reoffered_txs += len(raws) * len(peers)
+        return len(raws)
 
     async def _flush_loop(self) -> None:
         while True:

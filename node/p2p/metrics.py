@@ -34,6 +34,7 @@ class P2PStats:
     gossip_batches_in: int = 0
     gossip_dropped_batches: int = 0  # intake queue full
     gossip_dropped_txs: int = 0  # pending announcements full
+    gossip_reoffered_txs: int = 0  # stale pending txs queued again (tx x peer)
 
 
 def _labeled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterMetricFamily:
@@ -70,6 +71,8 @@ class P2PCollector(Collector):
         yield CounterMetricFamily("smeledger_gossip_txs_in", "Txs received by gossip", value=s.gossip_txs_in)
         yield CounterMetricFamily("smeledger_gossip_dropped_batches", "Received tx batches dropped (intake full)",
                                   value=s.gossip_dropped_batches)
+        yield CounterMetricFamily("smeledger_gossip_reoffered_txs", "Stale pending txs offered again (tx x peer)",
+                                  value=s.gossip_reoffered_txs)
 
 
 @dataclass

@@ -36,6 +36,12 @@ class P2PSettings:
     gossip_known_per_peer: int = 200_000  # LRU of tx hashes each peer is known to have
     gossip_intake_batches: int = 256  # received batches waiting for admission; beyond this: dropped
     gossip_intake_workers: int = 2
+    # re-offer: txs still pending after `gossip_reoffer_age` seconds are sent again (to the current
+    # primary when known, else to every peer), at most `gossip_reoffer_max` per round, because a batch
+    # may have been dropped by a full intake queue or a full mempool on the way
+    gossip_reoffer_interval: float = 2.0
+    gossip_reoffer_age: float = 4.0
+    gossip_reoffer_max: int = 4000
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,6 +11,7 @@ import pytest
 
 from node.mempool import Mempool
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
+from node.p2p.gossip import gossip_id
 from protocol import codec
 from protocol.crypto import PrivateKey
 from protocol.tx import SignedTx
@@ -117,3 +118,28 @@ async def test_gossip_splits_at_the_batch_cap_and_keeps_the_known_sets_bounded(n
     await until(lambda: len(b.mempool) == 50)
     assert a.p2p.stats.gossip_batches_out == 5 and b.p2p.stats.gossip_batches_in == 5
     assert all(len(k) <= 16 for n in net for k in n.gossip._known.values())
+
+
+async def test_a_tx_whose_batch_was_dropped_is_offered_again_to_the_current_primary(net: list[Node]) -> None:
+    settings = dataclasses.replace(FAST, gossip_reoffer_interval=0.05, gossip_reoffer_age=0.1)
+    a, b = await build(net, 2, [(0, 1)], settings)
+    await until(lambda: all(len(n.p2p.connected()) == 1 for n in net))
+    lost = tx(SENDERS[0], 0)
+    # the batch to B is lost on the way (as when B's intake queue or mempool is full): A still thinks
+    # B has it, so plain gossip would never send it again
+    a.gossip._mark(a.gossip._known_set(b.p2p.public_key), [gossip_id(lost.raw)])
+    a.gossip.reoffer_target = lambda: b.p2p.public_key
+    assert (await a.mempool.add_many([lost.raw]))[0].accepted
+    await until(lambda: b.mempool.get(lost.hash) is not None)
+    assert a.p2p.stats.gossip_reoffered_txs >= 1
+    assert b.p2p.stats.gossip_txs_in >= 1
+
+
+async def test_a_primary_does_not_re_offer_its_own_pending_txs(net: list[Node]) -> None:
+    settings = dataclasses.replace(FAST, gossip_reoffer_interval=0.05, gossip_reoffer_age=0.0)
+    a, _b = await build(net, 2, [(0, 1)], settings)
+    await until(lambda: all(len(n.p2p.connected()) == 1 for n in net))
+    a.gossip.reoffer_target = lambda: a.p2p.public_key
+    assert (await a.mempool.add_many([tx(SENDERS[1], 0).raw]))[0].accepted
+    await asyncio.sleep(0.3)
+    assert a.p2p.stats.gossip_reoffered_txs == 0
