@@ -90,6 +90,7 @@ def execute_limit(block_txs: int = 2000, blocks: int = 3) -> dict[str, float]:
     from protocol.block import GENESIS_PARENT, BlockHeader
     from protocol.ledger.engine import apply_block
     from protocol.ledger.harness import CHAIN, T0, Harness
+    from protocol.ledger.keys import INDEX_PREFIXES
     from protocol.state import Overlay
     from storage.db import Database
     from storage.state import StateStore
@@ -102,7 +103,7 @@ def execute_limit(block_txs: int = 2000, blocks: int = 3) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="smeledger-exec-") as tmp:
         db = Database.open(Path(tmp) / "db")
         try:
-            st = StateStore(db)
+            st = StateStore(db, index_prefixes=INDEX_PREFIXES)  # as the node stores them
             st.commit(st.stage(dict(h.state.items())))
             for height in range(1, blocks + 1):
                 txs = []
