@@ -24,7 +24,7 @@ from protocol.consensus.messages import (
     SignedMessage,
     ViewChange,
 )
-from protocol.consensus.params import ConsensusParams, max_faulty, quorum
+from protocol.consensus.params import VC_HISTORY, ConsensusParams, max_faulty, quorum
 from protocol.consensus.wal import WalRecord, decode_record
 from protocol.crypto import PrivateKey, verify
 
@@ -66,6 +66,7 @@ class ReplicaCore(ABC):
         self.nv_block: Block | None = None
         self.nv_msg: NewView | None = None
         self.my_vc: ViewChange | None = None
+        self.vc_history: dict[int, ViewChange] = {}  # own VIEW-CHANGEs of the last VC_HISTORY views
         self.my_nv: NewView | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.failures = 0             # consecutive view changes without a commit
@@ -111,7 +112,8 @@ class ReplicaCore(ABC):
                 "viewchanges": sum(len(v) for v in self.vcs.values()),
                 "checkpoints": sum(len(v) for v in self.ckpts.values()), "blocks": len(self.blocks),
                 "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help),
-                "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal)}
+                "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal),
+                "vc_history": len(self.vc_history)}
 
     def size_bounds(self) -> dict[str, int]:
         p, n = self.p, self.n
@@ -120,7 +122,7 @@ class ReplicaCore(ABC):
                 "checkpoints": n * (p.future_height_window // p.checkpoint_interval + 1),
                 "blocks": n * p.per_sender_buffer + 2, "evidence": p.max_evidence, "sig_cache": p.sig_cache_size,
                 "help": n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
-                "proposal": n * p.per_sender_buffer + 1}
+                "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY}
 
     def _restore(self, records: Sequence[bytes]) -> None:
         recs = [decode_record(r) for r in records]
@@ -144,6 +146,9 @@ class ReplicaCore(ABC):
         at_top = [r for r in recs if r.view == top]
         nvs = [r.msg for r in at_top if isinstance(r.msg, NewView)]
         vcs = [r.msg for r in at_top if isinstance(r.msg, ViewChange)]
+        for r in recs:
+            if isinstance(r.msg, ViewChange):
+                self._remember_vc(r.msg)
         if vcs and self.index is not None:
             self.my_vc = vcs[-1]
             self.vcs[top] = {self.index: self.my_vc}  # our own VIEW-CHANGE counts towards the quorum
@@ -216,6 +221,11 @@ class ReplicaCore(ABC):
             sent = True
         if sent:
             self.last_help[index] = self.now
+
+    def _remember_vc(self, vc: ViewChange) -> None:
+        self.vc_history[vc.view] = vc
+        while len(self.vc_history) > VC_HISTORY:
+            del self.vc_history[min(self.vc_history)]
 
     def _need_sync(self, target: int, signers: Sequence[int]) -> None:
         if target <= self.committed:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 MAX_VALIDATORS = 1024
+VC_HISTORY = 8  # own VIEW-CHANGEs of this many most recent views are kept (and re-sent to restarted peers)
 
 
 @dataclass(frozen=True, slots=True)

@@ -67,6 +67,11 @@ class ViewChanging(ReplicaCore):
         if w < self.view or (w == self.view and self.normal):
             self._count("old_view")
             self._help(vc.index, vc.height, w - 1)
+            mine = self.vc_history.get(w)
+            if mine is not None and self.index is not None and vc.index != self.index:
+                # peers that restarted may have lost our VIEW-CHANGE for w while still collecting a
+                # quorum for it: re-send what we signed then (never a new signature)
+                self.out.append(ev.Send(self.validators[vc.index], mine))
             return
         old = self.vcs.get(w, {}).get(vc.index)
         if old is not None and old.sig == vc.sig:
@@ -116,6 +121,7 @@ class ViewChanging(ReplicaCore):
             self.my_vc = ViewChange.create(self.key, self.chain, w, self.committed, self.committed_hash, self.cert,
                                            pc, pb, self.index)
             self._persist_send(self.my_vc)
+            self._remember_vc(self.my_vc)
         else:
             self._send_all(self.my_vc)
         self.vcs.setdefault(w, {})[self.index] = self.my_vc

@@ -18,6 +18,7 @@ from protocol import codec
 from protocol.block import BLOCK_LIMITS, Block
 from protocol.consensus.certs import PreparedCertificate
 from protocol.consensus.messages import Commit, NewView, Prepare, PrePrepare, ViewChange
+from protocol.consensus.params import VC_HISTORY
 from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_str
 
@@ -71,10 +72,14 @@ def decode_record(data: bytes) -> WalRecord:
 
 def compact_records(records: Sequence[bytes], committed_height: int) -> list[bytes]:
     """The records a replica restored at `committed_height` still needs, in their original order:
-    every record about a height above it, plus the one record with the highest view (it keeps the
-    replica from ever going back to a lower view)."""
+    every record about a height above it, the one record with the highest view (it keeps the replica from
+    ever going back to a lower view), and its VIEW-CHANGEs of the VC_HISTORY highest views (re-sent to
+    peers that lost them in a restart)."""
     decoded = [(i, decode_record(r)) for i, r in enumerate(records)]
     if not decoded:
         return []
     top = max(decoded, key=lambda ir: (ir[1].view, not isinstance(ir[1].msg, ViewChange), ir[0]))[0]
-    return [records[i] for i, rec in decoded if i == top or rec.height > committed_height]
+    vc_views = sorted({rec.view for _, rec in decoded if isinstance(rec.msg, ViewChange)})[-VC_HISTORY:]
+    return [records[i] for i, rec in decoded
+            if i == top or rec.height > committed_height
+            or (isinstance(rec.msg, ViewChange) and rec.view in vc_views)]
