@@ -89,6 +89,7 @@ class ReplicaCore(ABC):
         self.evidence: list[ev.Evidence] = []
         self.evidence_keys: list[tuple[str, int, int, int]] = []
         self.last_help: dict[int, int] = {}
+        self.last_vc_help: dict[int, int] = {}
         self.pending_txs = 0
         self.pending_bytes = 0
         self.timers: dict[str, int] = {}
@@ -111,7 +112,7 @@ class ReplicaCore(ABC):
         return {"votes": len(self.book), "buffer": len(self.buffer),
                 "viewchanges": sum(len(v) for v in self.vcs.values()),
                 "checkpoints": sum(len(v) for v in self.ckpts.values()), "blocks": len(self.blocks),
-                "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help),
+                "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help) + len(self.last_vc_help),
                 "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal),
                 "vc_history": len(self.vc_history)}
 
@@ -121,7 +122,7 @@ class ReplicaCore(ABC):
                 "viewchanges": n * p.per_sender_buffer,
                 "checkpoints": n * (p.future_height_window // p.checkpoint_interval + 1),
                 "blocks": n * p.per_sender_buffer + 2, "evidence": p.max_evidence, "sig_cache": p.sig_cache_size,
-                "help": n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
+                "help": 2 * n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
                 "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY}
 
     def _restore(self, records: Sequence[bytes]) -> None:

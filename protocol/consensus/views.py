@@ -68,9 +68,11 @@ class ViewChanging(ReplicaCore):
             self._count("old_view")
             self._help(vc.index, vc.height, w - 1)
             mine = self.vc_history.get(w)
-            if mine is not None and self.index is not None and vc.index != self.index:
+            last = self.last_vc_help.get(vc.index)
+            if mine is not None and w < self.view and (last is None or self.now - last >= self.p.help_interval_ms):
                 # peers that restarted may have lost our VIEW-CHANGE for w while still collecting a
-                # quorum for it: re-send what we signed then (never a new signature)
+                # quorum for it: re-send what we signed then (never a new signature), rate-limited
+                self.last_vc_help[vc.index] = self.now
                 self.out.append(ev.Send(self.validators[vc.index], mine))
             return
         old = self.vcs.get(w, {}).get(vc.index)

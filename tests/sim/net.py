@@ -68,6 +68,9 @@ def shared_verify(public_key: bytes, domain: bytes, message: bytes, sig: bytes) 
     return ok
 
 
+MAX_EVENTS = 2_000_000  # far above any healthy run (a few ten thousand events)
+
+
 def sim_key(i: int) -> PrivateKey:
     return PrivateKey(sha256(b"sim-validator-%d" % i))
 
@@ -132,6 +135,8 @@ class Sim:
         self.now = 0
         self.queue: list[tuple[int, int, str, int, int, Any]] = []
         self.seq = 0
+        self.processed = 0
+        self.storm = False
         self.trace = hashlib.sha256()
         self.trace_lines = 0
         self.tx_counter = 0
@@ -177,6 +182,10 @@ class Sim:
 
     def run_until(self, t_end: int, stop: Any = None) -> None:
         while self.queue and self.queue[0][0] <= t_end:
+            self.processed += 1
+            if self.processed > MAX_EVENTS:
+                self.storm = True  # a message storm: reported as a failure instead of running forever
+                return
             at, _, kind, nid, inc, payload = heapq.heappop(self.queue)
             self.now = at
             node = self.nodes[nid]

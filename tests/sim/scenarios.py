@@ -129,6 +129,8 @@ def run_seed(seed: int, scenario: str, n: int) -> Result:
         late = [node.id for node in honest if not all(p in node.committed_txs for p in probes)]
         res.liveness = (f"honest nodes {late} did not commit the probes within {LIVENESS_MS} ms after the "
                         f"faults stopped (heights {[node.height for node in sim.nodes]})")
+    if sim.storm:
+        res.liveness = f"message storm: more than {sim.processed - 1} events by {sim.now} ms"
     check(sim, res)
     res.trace = sim.trace.hexdigest()
     return res
