@@ -27,6 +27,7 @@ from protocol.consensus import (
     Prepare,
     PrePrepare,
     Replica,
+    Send,
     SetTimer,
     StableCheckpoint,
     SyncedTo,
@@ -262,3 +263,19 @@ def test_a_replica_that_accepted_a_new_view_comes_back_into_that_view_after_a_re
     r3 = replica(3)
     recv(r3, forged)
     assert r3.view == 0 and r3.stats["bad_newview"] == 1
+
+
+def test_a_validator_re_sends_its_old_view_change_to_a_peer_still_collecting_that_view_at_a_limited_rate() -> None:
+    r = replica(2)
+    r.handle(WorkPending(1, 10), 0)
+    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    vc1 = sent(out, ViewChange)[0]
+    for i in (0, 1):
+        recv(r, ViewChange.create(KEYS[i], CHAIN, 2, 0, GENESIS_PARENT, None, None, None, i), 110)
+    assert r.view == 2
+    peer_vc1 = ViewChange.create(KEYS[3], CHAIN, 1, 0, GENESIS_PARENT, None, None, None, 3)
+    out = recv(r, peer_vc1, 120)
+    resent = [a for a in out if isinstance(a, Send) and a.msg == vc1]
+    assert len(resent) == 1 and resent[0].to == VALIDATORS[3]
+    assert not [a for a in recv(r, peer_vc1, 130) if isinstance(a, Send) and a.msg == vc1]
+    assert [a for a in recv(r, peer_vc1, 130 + PARAMS.help_interval_ms) if isinstance(a, Send) and a.msg == vc1]
