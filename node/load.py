@@ -79,7 +79,9 @@ def _found(r: Any, url: str) -> bool:
 class LoadRun:
     def __init__(self, args: argparse.Namespace) -> None:
         self.a = args
-        self.nodes = [u if u.startswith("http") else "http://" + u for u in args.nodes]
+        given = [u if u.startswith("http") else "http://" + u for u in args.nodes]
+        self.preferred = len(given)  # the nodes asked for; the rest are failover only
+        self.nodes = given + [u for u in getattr(args, "fallback", []) if u not in given]
         self.tally = Tally()
         self.by_hash: dict[bytes, PendingTx] = {}
         self.done: dict[bytes, float] = {}  # hash -> latency, found in a block
@@ -171,13 +173,16 @@ class LoadRun:
                 self.book.rejected(tx, code)
 
     def pick_node(self, k: int) -> int:
-        """Round-robin over the nodes, skipping those that failed in the last NODE_BACKOFF_S seconds
-        (all of them failing: plain round-robin, so the retries find the first one back)."""
-        n, now = len(self.nodes), time.monotonic()
-        for j in range(n):
-            if self.down_until[(k + j) % n] <= now:
-                return (k + j) % n
-        return k % n
+        """Round-robin over the nodes asked for, skipping those that failed in the last NODE_BACKOFF_S
+        seconds; when all of them are down, the failover nodes (the rest of the testnet) take over; all
+        failing: plain round-robin, so the retries find the first one back."""
+        now = time.monotonic()
+        for lo, n in ((0, self.preferred), (self.preferred, len(self.nodes) - self.preferred)):
+            for j in range(n):
+                i = lo + (k + j) % n
+                if self.down_until[i] <= now:
+                    return i
+        return k % self.preferred
 
     async def submit_loop(self, session: Any) -> None:
         a = self.a
@@ -309,9 +314,22 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
             setattr(args, k, v)
     if not args.nodes:
         args.nodes = [args.node]
+        wallets = getattr(args, "wallets", None)
+        args.fallback = _testnet_fallbacks(Path(wallets), args.node) if wallets else []
     elif isinstance(args.nodes, str):
         args.nodes = [u.strip() for u in args.nodes.split(",") if u.strip()]
     return args
+
+
+def _testnet_fallbacks(wallets: Path, node: str) -> list[str]:
+    """With one --node and wallets inside a testnet directory, the testnet's other nodes (from its
+    nodes.json) serve as failover, so a load keeps running when its node is killed."""
+    try:
+        nodes = json.loads((wallets.parent / "nodes.json").read_text())
+        urls = [str(n["admin_url"]).rstrip("/") for n in nodes]
+    except (OSError, ValueError, TypeError, KeyError):
+        return []
+    return [u for u in urls if u != node.rstrip("/")]
 
 
 def run(args: argparse.Namespace) -> int:
