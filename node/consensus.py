@@ -149,6 +149,7 @@ class ConsensusDriver:
         if self.sync is not None:
             ctx.sync = self.sync
             await self.sync.start()
+        ctx.chain.view = self.replica.view  # restored, not a change
         self._publish_position()
         self._work_dirty = True
         self._wake.set()
@@ -302,8 +303,11 @@ class ConsensusDriver:
         r = self.replica
         ctx = self.ctx
         assert ctx.blocks is not None
-        if r.view != ctx.chain.view and r.view > 0:
-            self.metrics.view_changes.inc()
+        if r.view != ctx.chain.view:
+            if r.view > ctx.chain.view:
+                self.metrics.view_changes.inc()
+            self.log.info("view_changed", old_view=ctx.chain.view, new_view=r.view,
+                          primary=self.ctx.genesis.name_of(self.validators[r.primary]))
         ctx.chain.view = r.view
         ctx.chain.primary = self.validators[r.primary]
         ctx.position.update(height=ctx.blocks.height(), view=r.view)
