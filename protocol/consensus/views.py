@@ -140,6 +140,10 @@ class ViewChanging(ReplicaCore):
         got = self.vcs.get(w, {})
         if len(got) < self.q:
             return
+        if self.my_nv is not None and self.my_nv.view == w:  # restored: never sign a second NEW-VIEW
+            self._send_all(self.my_nv)
+            self._install(self.my_nv, Selection(self.my_nv.height, None, None, -1), self.my_nv.block)
+            return
         vcs = [got[i] for i in sorted(got)]
         sel = select(vcs)
         block: Block | None = None

@@ -73,13 +73,17 @@ def decode_record(data: bytes) -> WalRecord:
 def compact_records(records: Sequence[bytes], committed_height: int) -> list[bytes]:
     """The records a replica restored at `committed_height` still needs, in their original order:
     every record about a height above it, the one record with the highest view (it keeps the replica from
-    ever going back to a lower view), and its VIEW-CHANGEs of the VC_HISTORY highest views (re-sent to
+    ever going back to a lower view) and that view's NEW-VIEW, and its VIEW-CHANGEs of the VC_HISTORY highest views (re-sent to
     peers that lost them in a restart)."""
     decoded = [(i, decode_record(r)) for i, r in enumerate(records)]
     if not decoded:
         return []
     top = max(decoded, key=lambda ir: (ir[1].view, not isinstance(ir[1].msg, ViewChange), ir[0]))[0]
+    top_view = decoded[top][1].view
+    # the NEW-VIEW of the top view: without it a restarted primary could sign a second one
+    nvs = [i for i, rec in decoded if isinstance(rec.msg, NewView) and rec.view == top_view]
+    top_nv = nvs[-1] if nvs else -1
     vc_views = sorted({rec.view for _, rec in decoded if isinstance(rec.msg, ViewChange)})[-VC_HISTORY:]
     return [records[i] for i, rec in decoded
-            if i == top or rec.height > committed_height
+            if i in (top, top_nv) or rec.height > committed_height
             or (isinstance(rec.msg, ViewChange) and rec.view in vc_views)]

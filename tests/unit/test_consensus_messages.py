@@ -143,3 +143,10 @@ def test_wal_records_round_trip_and_compaction_keeps_open_heights_and_the_highes
     with pytest.raises(FieldError):
         decode_record(codec.encode({"k": "commit", "msg": Commit.create(KEYS[1], CHAIN, 0, 1, b1.hash, 1)
                                     .to_value()}))
+
+
+def test_compaction_keeps_the_new_view_of_the_highest_view_so_a_restarted_primary_never_signs_another() -> None:
+    vcs = tuple(ViewChange.create(KEYS[i], CHAIN, 1, 0, GENESIS_PARENT, None, None, None, i) for i in (0, 2, 3))
+    nv = WalRecord(NewView.create(KEYS[1], CHAIN, 1, 1, vcs, None, 1)).encode()
+    later = [WalRecord(Prepare.create(KEYS[1], CHAIN, 1, h, sha256(b"%d" % h), 1)).encode() for h in (1, 2, 3)]
+    assert compact_records([nv, *later], 5) == [nv, later[-1]]
