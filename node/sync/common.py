@@ -29,6 +29,7 @@ class SyncSettings:
     max_buffer_bytes: int = 64 * 1024 * 1024  # fetched, verified, not yet delivered blocks
     stall_timeout: float = 20.0  # a round with no progress for this long ends (and is retried)
     retry_interval: float = 1.0  # pause between a failed round and the next one
+    probe_interval: float = 2.0  # with no local commit for this long, ask validators for their heads
     # judging peers
     busy_backoff: float = 0.5  # a peer that answered busy is left alone this long
     timeout_penalty: float = 3.0  # ...one that did not answer in time

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -23,7 +24,7 @@ from node.sync.common import PeerBook, Requests, SnapshotPlan, SyncMetrics, Sync
 from node.sync.serve import ENVELOPE_SLACK, SyncServer
 from node.sync.statesync import SnapshotFetcher
 from protocol.messages import T_SNAP_REQ, T_SNAP_RESP, T_SYNC_REQ, T_SYNC_RESP
-from protocol.syncmsg import SyncResponse, decode_snap_resp
+from protocol.syncmsg import SyncRequest, SyncResponse, decode_snap_resp
 from storage.errors import SnapshotRootMismatch
 
 Install = Callable[[SnapshotPlan], Awaitable[None]]
@@ -50,6 +51,8 @@ class SyncService:
         self.book = PeerBook(s, self.metrics, self.log)
         self.block_requests = Requests(on_answer=self._wake.set)
         self.snap_requests = Requests(on_answer=self._wake.set)
+        self.probes = Requests()
+        self._heads: dict[bytes, int] = {}  # validator -> head height it reported to a probe
         self.server = SyncServer(ctx, s, self.metrics, self.log, self.interval)
         self._target = 0
         self._hint: tuple[bytes, ...] = ()
@@ -66,7 +69,8 @@ class SyncService:
         p2p.register(T_SYNC_RESP, self._on_sync_resp)
         p2p.register(T_SNAP_RESP, self._on_snap_resp)
         self._tasks = [asyncio.create_task(self.server.run(), name="sync-serve"),
-                       asyncio.create_task(self._run(), name="sync-fetch")]
+                       asyncio.create_task(self._run(), name="sync-fetch"),
+                       asyncio.create_task(self._probe_loop(), name="sync-probe")]
 
     async def stop(self) -> None:
         for t in self._tasks:
@@ -105,8 +109,46 @@ class SyncService:
 
     def _on_sync_resp(self, peer: bytes, body: Any) -> None:
         resp = SyncResponse.from_value(body)
-        if not self.block_requests.answer(peer, resp.rid, resp):
-            self.metrics.peer_failures.labels("unsolicited").inc()
+        if self.block_requests.answer(peer, resp.rid, resp):
+            return
+        if self.probes.answer(peer, resp.rid, resp):
+            self.probes.drop(resp.rid)
+            self._note_head(peer, resp.height)
+            return
+        self.metrics.peer_failures.labels("unsolicited").inc()
+
+    # ---- head probes: a node that is behind while the network is idle still learns it --------------
+
+    async def _probe_loop(self) -> None:
+        """Consensus learns it is behind from consensus traffic; an idle network sends none. So while
+        this node has not committed for `probe_interval`, it asks every connected validator for its
+        head (a one-block sync_req) and syncs to the height at least f+1 of them report."""
+        p2p, blocks = self.ctx.p2p, self.ctx.blocks
+        assert p2p is not None and blocks is not None
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            last = self.ctx.chain.last_commit_ms
+            if last is not None and time.time() * 1000 - last < self.settings.probe_interval * 1000:
+                continue
+            self.probes.take_expired()
+            start = blocks.height() + 1
+            for peer in p2p.connected():
+                if p2p.is_validator(peer) and not any(p.peer == peer for p in self.probes.open.values()):
+                    rid = self.probes.add(peer, None, self.settings.request_timeout)
+                    if not p2p.send(peer, T_SYNC_REQ, SyncRequest(rid, start, 1).to_value()):
+                        self.probes.drop(rid)
+
+    def _note_head(self, peer: bytes, height: int) -> None:
+        """Remember a validator's reported head; sync to the (f+1)-th highest, which an honest one has."""
+        blocks = self.ctx.blocks
+        assert blocks is not None
+        self._heads[peer] = height
+        validators = self.ctx.genesis.validator_keys
+        f = (len(validators) - 1) // 3
+        heads = sorted((h for p, h in self._heads.items() if p in validators), reverse=True)
+        if len(heads) > f and heads[f] > max(blocks.height(), self._target):
+            self.log.info("sync_behind_idle_network", height=blocks.height(), target=heads[f])
+            self.request(heads[f], [p for p, h in sorted(self._heads.items()) if h >= heads[f]])
 
     def _on_snap_resp(self, peer: bytes, body: Any) -> None:
         resp = decode_snap_resp(body)

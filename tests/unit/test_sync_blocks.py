@@ -350,3 +350,24 @@ async def test_blocks_the_driver_commits_on_its_own_during_sync_are_skipped_not_
     await until(lambda: c.blocks.height() == 60)
     assert c.delivered == [1, 2, 3, *range(9, 61)]
     assert c.blocks.state_root() == a.blocks.state_root()
+
+
+async def test_a_node_behind_an_idle_network_probes_the_validators_and_catches_up(net: Net) -> None:
+    probing = dataclasses.replace(FAST, probe_interval=0.1)
+    a, b = await net.add(0, settings=probing), await net.add(1, settings=probing)
+    c = await net.add(2, settings=probing)
+    grow(a, 40)
+    copy_chain(a, b, 40)
+    await net.link(c, a)
+    await net.link(c, b)
+    await until(lambda: c.blocks.height() == 40)  # nobody called request(): the probes found the heads
+    assert c.delivered == list(range(1, 41))
+
+
+async def test_a_single_validator_claiming_a_higher_head_does_not_start_a_sync(net: Net) -> None:
+    probing = dataclasses.replace(FAST, probe_interval=0.1)
+    a, c = await net.add(0, settings=probing), await net.add(2, settings=probing)
+    grow(a, 40)
+    await net.link(c, a)
+    await asyncio.sleep(0.6)  # several probe rounds: f + 1 = 2 reports are needed, only one exists
+    assert c.blocks.height() == 0 and c.sync.target == 0
