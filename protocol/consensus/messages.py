@@ -11,7 +11,7 @@ here beyond `verify_sig` (the replica decides when to verify).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any, ClassVar, Self
 
 from protocol import codec
 from protocol.block import Block
@@ -38,8 +38,25 @@ def _common(m: dict[str, Any], keys: set[str], what: str) -> tuple[str, int, byt
             req_bytes(m, "sig", size=SIGNATURE_SIZE))
 
 
+class Signed:
+    """What every signed consensus message shares: its signature covers `DOMAIN + signed_bytes()`."""
+
+    __slots__ = ()
+    DOMAIN: ClassVar[bytes] = DOMAIN_CONSENSUS
+    sig: bytes
+
+    def signed_bytes(self) -> bytes:
+        raise NotImplementedError
+
+    def domain(self) -> bytes:
+        return self.DOMAIN
+
+    def verify_sig(self, public_key: bytes) -> bool:
+        return verify(public_key, self.DOMAIN, self.signed_bytes(), self.sig)
+
+
 @dataclass(frozen=True, slots=True)
-class Vote:
+class Vote(Signed):
     """PREPARE or COMMIT for (view, height, block_hash)."""
 
     chain: str
@@ -53,12 +70,6 @@ class Vote:
 
     def signed_bytes(self) -> bytes:
         return vote_bytes(self.T, self.chain, self.view, self.height, self.block_hash, self.index)
-
-    def domain(self) -> bytes:
-        return DOMAIN_CONSENSUS
-
-    def verify_sig(self, public_key: bytes) -> bool:
-        return verify(public_key, DOMAIN_CONSENSUS, self.signed_bytes(), self.sig)
 
     def to_value(self) -> dict[str, Any]:
         return {"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
@@ -89,7 +100,7 @@ class Commit(Vote):
 
 
 @dataclass(frozen=True, slots=True)
-class PrePrepare:
+class PrePrepare(Signed):
     """The primary's proposal of `block` at (view, height); signed over the block hash."""
 
     chain: str
@@ -107,12 +118,6 @@ class PrePrepare:
 
     def signed_bytes(self) -> bytes:
         return vote_bytes(self.T, self.chain, self.view, self.height, self.block.hash, self.index)
-
-    def domain(self) -> bytes:
-        return DOMAIN_CONSENSUS
-
-    def verify_sig(self, public_key: bytes) -> bool:
-        return verify(public_key, DOMAIN_CONSENSUS, self.signed_bytes(), self.sig)
 
     def to_value(self) -> dict[str, Any]:
         return {"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
@@ -136,7 +141,7 @@ class PrePrepare:
 
 
 @dataclass(frozen=True, slots=True)
-class Checkpoint:
+class Checkpoint(Signed):
     """A validator's statement that block `height` (hash) left the state at `state_root`."""
 
     chain: str
@@ -147,15 +152,10 @@ class Checkpoint:
     sig: bytes
 
     T = "checkpoint"
+    DOMAIN = DOMAIN_CHECKPOINT
 
     def signed_bytes(self) -> bytes:
         return checkpoint_bytes(self.chain, self.height, self.block_hash, self.state_root, self.index)
-
-    def domain(self) -> bytes:
-        return DOMAIN_CHECKPOINT
-
-    def verify_sig(self, public_key: bytes) -> bool:
-        return verify(public_key, DOMAIN_CHECKPOINT, self.signed_bytes(), self.sig)
 
     def to_value(self) -> dict[str, Any]:
         return {"t": self.T, "chain": self.chain, "height": self.height, "hash": self.block_hash,
@@ -177,7 +177,7 @@ class Checkpoint:
 
 
 @dataclass(frozen=True, slots=True)
-class ViewChange:
+class ViewChange(Signed):
     """Move to `view`. States the sender's committed (height, hash), proven by `cert` (None at height 0),
     and the highest-view prepared block at height + 1, proven by `prepared` (block carried beside it;
     a NEW-VIEW strips the block from the VIEW-CHANGEs it embeds and carries the re-proposal once)."""
@@ -196,12 +196,6 @@ class ViewChange:
 
     def signed_bytes(self) -> bytes:
         return viewchange_bytes(self.chain, self.view, self.height, self.block_hash, self.prepared, self.index)
-
-    def domain(self) -> bytes:
-        return DOMAIN_CONSENSUS
-
-    def verify_sig(self, public_key: bytes) -> bool:
-        return verify(public_key, DOMAIN_CONSENSUS, self.signed_bytes(), self.sig)
 
     def without_block(self) -> ViewChange:
         return ViewChange(self.chain, self.view, self.height, self.block_hash, self.cert, self.prepared, None,
@@ -255,7 +249,7 @@ def viewchange_bytes(chain: str, view: int, height: int, block_hash: bytes, prep
 
 
 @dataclass(frozen=True, slots=True)
-class NewView:
+class NewView(Signed):
     """The new primary's proof that `view` starts: n - f VIEW-CHANGEs for it, and the block it
     re-proposes at `height` (the highest certified committed height + 1) when one was prepared."""
 
@@ -271,12 +265,6 @@ class NewView:
 
     def signed_bytes(self) -> bytes:
         return newview_bytes(self.chain, self.view, self.height, self.view_changes, self.block, self.index)
-
-    def domain(self) -> bytes:
-        return DOMAIN_CONSENSUS
-
-    def verify_sig(self, public_key: bytes) -> bool:
-        return verify(public_key, DOMAIN_CONSENSUS, self.signed_bytes(), self.sig)
 
     def to_value(self) -> dict[str, Any]:
         v: dict[str, Any] = {"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
