@@ -10,6 +10,9 @@ from functools import cache
 from typing import Any
 
 HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
+HEX_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}  # ids in requests: either case
+ASSET_ID = {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9._-]{0,23}$"}
+HEIGHT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
 ERROR = {"type": "object", "required": ["error", "message"],
          "properties": {"error": {"type": "string", "description": "stable machine-readable code"},
                         "message": {"type": "string"}}}
@@ -40,7 +43,9 @@ SCHEMAS: dict[str, Any] = {
     "Peers": {"type": "object", "properties": {"count": {"type": "integer"},
                                                "peers": {"type": "array", "items": OBJ}}},
     "SubmitJson": {"type": "object", "required": ["txs"], "additionalProperties": False,
-                   "properties": {"txs": {"type": "array", "items": {"type": "string", "pattern": "^[0-9a-f]*$"},
+                   "properties": {"txs": {"type": "array", "minItems": 1, "maxItems": 10_000,
+                                          "items": {"type": "string", "pattern": "^[0-9a-fA-F]*$",
+                                                    "maxLength": 2 * 65536},
                                           "description": "hex of canonical signed txs {sig, tx}"}}},
     "SubmitResult": {"type": "object", "properties": {
         "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
@@ -78,7 +83,8 @@ def _err(doc: str) -> dict[str, Any]:
 # (method, path, summary, params, ok schema, error statuses, request body or None, needs token)
 Route = tuple[str, str, str, list[dict[str, Any]], dict[str, Any], dict[int, str], dict[str, Any] | None, bool]
 
-_ID = _p("id", doc="hex id (accounts: the 64-hex public key) or asset id")
+_ID = _p("id", schema=HEX_ID, doc="64-hex id (accounts: the public key)")
+_ASSET = _p("id", schema=ASSET_ID, doc="asset id, e.g. CNY.BANKA")
 _LEDGER_404 = {400: "malformed id (bad_field)", 404: "no such object (not_found)"}
 
 ROUTES: list[Route] = [
@@ -97,13 +103,14 @@ ROUTES: list[Route] = [
      None, False),
     ("get", "/blocks", "Recent block summaries, newest first",
      [_p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
-      _p("before", "query", {"type": "integer"})], _ref("BlockList"), {400: "bad_limit | bad_height"}, None, False),
+      _p("before", "query", HEIGHT)], _ref("BlockList"),
+     {400: "bad_limit | bad_height", 404: "no block at `before` (below what this node stores)"}, None, False),
     ("get", "/blocks/{height}", "A block with its commit certificate (format=msgpack: raw bytes)",
-     [_p("height", schema={"type": "integer", "minimum": 0}), _p("format", "query", {"enum": ["json", "msgpack"]})],
-     _ref("Block"), {400: "bad_height", 404: "no block at this height"}, None, False),
+     [_p("height", schema=HEIGHT), _p("format", "query", {"enum": ["json", "msgpack"]})],
+     _ref("Block"), {400: "bad_height | bad_format", 404: "no block at this height"}, None, False),
     ("get", "/accounts/{id}", "Account: roles, nonce, balances (proof=1 adds Merkle proofs)",
      [_ID, _p("proof", "query", {"enum": ["0", "1"]})], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/assets/{id}", "Asset", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
+    ("get", "/assets/{id}", "Asset", [_ASSET], _ref("LedgerObject"), _LEDGER_404, None, False),
     ("get", "/receivables/{id}", "Receivable", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
     ("get", "/loans/{id}", "Loan", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
     ("get", "/campaigns/{id}", "Crowdfunding campaign", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
@@ -112,7 +119,7 @@ ROUTES: list[Route] = [
     ("get", "/credit/{id}", "Credit score, limits and history", [_ID], _ref("LedgerObject"), _LEDGER_404,
      None, False),
     ("get", "/events", "Events filtered by account and/or kind",
-     [_p("account", "query"), _p("kind", "query"), _p("from_height", "query", {"type": "integer"}),
+     [_p("account", "query", HEX_ID), _p("kind", "query", {"type": "string", "pattern": "^[ -~]{0,64}$"}), _p("from_height", "query", HEIGHT),
       _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000})],
      _ref("LedgerObject"), {400: "bad_field | bad_from_height | bad_limit"}, None, False),
     ("get", "/trace/{tx_hash}", "Where the money of a tx came from and went", [_p("tx_hash", schema=HEX32)],
@@ -132,7 +139,11 @@ def spec() -> dict[str, Any]:
     paths: dict[str, dict[str, Any]] = {}
     for method, path, summary, params, ok, errors, body, token in ROUTES:
         ok_content = "text/html" if path == "/" else "text/plain" if path == "/metrics" else "application/json"
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": {ok_content: {"schema": ok}}}}
+        content: dict[str, Any] = {ok_content: {"schema": ok}}
+        if path == "/blocks/{height}":
+            content["application/msgpack"] = {"schema": {"description": "format=msgpack: canonical msgpack "
+                                                                        "{block: <block bytes>, certificate: <bytes>}"}}
+        responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
         for status, doc in {**errors, 500: "internal error (logged)"}.items():
             responses[str(status)] = _err(doc)
         op: dict[str, Any] = {"summary": summary, "operationId": f"{method}_{path}", "responses": responses}

@@ -44,9 +44,13 @@ def _hex32(text: str, what: str, code: str) -> bytes:
     return b
 
 
+MAX_HEIGHT = 2**63 - 1
+
+
 def parse_height(text: str) -> int:
-    if not text.isdigit() or len(text) > 19:
-        raise ApiError("height must be a non-negative integer", code="bad_height")
+    # isascii: str.isdigit() also accepts digits int() refuses, such as superscripts
+    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_HEIGHT:
+        raise ApiError("height must be an integer from 0 to 2^63-1", code="bad_height")
     return int(text)
 
 
@@ -202,7 +206,10 @@ def block_doc(ctx: NodeContext, height: int, full: bool = True) -> dict[str, Any
 async def get_block(request: web.Request) -> web.StreamResponse:
     ctx = _ctx(request)
     height = parse_height(request.match_info["height"])
-    if request.query.get("format") == "msgpack" and height > 0 and ctx.blocks is not None:
+    fmt = request.query.get("format", "json")
+    if fmt not in ("json", "msgpack"):
+        raise ApiError("format must be json or msgpack", code="bad_format")
+    if fmt == "msgpack" and height > 0 and ctx.blocks is not None:
         raw = ctx.blocks.get_block_bytes(height)
         if raw is None:
             raise NotFound(f"no block at height {height}")

@@ -49,6 +49,9 @@ JSON = {"headers": {"Content-Type": "application/json"}}
     ("GET", "/blocks/abc", {}, 400, "bad_height"),
     ("GET", "/blocks/-1", {}, 400, "bad_height"),
     ("GET", "/blocks/99999999999999999999999", {}, 400, "bad_height"),
+    ("GET", "/blocks/9999999999999999999", {}, 400, "bad_height"),  # 19 digits, above 2^63-1
+    ("GET", "/blocks/\u00b2", {}, 400, "bad_height"),  # a digit to str.isdigit, not to int(): was a 500
+    ("GET", "/blocks/1?format=xml", {}, 400, "bad_format"),
     ("GET", "/blocks/7", {}, 404, "not_found"),
     ("GET", "/blocks?limit=0", {}, 400, "bad_limit"),
     ("GET", "/accounts/xyz", {}, 400, "bad_field"),
