@@ -13,8 +13,8 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.keys import CTX, read_off_loop
-from node.errors import ApiError, Unavailable
+from node.api.keys import CTX, parse_uint, read_off_loop
+from node.errors import Unavailable
 from protocol.ledger import keys as lkeys
 from protocol.ledger import query
 from protocol.ledger.model import jsonable
@@ -76,9 +76,7 @@ def _int_param(request: web.Request, name: str, lo: int, hi: int) -> int | None:
     text = request.query.get(name)
     if text is None:
         return None
-    if not text.isdigit() or not lo <= int(text) <= hi:
-        raise ApiError(f"{name} must be an integer {lo}..{hi}", code="bad_" + name)
-    return int(text)
+    return parse_uint(text, lo, hi, what=name, code="bad_" + name)
 
 
 async def events(request: web.Request) -> web.Response:

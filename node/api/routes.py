@@ -17,7 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.api import openapi
-from node.api.keys import CTX, read_off_loop
+from node.api.keys import CTX, parse_uint, read_off_loop
 from node.context import NodeContext
 from node.errors import ApiError, NotFound, Unavailable
 from protocol import codec
@@ -48,10 +48,7 @@ MAX_HEIGHT = 2**63 - 1
 
 
 def parse_height(text: str) -> int:
-    # isascii: str.isdigit() also accepts digits int() refuses, such as superscripts
-    if not (text.isascii() and text.isdigit()) or len(text) > 19 or int(text) > MAX_HEIGHT:
-        raise ApiError("height must be an integer from 0 to 2^63-1", code="bad_height")
-    return int(text)
+    return parse_uint(text, 0, MAX_HEIGHT, what="height", code="bad_height")
 
 
 def _decode_opaque(raw: bytes | None) -> Any:
@@ -220,13 +217,11 @@ async def get_block(request: web.Request) -> web.StreamResponse:
 
 async def list_blocks(request: web.Request) -> web.Response:
     ctx = _ctx(request)
-    limit_text = request.query.get("limit", "20")
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_BLOCK_LIST:
-        raise ApiError(f"limit must be an integer 1..{MAX_BLOCK_LIST}", code="bad_limit")
+    limit = parse_uint(request.query.get("limit", "20"), 1, MAX_BLOCK_LIST, what="limit", code="bad_limit")
     head = ctx.blocks.height() if ctx.blocks is not None else 0
     before = request.query.get("before")
     top = min(head, parse_height(before) - 1) if before is not None else head
-    heights = range(top, max(-1, top - int(limit_text)), -1)
+    heights = range(top, max(-1, top - limit), -1)
     rows = await read_off_loop(request, lambda: [block_doc(ctx, h, full=False) for h in heights])
     return web.json_response({"head": head, "blocks": rows})
 

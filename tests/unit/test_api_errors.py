@@ -52,6 +52,9 @@ JSON = {"headers": {"Content-Type": "application/json"}}
     ("GET", "/blocks/9999999999999999999", {}, 400, "bad_height"),  # 19 digits, above 2^63-1
     ("GET", "/blocks/\u00b2", {}, 400, "bad_height"),  # a digit to str.isdigit, not to int(): was a 500
     ("GET", "/blocks/1?format=xml", {}, 400, "bad_format"),
+    ("GET", "/blocks?limit=\u00b2", {}, 400, "bad_limit"),
+    ("GET", "/events?from_height=\u00b2", {}, 400, "bad_from_height"),
+    ("GET", "/events?limit=\u00b3", {}, 400, "bad_limit"),
     ("GET", "/blocks/7", {}, 404, "not_found"),
     ("GET", "/blocks?limit=0", {}, 400, "bad_limit"),
     ("GET", "/accounts/xyz", {}, 400, "bad_field"),
