@@ -149,9 +149,10 @@ def _bindable(port: int) -> bool:
     return True
 
 
-def free_base_port(start: int = 45000, nodes: int = VALIDATORS + 1) -> int:
-    """A base port P with P+1..P+n and P+1001..P+1000+n free and outside the reserved ranges."""
-    for base in range(start, 60000, 37):
+def free_base_port(start: int = 24000, nodes: int = VALIDATORS + 1) -> int:
+    """A base port P with P+1..P+n and P+1001..P+1000+n free, outside the reserved ranges and below the
+    kernel's ephemeral range (32768+), where outgoing connections could take them."""
+    for base in range(start, 31500, 37):
         ports = [base + i for i in range(1, nodes + 1)] + [base + 1000 + i for i in range(1, nodes + 1)]
         if any(lo <= p <= hi for p in ports for lo, hi in RESERVED):
             continue

@@ -22,8 +22,11 @@ from node.config import Config
 from node.service import Node
 
 
-def free_port_block(count: int, lo: int = 20000, hi: int = 60000) -> int:
-    """A base port B such that B+1..B+count and B+1001..B+1000+count are free on 127.0.0.1 right now."""
+def free_port_block(count: int, lo: int = 20000, hi: int = 32000) -> int:
+    """A base port B such that B+1..B+count and B+1001..B+1000+count are free on 127.0.0.1 right now.
+
+    Below the kernel's ephemeral range (32768+ here): a node restarted by a test must get its port
+    back, and an outgoing connection may take any free ephemeral port while the node is down."""
     import random
 
     rng = random.Random()
