@@ -160,9 +160,24 @@ class Net:
                                      f" {[(s or {}).get('state_root') for s in sts]}")
             time.sleep(0.2)
 
-    def committed(self, name: str, hashes: list[str]) -> set[str]:
+    def committed(self, name: str, hashes: list[str], wait: float = 15.0) -> set[str]:
+        """Which of `hashes` the node reports committed; txs still pending get up to `wait` seconds."""
         c = self.client(name, 5.0)
-        return {h for h in hashes if c.tx(h)["status"] == "committed"}
+        done: set[str] = set()
+        todo = list(hashes)
+        deadline = time.monotonic() + wait
+        while True:
+            pending = []
+            for h in todo:
+                status = c.tx(h)["status"]
+                if status == "committed":
+                    done.add(h)
+                elif status == "pending":
+                    pending.append(h)
+            if not pending or time.monotonic() > deadline:
+                return done
+            todo = pending
+            time.sleep(0.2)
 
 
 class Load:
