@@ -7,7 +7,8 @@ is `busy`. Blocks and certificates are sent as the exact stored bytes, never re-
 Snapshots: the driver calls `note_committed` right after committing a multiple of K, in its task, so a
 LevelDB snapshot taken there is the state of exactly that height; `note_stable_checkpoint` makes one
 servable. Rule: a held snapshot is closed only when no thread reads it (the worker owns all reads), and
-at most `snapshots_kept` candidates plus the latest servable one are held.
+at most `snapshots_kept` candidates plus the latest servable one are held, and up to `SUPERSEDED_KEPT`
+superseded ones that were already offered, for `SUPERSEDED_GRACE_S`, so downloads in progress finish.
 """
 
 from __future__ import annotations
@@ -40,6 +41,10 @@ from storage.snapshot import MIN_CHUNK_BYTES, SnapshotManifest, StateSnapshot
 ENVELOPE_SLACK = 64 * 1024  # envelope, field names and channel overhead around a response's payload
 
 
+SUPERSEDED_GRACE_S = 30.0  # an offered snapshot stays servable this long after a newer one appears...
+SUPERSEDED_KEPT = 2  # ...for at most this many superseded snapshots
+
+
 @dataclass
 class Held:
     """One LevelDB snapshot the node may serve."""
@@ -53,6 +58,7 @@ class Held:
     manifest_bytes: bytes | None = None
     retired: bool = False
     closed: bool = False
+    superseded_at: float | None = None  # monotonic time a newer snapshot became servable
 
 
 @dataclass
@@ -229,9 +235,19 @@ class SyncServer:
 
     def _trim(self) -> None:
         best = self.servable()
-        candidates = sorted((h for h in self.held if h is not best and not h.retired), key=lambda h: -h.height)
+        candidates = sorted((h for h in self.held if h is not best and not h.retired and h.checkpoint is None),
+                            key=lambda h: -h.height)
+        now = time.monotonic()
+        # a superseded snapshot that was offered stays a while, so downloads in progress can finish
+        grace = sorted((h for h in self.held if h is not best and not h.retired and h.checkpoint is not None
+                        and h.manifest is not None), key=lambda h: -h.height)[:SUPERSEDED_KEPT]
+        for h in grace:
+            if h.superseded_at is None:
+                h.superseded_at = now
         for h in self.held:
             if h is best or h.retired:
+                continue
+            if h in grace and h.superseded_at is not None and now - h.superseded_at < SUPERSEDED_GRACE_S:
                 continue
             if h.checkpoint is not None or h not in candidates[: self.settings.snapshots_kept] or \
                     (best is not None and h.height < best.height):

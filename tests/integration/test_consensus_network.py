@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 
+from node.errors import NodeError
 from tests.integration.harness import Load, Net
 
 pytestmark = pytest.mark.integration
@@ -100,8 +101,10 @@ def test_a_node_whose_data_was_wiped_state_syncs_and_matches(net: Net) -> None:
         net.wait_height(others, h + 15, timeout=20)
         net.start(victim)
         net.wait_height([victim], max(net.height(n) for n in others), timeout=30)
-    _height, root = net.common_root(ALL)
-    assert net.status(victim)["state_root"] == root
+    height, _root = net.common_root(ALL)  # the victim included: same height, same state root
+    net.assert_same_chain(ALL, height, start=height)
+    with pytest.raises(NodeError):  # it holds no early blocks: it joined by a snapshot, not by replay
+        net.client(victim).block(1)
     assert net.committed(victim, load.accepted[-20:]) == set(load.accepted[-20:])
 
 
