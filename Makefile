@@ -7,6 +7,7 @@ BIN := $(VENV)/bin
 TESTNET_DIR ?= .testnet
 BASE_PORT ?= 7700
 SEEDS ?= 2000
+LEDGER_EXAMPLES ?= 3000
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
 .PHONY: all venv testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
@@ -41,6 +42,7 @@ lint: venv
 
 soak: venv
 	@$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
+	@SMELEDGER_LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/property/test_ledger_machine.py
 
 chaos: venv
 	@$(BIN)/pytest -p no:cacheprovider -m integration tests/integration
