@@ -28,6 +28,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from node.context import NodeContext
 from node.executor import BlockExecutor, BlockRejected, Executed
+from node.sync import SnapshotPlan, SyncService
 from protocol import codec
 from protocol import consensus as cs
 from protocol.block import GENESIS_PARENT, Block
@@ -36,6 +37,7 @@ from protocol.consensus.wal import compact_records
 from protocol.errors import ProtocolError
 from protocol.messages import T_CONS
 from storage import schema
+from storage.errors import DatabaseCorrupt
 
 FRAME_HEADROOM = 256 * 1024  # PRE-PREPARE fields and envelope around a block's txs
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
@@ -60,7 +62,7 @@ class _SyncedBlock:
 
 @dataclass(frozen=True, slots=True)
 class _InstallSnapshot:
-    plan: Any
+    plan: SnapshotPlan
     done: asyncio.Future[None]
 
 
@@ -117,7 +119,7 @@ class ConsensusDriver:
         self._stopping = False
         self._last_commit = time.monotonic()
         self.replica = self._build_replica()
-        self.sync: Any = None
+        self.sync = SyncService(ctx, self.deliver_block, self.install_snapshot)
 
     # ---- construction / restore ----------------------------------------------------------------
 
@@ -130,7 +132,7 @@ class ConsensusDriver:
         if height > 0:
             raw = ctx.blocks.get_certificate(height)
             if raw is None:
-                raise RuntimeError(f"database has no commit certificate for height {height}")
+                raise DatabaseCorrupt(f"the database has no commit certificate for its height {height}")
             cert = cs.CommitCertificate.from_value(codec.decode(raw))
         records = ctx.wal.records()
         replica = cs.Replica(ctx.genesis.chain_id, self.validators, ctx.key, self.params, height, last,
@@ -145,30 +147,20 @@ class ConsensusDriver:
         assert ctx.p2p is not None and ctx.mempool is not None
         ctx.p2p.register(T_CONS, self._on_network)
         ctx.mempool.add_change_listener(self._on_mempool_change)
-        self.sync = self._build_sync()
-        if self.sync is not None:
-            ctx.sync = self.sync
-            await self.sync.start()
+        ctx.sync = self.sync
+        await self.sync.start()
         ctx.chain.view = self.replica.view  # restored, not a change
         self._publish_position()
         self._work_dirty = True
         self._wake.set()
         self._task = asyncio.get_running_loop().create_task(self._run(), name="consensus")
 
-    def _build_sync(self) -> Any:
-        try:
-            from node.sync import SyncService
-        except ImportError:
-            return None
-        return SyncService(self.ctx, self.deliver_block, self.install_snapshot)
-
     async def stop(self) -> None:
         self._stopping = True
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
-        if self.sync is not None:
-            await self.sync.stop()
+        await self.sync.stop()
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -207,7 +199,7 @@ class ConsensusDriver:
         self._internal_put(_SyncedBlock(block, cert, fut))
         await fut
 
-    async def install_snapshot(self, plan: Any) -> None:
+    async def install_snapshot(self, plan: SnapshotPlan) -> None:
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._internal_put(_InstallSnapshot(plan, fut))
         await fut
@@ -278,8 +270,7 @@ class ConsensusDriver:
             elif isinstance(a, cs.ValidateBlock):
                 self._validate(a.block)
             elif isinstance(a, cs.NeedSync):
-                if self.sync is not None:
-                    self.sync.request(a.target_height, a.peers)
+                self.sync.request(a.target_height, a.peers)
             elif isinstance(a, cs.StableCheckpoint):
                 await self._stable(a)
             elif isinstance(a, cs.Evidence):
@@ -343,7 +334,7 @@ class ConsensusDriver:
             now = now_ms() + self.ctx.time_offset.offset_ms
             mp = self.ctx.mempool
             assert mp is not None
-            txs = self.executor.precheck(block, now, self.executor.parent_time(), mp.by_raw)
+            txs = self.executor.precheck(block, now, mp.by_raw)
             todo = [tx for tx in txs if not mp.is_verified(tx.hash, tx.sig)]
             if todo:
                 results = await mp.verify_txs(todo)
@@ -377,8 +368,7 @@ class ConsensusDriver:
         self.metrics.txs.inc(len(done.txs))
         self.ctx.chain.last_commit_ms = now_ms()
         self.ctx.position.update(height=done.height)
-        if self.sync is not None:
-            self.sync.note_committed(done.height, done.block_hash, done.state_root)
+        self.sync.note_committed(done.height, done.block_hash, done.state_root)
         return done
 
     async def _commit(self, block: Block, cert: cs.CommitCertificate) -> None:
@@ -412,12 +402,12 @@ class ConsensusDriver:
         await self._feed(cs.SyncedTo(done.height, done.block_hash, cert, done.state_root))
         self._work_dirty = True
 
-    async def _install(self, plan: Any) -> None:
+    async def _install(self, plan: SnapshotPlan) -> None:
         await asyncio.to_thread(self._install_sync, plan)
         await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
         self._work_dirty = True
 
-    def _install_sync(self, plan: Any) -> None:
+    def _install_sync(self, plan: SnapshotPlan) -> None:
         blocks = self.ctx.blocks
         assert blocks is not None
         extra = blocks.head_ops(plan.height, plan.block_hash, plan.state_root)
@@ -425,8 +415,7 @@ class ConsensusDriver:
         plan.importer.finish(extra_ops=extra)
 
     async def _stable(self, a: cs.StableCheckpoint) -> None:
-        if self.sync is not None:
-            self.sync.note_stable_checkpoint(a.height, a.block_hash, a.state_root, a.certificate)
+        self.sync.note_stable_checkpoint(a.height, a.block_hash, a.state_root, a.certificate)
         wal = self.ctx.wal
         assert wal is not None
         records = wal.records()

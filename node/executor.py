@@ -60,7 +60,7 @@ class BlockExecutor:
 
     # ---- validation (decode + cheap checks; signatures are checked by the caller in a thread) ----
 
-    def precheck(self, block: Block, now_ms: int, parent_time: int,
+    def precheck(self, block: Block, now_ms: int,
                  known: Callable[[bytes], SignedTx | None] = lambda raw: None) -> tuple[SignedTx, ...]:
         """Everything but signatures. Returns the decoded txs. Raises BlockRejected.
 
@@ -76,7 +76,7 @@ class BlockExecutor:
             raise BlockRejected("wrong_parent", "block parent is not the last committed block")
         if h.state_root != self.blocks.state_root():
             raise BlockRejected("wrong_state_root", "block state_root is not the state after its parent")
-        if h.time <= parent_time and height > 0:
+        if h.time <= self.parent_time() and height > 0:
             raise BlockRejected("time_not_monotonic", "block time is not after its parent's")
         if h.time > now_ms + self.max_future_ms:
             raise BlockRejected("time_in_future", "block time is too far in the future")

@@ -5,8 +5,7 @@ height 0, mempool, P2P + tx gossip, consensus (the seam below), API. SIGTERM/SIG
 close intake (the API answers 503), stop consensus, gossip and P2P, drain the API, close the database;
 all within `SHUTDOWN_BUDGET_S` seconds.
 
-Consensus seam: `build_consensus(ctx)` returns the driver (anything with `async start()`/`async stop()`)
-or None when `node/consensus.py` is absent. The driver finds everything in `ctx` (`NodeContext`):
+Consensus: `ConsensusDriver(ctx)` (node/consensus.py, which also owns sync) finds everything in `ctx`:
 storage (`ctx.db`, `ctx.state`, `ctx.blocks`, `ctx.wal`), `ctx.mempool`, `ctx.p2p`, `ctx.registry` for
 its metrics, `ctx.position`/`ctx.log` for log context, `ctx.chain` for `/status`, `ctx.time_offset`
 for the testnet block-time offset, and `ctx.task_group` to spawn its long-lived tasks.
@@ -18,8 +17,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
-import importlib.util
 import signal
 import time
 from collections.abc import AsyncIterator
@@ -30,7 +27,8 @@ from node import genesis as genesis_mod
 from node.api.metrics import NodeCollector
 from node.api.server import ApiServer
 from node.config import Config
-from node.context import NodeContext, Service
+from node.consensus import ConsensusDriver
+from node.context import NodeContext
 from node.errors import ConfigError, NodeError
 from node.logging import Position, node_logger
 from node.mempool import Mempool, MempoolLimits
@@ -50,15 +48,6 @@ from storage.wal import ConsensusWal
 
 SHUTDOWN_BUDGET_S = 5.0
 P2P_STOP_TIMEOUT_S = 1.5
-
-
-def build_consensus(ctx: NodeContext) -> Service | None:
-    """The consensus driver for this node, or None while node/consensus.py does not exist."""
-    if importlib.util.find_spec("node.consensus") is None:
-        return None
-    consensus = importlib.import_module("node.consensus")
-    driver: Service = consensus.ConsensusDriver(ctx)
-    return driver
 
 
 @contextlib.asynccontextmanager
@@ -194,7 +183,7 @@ class Node:
         await ctx.gossip.start()
 
         # consensus (the lead's driver) and API
-        ctx.consensus = build_consensus(ctx)
+        ctx.consensus = ConsensusDriver(ctx)
         if ctx.consensus is not None:
             await ctx.consensus.start()
             chain = ctx.chain
