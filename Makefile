@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 testnet: venv
-	@$(PY) -m node.devnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
+	@$(PY) -m devtools.devnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
 
 testnet-stop:
-	@if [ -x $(PY) ]; then $(PY) -m node.devnet down --dir $(TESTNET_DIR); else echo "no virtualenv: nothing is running"; fi
+	@if [ -x $(PY) ]; then $(PY) -m devtools.devnet down --dir $(TESTNET_DIR); else echo "no virtualenv: nothing is running"; fi
 
 testnet-clean: testnet-stop
 	@rm -rf $(TESTNET_DIR)
@@ -36,7 +36,7 @@ test: venv
 	@$(BIN)/pytest -p no:cacheprovider tests
 
 lint: venv
-	@$(BIN)/ruff check protocol storage node tests
+	@$(BIN)/ruff check protocol storage node client cli devtools tests examples
 	@$(BIN)/mypy protocol storage
 	@$(BIN)/lint-imports
 
@@ -51,7 +51,7 @@ fuzz: venv
 	@$(PY) -m tests.fuzz.run
 
 bench: venv
-	@$(PY) -m node.bench
+	@$(PY) -m devtools.bench
 
 clean:
 	@rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache

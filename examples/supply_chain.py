@@ -30,9 +30,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from node.client import Client
-from node.errors import ClientError
-from node.wallet import Wallet, read_password
+from client.client import Client
+from client.errors import ClientError
+from client.wallet import Wallet, read_password
 from protocol.tx import SignedTx
 
 DAY_MS = 24 * 3600 * 1000

@@ -41,14 +41,6 @@ class KeyFileError(NodeError):
     code = "key_error"
 
 
-class WalletError(NodeError):
-    code = "wallet_error"
-
-
-class WrongPassword(WalletError):
-    code = "wrong_password"
-
-
 class ApiError(NodeError):
     """A request the API refuses; `http_status` is the 4xx/5xx it answers with."""
 
@@ -63,22 +55,3 @@ class NotFound(ApiError):
 class Unavailable(ApiError):
     code = "unavailable"
     http_status = 503
-
-
-class ClientError(NodeError):
-    """A call through the client SDK failed: the node answered an error, or could not be reached."""
-
-    code = "client_error"
-
-    def __init__(self, message: str, *, code: str | None = None, http_status: int | None = None,
-                 body: object = None) -> None:
-        super().__init__(message, code=code, http_status=http_status)
-        self.body = body
-
-
-class DevnetError(NodeError):
-    code = "devnet_error"
-
-
-class UsageError(NodeError):
-    code = "usage"

@@ -30,10 +30,10 @@ from node.config import Config
 from node.consensus import ConsensusDriver
 from node.context import NodeContext
 from node.errors import ConfigError, NodeError
+from node.keyfile import load_node_key
 from node.logging import Position, node_logger
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
-from node.wallet import load_node_key
 from protocol.errors import ProtocolError
 from protocol.ledger import admission_error, apply_genesis, next_nonce
 from protocol.ledger import keys as ledger_keys

@@ -16,8 +16,8 @@ from typing import Any
 
 import pytest
 
+from devtools import testnet as testnet_mod
 from node import config as config_mod
-from node import testnet as testnet_mod
 from node.config import Config
 from node.service import Node
 

@@ -19,10 +19,10 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from node import devnet, testnet
-from node.client import Client
-from node.errors import NodeError
-from node.wallet import Wallet, read_password
+from client.client import Client
+from client.errors import ClientError
+from client.wallet import Wallet, read_password
+from devtools import devnet, testnet
 from protocol.tx import SignedTx
 from tests.conftest import free_port_block
 
@@ -33,7 +33,7 @@ class Net:
     def __init__(self, directory: Path, *, accounts: int = 8) -> None:
         self.dir = directory
         self.base = free_port_block(5)
-        p = subprocess.run([sys.executable, "-m", "node.cli", "testnet", "--dir", str(directory), "--base-port",
+        p = subprocess.run([sys.executable, "-m", "cli.main", "testnet", "--dir", str(directory), "--base-port",
                             str(self.base), "--accounts", str(accounts), "--kdf", "min"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
@@ -68,7 +68,7 @@ class Net:
                 try:
                     self.client(name, 1.0).health()
                     break
-                except NodeError:
+                except ClientError:
                     if time.monotonic() > deadline:
                         raise AssertionError(f"{name} not healthy:\n{devnet.tail(self.home(name) / 'node.log')}") from None
                     time.sleep(0.1)
@@ -110,7 +110,7 @@ class Net:
     def status(self, name: str) -> dict[str, Any] | None:
         try:
             return self.client(name, 1.0).status()
-        except NodeError:
+        except ClientError:
             return None
 
     def height(self, name: str) -> int:
@@ -212,7 +212,7 @@ class Load:
 
     def _nonce(self, w: Wallet) -> int:
         for name in self.targets:
-            with contextlib.suppress(NodeError):
+            with contextlib.suppress(ClientError):
                 return int(self.net.client(name).account(w.account)["nonce"])
         raise AssertionError("no node answers for account nonces")
 
@@ -238,7 +238,7 @@ class Load:
                 name = next(targets)
                 try:
                     res = self.net.client(name, 1.0).submit([tx])["results"][0]
-                except NodeError:
+                except ClientError:
                     continue
                 if res["accepted"]:
                     self.nonces[w.public_key] += 1

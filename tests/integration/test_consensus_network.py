@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from node.errors import NodeError
+from client.errors import ClientError
 from tests.integration.harness import Load, Net
 
 pytestmark = pytest.mark.integration
@@ -104,7 +104,7 @@ def test_a_node_whose_data_was_wiped_state_syncs_and_matches(net: Net) -> None:
         time.sleep(2)  # it takes part in new blocks too
     height, _root = net.common_root(ALL)  # the victim included: same height, same state root
     net.assert_same_chain(ALL, height, start=height)
-    with pytest.raises(NodeError):  # it holds no early blocks: it joined by a snapshot, not by replay
+    with pytest.raises(ClientError):  # it holds no early blocks: it joined by a snapshot, not by replay
         net.client(victim).block(1)
     # every tx of a block the victim stores (those after its snapshot) is committed there too
     first = _first_stored_block(net, victim, height)
@@ -122,7 +122,7 @@ def _first_stored_block(net: Net, name: str, head: int) -> int:
         try:
             client.block(mid)
             hi = mid
-        except NodeError:
+        except ClientError:
             lo = mid + 1
     return lo
 

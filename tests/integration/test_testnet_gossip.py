@@ -1,7 +1,7 @@
 """Real node processes started through the CLI: a tx submitted to one node reaches every node's mempool.
 
 Creates a 4-validator + 1-observer testnet with `smeledger testnet` on a free port block, starts every
-node with `python -m node.devnet up` (which runs `smeledger run --home ...` per node), and always stops
+node with `python -m devtools.devnet up` (which runs `smeledger run --home ...` per node), and always stops
 them again, checking that no node process is left behind.
 """
 
@@ -15,10 +15,10 @@ from pathlib import Path
 
 import pytest
 
-from node import devnet, testnet
-from node.client import Client
-from node.txbuild import build_body, sign
-from node.wallet import Wallet, read_password
+from client.client import Client
+from client.txbuild import build_body, sign
+from client.wallet import Wallet, read_password
+from devtools import devnet, testnet
 from tests.conftest import free_port_block
 
 pytestmark = pytest.mark.integration
@@ -32,12 +32,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_path: Path) -> None:
     d = tmp_path / "tn"
     base = free_port_block(5)
-    p = _run("-m", "node.cli", "testnet", "--dir", str(d), "--base-port", str(base), "--accounts", "2",
+    p = _run("-m", "cli.main", "testnet", "--dir", str(d), "--base-port", str(base), "--accounts", "2",
              "--kdf", "min")
     assert p.returncode == 0, p.stderr
     nodes = testnet.load_nodes(d)
     try:
-        p = _run("-m", "node.devnet", "up", "--dir", str(d), "--base-port", str(base), "--timeout", "40")
+        p = _run("-m", "devtools.devnet", "up", "--dir", str(d), "--base-port", str(base), "--timeout", "40")
         assert p.returncode == 0, p.stdout + p.stderr
         clients = [Client(n["admin_url"], timeout=5) for n in nodes]
         deadline = time.monotonic() + 20
@@ -69,7 +69,7 @@ def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_pa
             assert clients[1].submit(tx2)["results"][0]["accepted"]
             assert clients[3].check_account_proof(doc, timeout=15)["verified_height"] == doc["proof"]["height"] + 1
     finally:
-        p = _run("-m", "node.devnet", "down", "--dir", str(d))
+        p = _run("-m", "devtools.devnet", "down", "--dir", str(d))
         pids = [devnet._pid_of(d / n["name"]) for n in nodes]
         assert p.returncode == 0, p.stderr
     assert pids == [None] * len(nodes)

@@ -11,11 +11,11 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.client import verify_account_proof
+from client.txbuild import build_body, sign
+from client.wallet import Wallet, read_password
 from node.api import openapi
-from node.client import verify_account_proof
 from node.service import Node
-from node.txbuild import build_body, sign
-from node.wallet import Wallet, read_password
 from protocol import codec
 from tests.conftest import ephemeral, load_home
 

@@ -10,16 +10,16 @@ import sys
 import time
 from pathlib import Path
 
+from client.client import Client
+from client.errors import ClientError
 from node import config
-from node.client import Client
-from node.errors import ClientError
 from tests.conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
 
 def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "node.cli", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "cli.main", *args], capture_output=True, text=True,
                           timeout=timeout, cwd=ROOT, env={**os.environ, "SMELEDGER_PASSWORD": ""})
 
 
@@ -98,12 +98,9 @@ def test_init_creates_a_private_key_a_token_and_a_valid_config_and_refuses_twice
     assert_clean_error(cli("init", "--home", str(home)), "already exists")
 
 
-def test_load_is_wired_to_the_generator_or_says_it_is_missing() -> None:
-    if (ROOT / "node" / "load.py").exists():
-        p = cli("load", "--help")
-        assert p.returncode == 0 and "--rate" in p.stdout
-    else:
-        assert_clean_error(cli("load", "--node", "http://127.0.0.1:1"), "load generator")
+def test_load_without_wallets_says_which_directory_is_missing(tmp_path: Path) -> None:
+    assert_clean_error(cli("load", "--node", "http://127.0.0.1:1", "--wallets", str(tmp_path / "none")),
+                       "does not exist", rc=2)
 
 
 def test_a_second_node_on_the_same_home_reports_the_locked_database(tmp_path: Path) -> None:
@@ -111,7 +108,7 @@ def test_a_second_node_on_the_same_home_reports_the_locked_database(tmp_path: Pa
     assert cli("testnet", "--dir", str(tmp_path / "net"), "--validators", "1", "--observers", "0",
                "--accounts", "0", "--base-port", str(base), "--kdf", "min").returncode == 0
     home = tmp_path / "net" / "banka"
-    first = subprocess.Popen([sys.executable, "-m", "node.cli", "run", "--home", str(home)], cwd=ROOT,
+    first = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--home", str(home)], cwd=ROOT,
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         client = Client(f"http://127.0.0.1:{base + 1001}", timeout=1)

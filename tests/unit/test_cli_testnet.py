@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from node import config, genesis, testnet
+from client.errors import ClientError
+from client.wallet import Wallet, read_password
+from devtools import testnet
+from node import config, genesis
 from node.errors import NodeError
-from node.wallet import Wallet, read_password
 from protocol.ledger import apply_genesis
 from protocol.state import MemoryState, Overlay
 
@@ -101,6 +103,6 @@ def test_a_bad_genesis_field_is_named(net: Path, patch: dict[str, object], fragm
 def test_testnet_with_more_nodes_names_them_and_rejects_bad_counts(tmp_path: Path) -> None:
     assert [n for n, _r in testnet.node_names(6, 2)] == [
         "banka", "bankb", "smea", "smeb", "validator5", "validator6", "regulator", "observer2"]
-    with pytest.raises(NodeError, match="validators >= 1"):
+    with pytest.raises(ClientError, match="validators >= 1"):
         testnet.create(tmp_path / "x", validators=0, kdf="min")
     assert not (tmp_path / "x").exists()

@@ -10,10 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from node import load
-from node.bench import attribute, next_rate, steady_rate
-from node.errors import UsageError
-from node.load_book import (
+from client.errors import UsageError
+from client.wallet import Wallet
+from devtools import load
+from devtools.bench import attribute, next_rate, steady_rate
+from devtools.load_book import (
     Pacer,
     PendingTx,
     SenderBook,
@@ -23,7 +24,6 @@ from node.load_book import (
     percentile,
     sign_transfer,
 )
-from node.wallet import Wallet
 from protocol import codec
 from protocol.crypto import DOMAIN_TX, PrivateKey, verify
 from protocol.tx import SignedTx

@@ -11,8 +11,10 @@ import nacl.pwhash
 import nacl.secret
 import pytest
 
-from node.errors import KeyFileError, WalletError, WrongPassword
-from node.wallet import Wallet, keystore_info, load_node_key, save_node_key
+from client.errors import WalletError, WrongPassword
+from client.wallet import Wallet, keystore_info
+from node.errors import KeyFileError
+from node.keyfile import load_node_key, save_node_key
 
 
 def test_a_saved_wallet_loads_back_with_the_same_key_name_and_roles(tmp_path: Path) -> None:

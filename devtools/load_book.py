@@ -16,8 +16,8 @@ from typing import Any
 
 import msgpack
 
-from node.errors import UsageError
-from node.wallet import Wallet
+from client.errors import UsageError
+from client.wallet import Wallet
 from protocol import codec
 from protocol.crypto import DOMAIN_TX, sha256
 

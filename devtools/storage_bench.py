@@ -1,4 +1,4 @@
-"""Storage micro-benchmark: stage + commit of 2000-transfer blocks. python -m storage.bench [blocks] [accounts].
+"""Storage micro-benchmark: stage + commit of 2000-transfer blocks. python -m devtools.storage_bench [blocks] [accounts].
 
 Rule: a measuring tool, not part of the node; it writes only to a temporary directory it removes.
 """

@@ -16,7 +16,7 @@ import urllib.request
 from collections.abc import Sequence
 from typing import Any
 
-from node.errors import ClientError
+from client.errors import ClientError
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.merkle import Proof, verify_proof

@@ -29,8 +29,9 @@ from typing import Any
 
 import aiohttp
 
-from node.errors import NodeError, UsageError
-from node.load_book import (
+from client.errors import ClientError, UsageError
+from client.wallet import Wallet, keystore_info, read_password
+from devtools.load_book import (
     DONE_DUPLICATE,
     MAX_TXS,
     NODE_BACKOFF_S,
@@ -43,7 +44,6 @@ from node.load_book import (
     block_tx_hashes,
     sign_transfer,
 )
-from node.wallet import Wallet, keystore_info, read_password
 
 # ---- setup --------------------------------------------------------------------------------------
 
@@ -72,7 +72,7 @@ def _found(r: Any, url: str) -> bool:
     if r.status == 404:
         return False
     if r.status != 200:
-        raise NodeError(f"GET {url}: HTTP {r.status}", code="http_error")
+        raise ClientError(f"GET {url}: HTTP {r.status}", code="http_error")
     return True
 
 
@@ -103,10 +103,10 @@ class LoadRun:
             try:
                 st, home = await self._get(session, url + "/status"), url
                 break
-            except (TimeoutError, OSError, aiohttp.ClientError, NodeError) as exc:
+            except (TimeoutError, OSError, aiohttp.ClientError, ClientError) as exc:
                 errors.append(f"{url}: {exc}")
         if not isinstance(st, dict):
-            raise NodeError("cannot reach any node: " + "; ".join(errors), code="unreachable")
+            raise ClientError("cannot reach any node: " + "; ".join(errors), code="unreachable")
         self.chain, self.start_height = st["chain_id"], st["height"]
         self.nonces, keep = [], []
         for w in self.wallets:
@@ -219,7 +219,7 @@ class LoadRun:
         while not stop.is_set():
             try:
                 blk = await self._block(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}?format=msgpack")
-            except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
+            except (TimeoutError, OSError, aiohttp.ClientError, ClientError, ValueError):
                 node += 1
                 blk = None
             if blk is None:
@@ -246,7 +246,7 @@ class LoadRun:
                 h = q.popleft()
                 try:
                     doc = await self._get(session, f"{self.nodes[i % len(self.nodes)]}/txs/{h.hex()}")
-                except (TimeoutError, OSError, aiohttp.ClientError, NodeError, ValueError):
+                except (TimeoutError, OSError, aiohttp.ClientError, ClientError, ValueError):
                     q.append(h)
                     i += 1  # that node is down or confused: ask the next one
                     await asyncio.sleep(0.05)
@@ -269,7 +269,7 @@ class LoadRun:
             try:
                 await self.setup(session)
             except (TimeoutError, OSError, aiohttp.ClientError) as exc:
-                raise NodeError(f"lost the node during setup: {exc}", code="unreachable") from None
+                raise ClientError(f"lost the node during setup: {exc}", code="unreachable") from None
             total = min(MAX_TXS, math.floor(self.a.rate * self.a.duration))
             self.signed = 0
             signer = threading.Thread(target=self.sign_all, args=(total,), name="load-signer", daemon=True)
@@ -363,11 +363,3 @@ def run(args: argparse.Namespace) -> int:
         return 1
     return 0
 
-
-def main(argv: list[str] | None = None) -> int:
-    from node.cli import main as cli_main
-    return cli_main(["load", *(argv if argv is not None else sys.argv[1:])])
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -3,7 +3,7 @@
 Rule: every command takes `--json`; an error prints ONE line `error: <message>` to stderr and exits
 non-zero (1; 2 for usage; 70 for an internal bug, traceback only with SMELEDGER_DEBUG=1; 130 on Ctrl-C). Tracebacks never reach a user: `main` catches the error roots
 of every layer (NodeError, ProtocolError, StorageError) and OSError. The CLI talks to nodes only
-through `node.client.Client`.
+through the client SDK (`client.Client`).
 """
 
 from __future__ import annotations
@@ -12,8 +12,6 @@ import argparse
 import asyncio
 import contextlib
 import getpass
-import importlib
-import importlib.util
 import json
 import os
 import sys
@@ -22,19 +20,14 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from client.client import Client, verify_account_proof
+from client.errors import ClientError, UsageError, WalletError
+from client.wallet import KDF_LIMITS, Wallet, keystore_info, read_password, write_secret
+from devtools import load as load_mod
+from devtools import testnet as testnet_mod
 from node import config as config_mod
-from node import testnet as testnet_mod
-from node.client import Client, verify_account_proof
-from node.errors import NodeError, UsageError, WalletError
-from node.wallet import (
-    KDF_LIMITS,
-    Wallet,
-    generate_token,
-    keystore_info,
-    read_password,
-    save_node_key,
-    write_secret,
-)
+from node.errors import NodeError
+from node.keyfile import generate_token, save_node_key
 from protocol.errors import ProtocolError
 from storage.errors import StorageError
 
@@ -100,7 +93,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 def _status_row(name: str, url: str) -> dict[str, Any]:
     try:
         s = Client(url, timeout=3.0).status()
-    except NodeError as exc:
+    except ClientError as exc:
         return {"name": name, "url": url, "error": exc.message}
     return {"name": name, "url": url, **s}
 
@@ -165,7 +158,7 @@ def cmd_wallet(args: argparse.Namespace) -> int:
 # --- tx and query ---------------------------------------------------------------------------------------
 
 def cmd_tx(args: argparse.Namespace) -> int:
-    from node.txbuild import build_body, kind_spec, sign
+    from client.txbuild import build_body, kind_spec, sign
 
     spec = kind_spec(args.kind)
     values = {f.name: getattr(args, "f_" + f.name) for f in spec.fields}
@@ -177,7 +170,7 @@ def cmd_tx(args: argparse.Namespace) -> int:
     if nonce is None:
         try:
             nonce = int(client.account(wallet.account)["nonce"])
-        except NodeError as exc:
+        except ClientError as exc:
             if exc.code != "not_found":
                 raise
             nonce = 0
@@ -218,13 +211,7 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 
 def cmd_load(args: argparse.Namespace) -> int:
-    """Hook for the load generator (issue 5): `node/load.py` provides `run(args) -> int`."""
-    if importlib.util.find_spec("node.load") is None:
-        raise NodeError("the load generator is not part of this build (node/load.py is missing)",
-                        code="not_available")
-    mod = importlib.import_module("node.load")
-    rc: int = mod.run(args)
-    return rc
+    return load_mod.run(args)
 
 
 # --- parser ---------------------------------------------------------------------------------------------
@@ -342,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 2
-    except (NodeError, ProtocolError, StorageError) as exc:
+    except (ClientError, NodeError, ProtocolError, StorageError) as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:

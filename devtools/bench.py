@@ -29,9 +29,9 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
-from node import devnet
-from node.client import Client
-from node.errors import NodeError
+from client.client import Client
+from client.errors import ClientError
+from devtools import devnet
 from protocol.crypto import DOMAIN_TX, PrivateKey, verify
 
 VALIDATORS = 4
@@ -126,7 +126,7 @@ def execute_limit(block_txs: int = 2000, blocks: int = 3) -> dict[str, float]:
                 t3 = time.perf_counter()
                 reader.close()
                 if any(r.status != "ok" for r in result.receipts):
-                    raise NodeError("execution benchmark: a transfer failed", code="bench_bug")
+                    raise ClientError("execution benchmark: a transfer failed", code="bench_bug")
                 t_apply, t_stage, t_commit = t_apply + t1 - t0, t_stage + t2 - t1, t_commit + t3 - t2
                 keys += len(changes)
         finally:
@@ -158,7 +158,7 @@ def free_base_port(start: int = 24000, nodes: int = VALIDATORS + 1) -> int:
             continue
         if all(_bindable(p) for p in ports):
             return base
-    raise NodeError("no free port range for the benchmark testnet", code="no_ports")
+    raise ClientError("no free port range for the benchmark testnet", code="no_ports")
 
 
 def proc_sample(pid: int) -> tuple[float, int]:
@@ -187,7 +187,7 @@ def node_metrics(url: str) -> dict[str, float]:
     """The few Prometheus samples the bench attributes time with (missing ones read as 0)."""
     try:
         _s, raw = Client(url, timeout=5).request("GET", "/metrics")
-    except NodeError:
+    except ClientError:
         return dict.fromkeys(METRICS, 0.0)
     text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     out = dict.fromkeys(METRICS, 0.0)
@@ -249,7 +249,7 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
     urls = [n["admin_url"] for n in nodes if n["role"] == "validator"]
     client = Client(urls[0])
     h0 = int(client.status()["height"])
-    cmd = [sys.executable, "-m", "node.cli", "load", "--nodes", ",".join(urls), "--wallets", str(tn / "wallets"),
+    cmd = [sys.executable, "-m", "cli.main", "load", "--nodes", ",".join(urls), "--wallets", str(tn / "wallets"),
            "--rate", str(rate), "--duration", str(duration), "--settle", str(settle), "--no-confirm", "--json"]
     m0 = [node_metrics(u) for u in urls]
     t0 = time.monotonic()
@@ -272,7 +272,7 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
     try:
         load = json.loads(out.strip().splitlines()[-1])
     except (json.JSONDecodeError, IndexError):
-        raise NodeError(f"load generator failed at {rate} tx/s: {err.strip()[-400:]}", code="load_failed") from None
+        raise ClientError(f"load generator failed at {rate} tx/s: {err.strip()[-400:]}", code="load_failed") from None
     # node CPU over the load's run window only (not the load generator's wallet decryption before it)
     start = t_end - float(load.get("run_s") or (t_end - t0))
     t_a, cpu_a = next(((t, c) for t, c in samples if t >= start), samples[0] if samples else (t0, {}))
@@ -389,7 +389,7 @@ def main() -> int:
     except ValueError as exc:
         print(f"error: BENCH_SECONDS must be a number ({exc})", file=sys.stderr)
         return 2
-    except NodeError as exc:
+    except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     print(table(res))

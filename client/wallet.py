@@ -1,10 +1,8 @@
-"""Encrypted keystores (DESIGN section 5) and the node's plaintext key file.
+"""Encrypted keystores (DESIGN section 5): the wallets of participants, used by the SDK and the CLI.
 
 Keystore (JSON, one key per file): `{"version": 1, "public_key": hex, "kdf": {"name": "argon2id",
 "opslimit": int, "memlimit": int, "salt": hex}, "nonce": hex, "ciphertext": hex}`; the ciphertext is
 SecretBox keyed by argon2id(password, salt) over the 32-byte Ed25519 seed. `name` and `roles` ride along.
-The node key file (`node_key.json`) is `{"version": 1, "public_key": hex, "seed": hex}`: unencrypted so a
-server restarts unattended, protected by mode 0600 like every secret file written here.
 
 Rule: secret files are created 0600 from the first byte (O_CREAT with the mode, then an atomic rename);
 no seed is ever logged or printed.
@@ -23,7 +21,7 @@ import nacl.pwhash
 import nacl.secret
 import nacl.utils
 
-from node.errors import KeyFileError, WalletError, WrongPassword
+from client.errors import WalletError, WrongPassword
 from protocol.crypto import PrivateKey
 
 KEYSTORE_VERSION = 1
@@ -55,7 +53,7 @@ def write_secret(path: str | Path, data: bytes) -> None:
     os.replace(tmp, p)
 
 
-def _read_json(path: Path, what: str, err: type[WalletError] | type[KeyFileError]) -> dict[str, Any]:
+def _read_json(path: Path, what: str, err: type[WalletError]) -> dict[str, Any]:
     try:
         if path.stat().st_size > MAX_KEYSTORE_BYTES:
             raise err(f"{what} {path} is too large")
@@ -175,34 +173,3 @@ def read_password(path: str | Path) -> str:
         return Path(path).read_text(encoding="utf-8").strip()
     except OSError as exc:
         raise WalletError(f"cannot read password file {path}: {exc.strerror}") from None
-
-
-# --- the node key -------------------------------------------------------------------------------------
-
-def save_node_key(path: str | Path, key: PrivateKey) -> None:
-    doc = {"version": 1, "public_key": key.public_key.hex(), "seed": key.seed.hex()}
-    write_secret(path, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode("utf-8"))
-
-
-def load_node_key(path: str | Path) -> PrivateKey:
-    p = Path(path)
-    doc = _read_json(p, "node key file", KeyFileError)
-    try:
-        seed = bytes.fromhex(doc.get("seed", ""))
-        pub = bytes.fromhex(doc.get("public_key", ""))
-    except (ValueError, TypeError):
-        raise KeyFileError(f"node key file {p}: seed and public_key must be hex") from None
-    if len(seed) != 32:
-        raise KeyFileError(f"node key file {p}: seed must be 32 bytes")
-    key = PrivateKey(seed)
-    if key.public_key != pub:
-        raise KeyFileError(f"node key file {p}: public_key does not match the seed")
-    mode = p.stat().st_mode & 0o077
-    if mode:
-        raise KeyFileError(f"node key file {p} is readable by others (mode {oct(p.stat().st_mode & 0o777)}); "
-                           f"run: chmod 600 {p}")
-    return key
-
-
-def generate_token() -> str:
-    return nacl.utils.random(32).hex()

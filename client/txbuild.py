@@ -13,8 +13,8 @@ from typing import Any
 
 import nacl.public
 
-from node.errors import UsageError
-from node.wallet import Wallet, keystore_info
+from client.errors import UsageError
+from client.wallet import Wallet, keystore_info
 from protocol.crypto import x25519_public_from_ed25519
 from protocol.ledger import KINDS
 from protocol.ledger.spec import FieldSpec, KindSpec

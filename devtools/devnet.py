@@ -1,4 +1,4 @@
-"""Local multi-process testnet control for the Makefile: `python -m node.devnet up|down|status`.
+"""Local multi-process testnet control for the Makefile: `python -m devtools.devnet up|down|status`.
 
 `up` creates the testnet directory when missing (same code as `smeledger testnet`), starts every node
 as its own detached process `smeledger run --home D/<name>` (new session, output to `<home>/node.log`,
@@ -22,11 +22,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-from node import testnet as testnet_mod
-from node.client import Client
-from node.errors import DevnetError, NodeError
-from node.wallet import Wallet, read_password
+from client.client import Client
+from client.errors import ClientError
+from client.wallet import Wallet, read_password
+from devtools import testnet as testnet_mod
 from protocol.tx import SignedTx
+
+
+class DevnetError(ClientError):
+    """The local testnet could not be started, checked or stopped."""
+
+    code = "devnet_error"
+
 
 PID_FILE = "node.pid"
 LOG_FILE = "node.log"
@@ -73,7 +80,7 @@ def _command(home: Path) -> list[str]:
     script = Path(sys.executable).parent / "smeledger"
     if script.exists():
         return [str(script), "run", "--home", str(home)]
-    return [sys.executable, "-m", "node.cli", "run", "--home", str(home)]
+    return [sys.executable, "-m", "cli.main", "run", "--home", str(home)]
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -139,7 +146,7 @@ def up(directory: Path, base_port: int, *, validators: int = 4, observers: int =
             try:
                 if Client(n["admin_url"], timeout=1.0).health().get("ok"):
                     del pending[name]
-            except NodeError:
+            except ClientError:
                 pass
         if not pending:
             break
@@ -173,7 +180,7 @@ def wait_first_commit(directory: Path, nodes: list[dict[str, Any]], timeout: flo
         for c in clients:
             try:
                 heights.append(int(c.status()["height"]))
-            except NodeError:
+            except ClientError:
                 heights.append(0)
         if min(heights) >= 1:
             return min(heights)
@@ -226,7 +233,7 @@ def table(nodes: list[dict[str, Any]]) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m node.devnet")
+    ap = argparse.ArgumentParser(prog="python -m devtools.devnet")
     sub = ap.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--dir", default=".testnet")
@@ -262,7 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
-    except NodeError as exc:
+    except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
         return 1
     except OSError as exc:

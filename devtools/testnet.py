@@ -19,10 +19,11 @@ from typing import Any
 
 import nacl.utils
 
+from client.errors import ClientError
+from client.wallet import Wallet, write_secret
 from node import config as config_mod
 from node import genesis as genesis_mod
-from node.errors import NodeError
-from node.wallet import Wallet, generate_token, save_node_key, write_secret
+from node.keyfile import generate_token, save_node_key
 from protocol.crypto import PrivateKey
 
 VALIDATOR_NAMES = ("banka", "bankb", "smea", "smeb")
@@ -87,11 +88,11 @@ def create(directory: str | Path, *, validators: int = 4, observers: int = 1, ac
     """Write a complete testnet into `directory`; returns the rows of nodes.json."""
     d = Path(directory)
     if validators < 1 or observers < 0 or accounts < 0 or accounts > 1000:
-        raise NodeError("testnet: need validators >= 1, observers >= 0, accounts 0..1000", code="usage")
+        raise ClientError("testnet: need validators >= 1, observers >= 0, accounts 0..1000", code="usage")
     if not 1 <= base_port <= 65535 - API_OFFSET - validators - observers:
-        raise NodeError(f"testnet: base port {base_port} leaves no room for the node ports", code="usage")
+        raise ClientError(f"testnet: base port {base_port} leaves no room for the node ports", code="usage")
     if d.exists() and any(d.iterdir()):
-        raise NodeError(f"testnet: {d} already exists and is not empty", code="exists")
+        raise ClientError(f"testnet: {d} already exists and is not empty", code="exists")
     tmp = d.with_name(f".{d.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -159,10 +160,10 @@ def load_nodes(directory: str | Path) -> list[dict[str, Any]]:
     try:
         rows = json.loads(p.read_text(encoding="utf-8"))
     except FileNotFoundError:
-        raise NodeError(f"no testnet at {directory} (missing {NODES_FILE}); create one with "
+        raise ClientError(f"no testnet at {directory} (missing {NODES_FILE}); create one with "
                         f"`smeledger testnet --dir {directory}`", code="not_found") from None
     except (OSError, json.JSONDecodeError) as exc:
-        raise NodeError(f"cannot read {p}: {exc}", code="bad_testnet") from None
+        raise ClientError(f"cannot read {p}: {exc}", code="bad_testnet") from None
     if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r and "home" in r for r in rows):
-        raise NodeError(f"{p} is not a list of nodes", code="bad_testnet")
+        raise ClientError(f"{p} is not a list of nodes", code="bad_testnet")
     return rows

@@ -1,4 +1,4 @@
-"""Throughput probes for the mempool and tx gossip: `python -m node.p2p.bench [--txs N]`.
+"""Throughput probes for the mempool and tx gossip: `python -m devtools.p2p_bench [--txs N]`.
 
 Rule: a measurement tool, not a test: it prints numbers and asserts nothing about timing. Everything
 runs in one process on 127.0.0.1 with ephemeral ports.

@@ -1,0 +1,1 @@
+"""The `smeledger` command line (operators and developers): see `cli.main`."""
