@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import getpass
 import json
 import os
@@ -83,8 +82,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.home)
     configure(cfg.logging.level)
     node = Node(cfg)
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         asyncio.run(node.run(install_signals=True))
+    except KeyboardInterrupt:
+        return 0
+    except Exception as exc:
+        if node.failure is None or node.log is None:
+            raise  # failed before the node's log existed: main() prints it as one line
+        # already logged as one JSON line `node_failed`; a non-zero exit lets systemd restart the node
+        return 1 if isinstance(exc, NodeError | ProtocolError | StorageError) else 70
     return 0
 
 

@@ -55,8 +55,7 @@ async def gossip(txs: list[SignedTx], batch: int) -> tuple[float, float]:
     await b.start()
     pools = [Mempool(CHAIN, lambda _s: 0, limits=limits(len(txs))) for _ in range(2)]
     gs = [TxGossip(a, pools[0]), TxGossip(b, pools[1])]
-    for g in gs:
-        await g.start()
+    runs = [asyncio.create_task(g.run()) for g in gs]
     try:
         while not a.connected():
             await asyncio.sleep(0.01)
@@ -71,8 +70,9 @@ async def gossip(txs: list[SignedTx], batch: int) -> tuple[float, float]:
             raise SystemExit(f"gossip incomplete: {len(pools[1])}/{len(txs)}")
         return len(txs) / dt, a.stats.bytes_out / dt / 1e6
     finally:
-        for g in gs:
-            await g.stop()
+        for t in runs:
+            t.cancel()
+        await asyncio.gather(*runs, return_exceptions=True)
         await b.stop()
         await a.stop()
         for p in pools:

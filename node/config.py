@@ -20,7 +20,7 @@ from node.errors import ConfigError
 CONFIG_FILE = "config.toml"
 DEFAULT_P2P_PORT = 7701
 DEFAULT_API_PORT = 8701
-DEFAULT_MAX_FRAME = 4 * 1024 * 1024
+DEFAULT_MAX_FRAME = 0  # 0: derived from the chain's block limits (protocol/limits.py)
 DEFAULT_SEND_QUEUE_FRAMES = 4096
 DEFAULT_SEND_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_API_MAX_BODY = 8 * 1024 * 1024
@@ -98,6 +98,11 @@ class LoggingSection:
 
 
 @dataclass(frozen=True, slots=True)
+class HealthSection:
+    stall_after_s: int = 30  # ready work waiting this long without a commit makes /health answer 503
+
+
+@dataclass(frozen=True, slots=True)
 class TestnetSection:
     allow_time_offset: bool = False
 
@@ -110,6 +115,7 @@ class Config:
     mempool: MempoolSection = field(default_factory=MempoolSection)
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
+    health: HealthSection = field(default_factory=HealthSection)
     testnet: TestnetSection = field(default_factory=TestnetSection)
     path: Path | None = None
 
@@ -228,7 +234,7 @@ def _p2p(m: dict[str, Any]) -> P2PSection:
     observers = tuple(_hexkey(v, f"p2p.observers[{i}]") for i, v in enumerate(obs_raw))
     return P2PSection(host=_host(m, "host", "p2p", d.host), port=_int(m, "port", "p2p", d.port, *_PORT),
                       peers=tuple(peers), observers=observers,
-                      max_frame=_int(m, "max_frame", "p2p", d.max_frame, 1024, 64 * 1024 * 1024),
+                      max_frame=_int(m, "max_frame", "p2p", d.max_frame, 0, 256 * 1024 * 1024),
                       send_queue_frames=_int(m, "send_queue_frames", "p2p", d.send_queue_frames, 1, 1_000_000),
                       send_queue_bytes=_int(m, "send_queue_bytes", "p2p", d.send_queue_bytes, 1024, 2**34))
 
@@ -264,12 +270,17 @@ def _logging(m: dict[str, Any]) -> LoggingSection:
     return LoggingSection(level=level)
 
 
+def _health(m: dict[str, Any]) -> HealthSection:
+    _only(m, {"stall_after_s"}, "health")
+    return HealthSection(stall_after_s=_int(m, "stall_after_s", "health", HealthSection().stall_after_s, 1, 86_400))
+
+
 def _testnet(m: dict[str, Any]) -> TestnetSection:
     _only(m, {"allow_time_offset"}, "testnet")
     return TestnetSection(allow_time_offset=_bool(m, "allow_time_offset", "testnet", False))
 
 
-SECTIONS = ("node", "p2p", "api", "mempool", "consensus", "logging", "testnet")
+SECTIONS = ("node", "p2p", "api", "mempool", "consensus", "logging", "health", "testnet")
 
 
 def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
@@ -280,7 +291,7 @@ def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> C
     return Config(node=_node(_table(raw, "node"), base), p2p=_p2p(_table(raw, "p2p")),
                   api=_api(_table(raw, "api")), mempool=_mempool(_table(raw, "mempool")),
                   consensus=_consensus(_table(raw, "consensus")), logging=_logging(_table(raw, "logging")),
-                  testnet=_testnet(_table(raw, "testnet")), path=path)
+                  health=_health(_table(raw, "health")), testnet=_testnet(_table(raw, "testnet")), path=path)
 
 
 def load(path: str | Path) -> Config:

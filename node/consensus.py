@@ -1,12 +1,19 @@
 """The consensus driver: the single owner of the `Replica` in a running node.
 
-One task takes events from an inbox (network messages in a bounded queue, timers and answers to the
-replica's requests in an internal queue served first), calls `Replica.handle(event, now_ms)` and carries
-the returned actions out strictly in order: `Persist` records are synced to the WAL before any later
-action (so a vote is on disk before anyone can see it), `CommitBlock` is stored and executed in one
-synced batch before the replica hears `BlockExecuted`. Block validation (tx signatures in worker threads)
-runs concurrently and answers through the inbox. Sync hands verified blocks back through the inbox too,
-so blocks and state have exactly one writer.
+One task takes items from the `ConsensusInbox` (internal items first: timer fires, validation answers,
+blocks and snapshots handed over by sync; then the mempool's ready totals when they changed; then network
+messages from a bounded queue), calls `Replica.handle(event, now_ms)` and carries the returned actions out
+strictly in order. `Persist` records are synced to the WAL before any later action, so a vote is on disk
+before anyone can see it; `CommitBlock` is executed and stored in one synced batch, and the new head is
+published only after it, before the replica hears `BlockExecuted`. Block validation (decoding against the
+head it started from, signatures in worker threads) runs in child tasks and answers through the inbox.
+
+Fail-stop (DESIGN section 7): there is no catch-all here. A failed WAL write, a failed commit or any
+unexpected exception ends `run()`, which ends the node: the node logs one line naming the cause and
+exits non-zero, systemd restarts it, and the WAL restores the replica. Nothing after a failed action
+runs, so a vote whose Persist failed is never sent, not even by a retransmit timer: the timers die
+with the task. Work is the mempool's READY txs only (the sender's next nonce and what follows it without
+a gap), so an idle chain, or one holding only gapped txs, makes no blocks.
 
 Rule: nothing else touches the replica, the WAL or block/state writes. Every queue here is bounded or
 fed only by the driver itself; a full network queue drops the message (consensus retransmits).
@@ -15,8 +22,6 @@ fed only by the driver itself; a full network queue drops the message (consensus
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import dataclasses
 import os
 import time
 from collections import deque
@@ -24,26 +29,31 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
-from node.context import NodeContext
+from node import failpoints
+from node.chain import ChainHead, ChainStatus, ChainStore, TimeOffset
 from node.executor import BlockExecutor, BlockRejected, Executed
+from node.genesis import Genesis
+from node.logging import Position
+from node.mempool import Mempool
+from node.p2p import P2P
+from node.status import Health
 from node.sync import SnapshotPlan, SyncService
 from protocol import codec
 from protocol import consensus as cs
-from protocol.block import GENESIS_PARENT, Block
+from protocol.block import Block
 from protocol.consensus.params import ConsensusParams
-from protocol.consensus.wal import compact_records
+from protocol.consensus.wal import WalMeta, compact_plan, decode_record
+from protocol.crypto import PrivateKey
 from protocol.errors import ProtocolError
 from protocol.messages import T_CONS
 from storage import schema
-from storage.errors import DatabaseCorrupt
+from storage.errors import DatabaseCorrupt, SnapshotError
 
-FRAME_HEADROOM = 256 * 1024  # PRE-PREPARE fields and envelope around a block's txs
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
-
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -66,10 +76,77 @@ class _InstallSnapshot:
     done: asyncio.Future[None]
 
 
+class _Work:
+    """The inbox's marker: the mempool's ready totals changed."""
+
+
+WORK = _Work()
+Item = cs.Event | _SyncedBlock | _InstallSnapshot | _Work
+
+
+class ConsensusInbox:
+    """Everything the consensus owner is asked to do, in one place (the bounded queue of STYLE rule 2).
+
+    Network messages wait in a queue of at most `limit`; past it the newest is dropped and counted (the
+    sender retransmits). Internal items come from the driver itself (timers, validation answers) or from
+    sync handing over verified blocks and snapshots, and are served first. `work_changed()` is cheap and
+    coalesces: the driver reads the mempool's totals once when it gets to them."""
+
+    def __init__(self, limit: int = NETWORK_QUEUE) -> None:
+        self.limit = limit
+        self._net: deque[cs.Event] = deque()
+        self._internal: deque[Item] = deque()
+        self._wake = asyncio.Event()
+        self._work = True
+        self.dropped = 0
+
+    def put_network(self, event: cs.Event) -> bool:
+        if len(self._net) >= self.limit:
+            self.dropped += 1
+            return False
+        self._net.append(event)
+        self._wake.set()
+        return True
+
+    def put_internal(self, item: Item, *, first: bool = False) -> None:
+        if first:
+            self._internal.appendleft(item)
+        else:
+            self._internal.append(item)
+        self._wake.set()
+
+    def work_changed(self) -> None:
+        self._work = True
+        self._wake.set()
+
+    async def next(self) -> Item:
+        while True:
+            if self._internal:
+                return self._internal.popleft()
+            if self._work:
+                self._work = False
+                return WORK
+            if self._net:
+                return self._net.popleft()
+            self._wake.clear()
+            await self._wake.wait()
+
+    # ---- hand-overs from sync (the driver answers through the futures) ---------------------------
+
+    async def deliver_block(self, block: Block, cert: cs.CommitCertificate) -> None:
+        """Sync hands over a verified block; returns once it is stored and executed (or raises)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.put_internal(_SyncedBlock(block, cert, fut))
+        await fut
+
+    async def install_snapshot(self, plan: SnapshotPlan) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.put_internal(_InstallSnapshot(plan, fut))
+        await fut
+
+
 class _Metrics:
-    def __init__(self, registry: Any) -> None:
-        self.height = Gauge("smeledger_consensus_height", "Last committed height", registry=registry)
-        self.view = Gauge("smeledger_consensus_view", "Current consensus view", registry=registry)
+    def __init__(self, registry: CollectorRegistry) -> None:
         self.commits = Counter("smeledger_consensus_commits", "Blocks committed by consensus", registry=registry)
         self.synced = Counter("smeledger_sync_blocks_applied", "Blocks applied from block sync", registry=registry)
         self.txs = Counter("smeledger_committed_txs", "Transactions committed", registry=registry)
@@ -87,176 +164,137 @@ class _Metrics:
                                 registry=registry)
 
 
-def consensus_params(ctx: NodeContext) -> ConsensusParams:
-    """The genesis params with local overrides; a block (inside a PRE-PREPARE) must fit one P2P frame."""
-    params = ctx.genesis.consensus_params(ctx.config.consensus.as_dict())
-    fits = ctx.config.p2p.max_frame - FRAME_HEADROOM
-    if params.max_block_bytes > fits:
-        params = dataclasses.replace(params, max_block_bytes=fits)
-    return params
-
-
 class ConsensusDriver:
-    def __init__(self, ctx: NodeContext) -> None:
-        assert ctx.blocks is not None and ctx.state is not None and ctx.wal is not None
-        self.ctx = ctx
-        self.log = ctx.log.bind(component="consensus")
-        self.params = consensus_params(ctx)
-        self.validators = tuple(ctx.genesis.validator_keys)
-        self.metrics = _Metrics(ctx.registry)
-        self.executor = BlockExecutor(ctx.genesis.chain_id, ctx.blocks, ctx.state,
-                                      max_future_ms=MAX_CLOCK_DRIFT_MS,
-                                      max_block_txs=self.params.max_block_txs,
-                                      max_block_bytes=self.params.max_block_bytes)
-        self._net: asyncio.Queue[cs.Event] = asyncio.Queue(NETWORK_QUEUE)
-        self._internal: deque[Any] = deque()
-        self._wake = asyncio.Event()
+    def __init__(self, *, genesis: Genesis, key: PrivateKey, params: ConsensusParams, store: ChainStore,
+                 mempool: Mempool, p2p: P2P, sync: SyncService, inbox: ConsensusInbox, chain: ChainStatus,
+                 health: Health, time_offset: TimeOffset, registry: CollectorRegistry, log: Any,
+                 position: Position) -> None:
+        self.genesis = genesis
+        self.key = key
+        self.params = params
+        self.store = store
+        self.mempool = mempool
+        self.p2p = p2p
+        self.sync = sync
+        self.inbox = inbox
+        self.chain = chain
+        self.health = health
+        self.time_offset = time_offset
+        self.log = log.bind(component="consensus")
+        self.position = position
+        self.validators = tuple(genesis.validator_keys)
+        self.metrics = _Metrics(registry)
+        self.executor = BlockExecutor(genesis.chain_id, store.blocks, max_future_ms=MAX_CLOCK_DRIFT_MS,
+                                      max_block_txs=params.max_block_txs, max_block_bytes=params.max_block_bytes)
         self._timers: dict[str, asyncio.TimerHandle] = {}
         self._validating: set[bytes] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
-        self._work_dirty = False
-        self._task: asyncio.Task[None] | None = None
-        self._stopping = False
+        self._tg: asyncio.TaskGroup | None = None
         self._last_commit = time.monotonic()
+        self._wal_meta: dict[int, WalMeta] = {}
         self.replica = self._build_replica()
-        self.sync = SyncService(ctx, self.deliver_block, self.install_snapshot)
 
     # ---- construction / restore ----------------------------------------------------------------
 
     def _build_replica(self) -> cs.Replica:
-        ctx = self.ctx
-        assert ctx.blocks is not None and ctx.wal is not None
-        height = ctx.blocks.height()
-        last = ctx.blocks.last_block_hash() or GENESIS_PARENT
+        head = self.store.head
         cert = None
-        if height > 0:
-            raw = ctx.blocks.get_certificate(height)
+        if head.height > 0:
+            raw = self.store.blocks.get_certificate(head.height)
             if raw is None:
-                raise DatabaseCorrupt(f"the database has no commit certificate for its height {height}")
+                raise DatabaseCorrupt(f"the database has no commit certificate for its height {head.height}")
             cert = cs.CommitCertificate.from_value(codec.decode(raw))
-        records = ctx.wal.records()
-        replica = cs.Replica(ctx.genesis.chain_id, self.validators, ctx.key, self.params, height, last,
-                             records, committed_cert=cert)
-        self.log.info("replica_restored", committed=height, wal_records=len(records), view=replica.view)
+        entries = self.store.wal.entries()
+        metas = [decode_record(r).meta for _seq, r in entries]
+        keep = set(compact_plan(metas, head.height))
+        self._wal_meta = {seq: metas[i] for i, (seq, _r) in enumerate(entries) if i in keep}
+        doomed = [seq for i, (seq, _r) in enumerate(entries) if i not in keep]
+        if doomed:
+            self.store.wal.drop(doomed, sync=True)
+        records = [r for i, (_seq, r) in enumerate(entries) if i in keep]
+        replica = cs.Replica(self.genesis.chain_id, self.validators, self.key, self.params, head.height,
+                             head.block_hash, records, committed_cert=cert)
+        self.log.info("replica_restored", committed=head.height, wal_records=len(records),
+                      wal_compacted=len(doomed), view=replica.view)
         return replica
 
     # ---- lifetime ------------------------------------------------------------------------------
 
-    async def start(self) -> None:
-        ctx = self.ctx
-        assert ctx.p2p is not None and ctx.mempool is not None
-        ctx.p2p.register(T_CONS, self._on_network)
-        ctx.mempool.add_change_listener(self._on_mempool_change)
-        ctx.sync = self.sync
-        await self.sync.start()
-        ctx.chain.view = self.replica.view  # restored, not a change
+    async def run(self) -> None:
+        """Own the replica until cancelled; any error ends the task (and with it the node)."""
+        self.p2p.register(T_CONS, self._on_network)
+        self.mempool.add_change_listener(self._on_mempool_change)
+        self.chain.view = self.replica.view  # restored, not a change
         self._publish_position()
-        self._work_dirty = True
-        self._wake.set()
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="consensus")
+        self.health.consensus_running = True
+        try:
+            async with asyncio.TaskGroup() as tg:  # block validations run as children of this task
+                self._tg = tg
+                while True:
+                    item = await self.inbox.next()
+                    failpoints.hit("consensus.event")
+                    await self._handle(item)
+        finally:
+            self.health.consensus_running = False
+            self._tg = None
+            for handle in self._timers.values():
+                handle.cancel()
+            self._timers.clear()
 
-    async def stop(self) -> None:
-        self._stopping = True
-        for handle in self._timers.values():
-            handle.cancel()
-        self._timers.clear()
-        await self.sync.stop()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
-        for t in list(self._tasks):
-            t.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+    async def _handle(self, item: Item) -> None:
+        if isinstance(item, _SyncedBlock):
+            await self._settle(item.done, self._apply_synced(item.block, item.cert))
+        elif isinstance(item, _InstallSnapshot):
+            try:
+                await self._install(item.plan)
+            except SnapshotError as exc:  # refused before anything was written: sync judges the peers
+                item.done.set_exception(exc)
+                return
+            except BaseException as exc:
+                item.done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the driver stopped"))
+                raise
+            item.done.set_result(None)
+        elif isinstance(item, _Work):
+            mp = self.mempool
+            self.health.note_ready(mp.ready_txs)
+            await self._feed(cs.WorkPending(mp.ready_txs, mp.ready_bytes))
+        else:
+            await self._feed(item)
 
     # ---- inputs --------------------------------------------------------------------------------
 
     def _on_network(self, peer: bytes, body: Any) -> None:
         try:
             msg = cs.decode_message(body)
-        except ProtocolError as exc:
+        except ProtocolError:
             self.metrics.dropped.labels("undecodable").inc()
-            raise exc  # the P2P layer closes a link that sends undecodable messages
-        try:
-            self._net.put_nowait(cs.MessageReceived(peer, msg))
-        except asyncio.QueueFull:
+            raise  # the P2P layer closes a link that sends undecodable messages
+        if not self.inbox.put_network(cs.MessageReceived(peer, msg)):
             self.metrics.dropped.labels("queue_full").inc()
-            return
-        self._wake.set()
 
     def _on_mempool_change(self, txs: int, nbytes: int) -> None:
-        self._work_dirty = True
-        self._wake.set()
+        self.inbox.work_changed()
 
-    def _internal_put(self, item: Any) -> None:
-        self._internal.append(item)
-        self._wake.set()
-
-    async def deliver_block(self, block: Block, cert: cs.CommitCertificate) -> None:
-        """Sync hands over a verified block; returns once it is stored and executed (or raises)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._internal_put(_SyncedBlock(block, cert, fut))
-        await fut
-
-    async def install_snapshot(self, plan: SnapshotPlan) -> None:
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._internal_put(_InstallSnapshot(plan, fut))
-        await fut
-
-    async def _next(self) -> Any:
-        while True:
-            if self._internal:
-                return self._internal.popleft()
-            if self._work_dirty:
-                self._work_dirty = False
-                mp = self.ctx.mempool
-                assert mp is not None
-                return cs.WorkPending(len(mp), mp.size_bytes)
-            if not self._net.empty():
-                return self._net.get_nowait()
-            self._wake.clear()
-            await self._wake.wait()
-
-    # ---- the loop ------------------------------------------------------------------------------
-
-    async def _run(self) -> None:
-        while not self._stopping:
-            item = await self._next()
-            try:
-                if isinstance(item, _SyncedBlock):
-                    await self._settle(item.done, self._apply_synced(item.block, item.cert))
-                elif isinstance(item, _InstallSnapshot):
-                    await self._settle(item.done, self._install(item.plan))
-                else:
-                    await self._feed(item)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # a driver bug must not silently stop consensus: log and go on
-                self.log.exception("consensus_event_failed", event=type(item).__name__, error=str(exc))
+    # ---- carrying out actions ------------------------------------------------------------------
 
     async def _feed(self, event: cs.Event) -> None:
-        actions = self.replica.handle(event, now_ms())
-        await self._execute(actions)
+        await self._execute(self.replica.handle(event, now_ms()))
 
     async def _execute(self, actions: list[cs.Action]) -> None:
         i = 0
         while i < len(actions):
             a = actions[i]
             if isinstance(a, cs.Persist):
-                records = [a.record]
+                batch = [a]
                 while i + 1 < len(actions) and isinstance(actions[i + 1], cs.Persist):
                     i += 1
                     nxt = actions[i]
                     assert isinstance(nxt, cs.Persist)
-                    records.append(nxt.record)
-                wal = self.ctx.wal
-                assert wal is not None
-                await asyncio.to_thread(wal.append_many, records)
+                    batch.append(nxt)
+                await self._persist(batch)
             elif isinstance(a, cs.Broadcast):
-                self._p2p().broadcast(T_CONS, a.msg.to_value())
+                self.p2p.broadcast(T_CONS, a.msg.to_value())
             elif isinstance(a, cs.Send):
-                self._p2p().send(a.to, T_CONS, a.msg.to_value())
+                self.p2p.send(a.to, T_CONS, a.msg.to_value())
             elif isinstance(a, cs.CommitBlock):
                 await self._commit(a.block, a.certificate)
             elif isinstance(a, cs.SetTimer):
@@ -272,154 +310,188 @@ class ConsensusDriver:
             elif isinstance(a, cs.NeedSync):
                 self.sync.request(a.target_height, a.peers)
             elif isinstance(a, cs.StableCheckpoint):
-                await self._stable(a)
+                self.sync.note_stable_checkpoint(a.height, a.block_hash, a.state_root, a.certificate)
             elif isinstance(a, cs.Evidence):
                 self.metrics.evidence.inc()
                 self.log.warning("consensus_evidence", validator=a.index, first=type(a.first).__name__)
             i += 1
         self._publish_position()
 
-    def _p2p(self) -> Any:
-        assert self.ctx.p2p is not None
-        return self.ctx.p2p
+    async def _persist(self, batch: list[cs.Persist]) -> None:
+        seqs = await self.store.write(self._append_wal, [p.record for p in batch])
+        for seq, p in zip(seqs, batch, strict=True):
+            self._wal_meta[seq] = p.meta
+
+    def _append_wal(self, records: list[bytes]) -> list[int]:
+        """Writer thread: the synced WAL append (failure points around it for crash tests)."""
+        failpoints.hit("wal.before_append")
+        seqs = self.store.wal.append_many(records)
+        failpoints.hit("wal.after_append")
+        return seqs
+
+    async def _compact_wal(self) -> None:
+        """Drop the WAL records the replica can no longer need (after each commit: a few records stay)."""
+        seqs = sorted(self._wal_meta)
+        keep = set(compact_plan([self._wal_meta[s] for s in seqs], self.replica.committed))
+        doomed = [s for i, s in enumerate(seqs) if i not in keep]
+        if doomed:
+            # not synced: a crash may bring the records back, and the next start drops them again
+            await self.store.write(self.store.wal.drop, doomed, False)
+            for s in doomed:
+                del self._wal_meta[s]
 
     def _set_timer(self, kind: str, token: int, delay_ms: int) -> None:
         old = self._timers.pop(kind, None)
         if old is not None:
             old.cancel()
         loop = asyncio.get_running_loop()
-        self._timers[kind] = loop.call_later(delay_ms / 1000, self._internal_put, cs.TimerFired(kind, token))
+        self._timers[kind] = loop.call_later(delay_ms / 1000, self.inbox.put_internal, cs.TimerFired(kind, token))
 
     def _publish_position(self) -> None:
         r = self.replica
-        ctx = self.ctx
-        assert ctx.blocks is not None
-        if r.view != ctx.chain.view:
-            if r.view > ctx.chain.view:
+        if r.view != self.chain.view:
+            if r.view > self.chain.view:
                 self.metrics.view_changes.inc()
-            self.log.info("view_changed", old_view=ctx.chain.view, new_view=r.view,
-                          primary=self.ctx.genesis.name_of(self.validators[r.primary]))
-        ctx.chain.view = r.view
-        ctx.chain.primary = self.validators[r.primary]
-        ctx.position.update(height=ctx.blocks.height(), view=r.view)
-        self.metrics.view.set(r.view)
+            self.log.info("view_changed", old_view=self.chain.view, new_view=r.view,
+                          primary=self.genesis.name_of(self.validators[r.primary]))
+        self.chain.view = r.view
+        self.chain.primary = self.validators[r.primary]
+        self.position.update(height=self.store.head.height, view=r.view)
 
     # ---- block building and validation ---------------------------------------------------------
 
     def _build(self, a: cs.BuildBlock) -> None:
-        ctx = self.ctx
-        assert ctx.mempool is not None and ctx.blocks is not None
-        txs = ctx.mempool.take_batch(a.max_txs, a.max_bytes)
-        t = max(now_ms() + ctx.time_offset.offset_ms, self.executor.parent_time() + 1)
-        block = Block.build(chain=ctx.genesis.chain_id, height=a.height, parent=a.parent,
-                            proposer=ctx.key.public_key, view=a.view, time=t,
-                            state_root=ctx.blocks.state_root(), txs=[tx.raw for tx in txs])
+        txs = self.mempool.take_batch(a.max_txs, a.max_bytes)
+        head = self.store.head
+        if not txs or head.block_hash != a.parent:
+            self.inbox.put_internal(cs.BlockBuilt(None))
+            return
+        t = max(now_ms() + self.time_offset.offset_ms, head.time_ms + 1)
+        block = Block.build(chain=self.genesis.chain_id, height=a.height, parent=a.parent,
+                            proposer=self.key.public_key, view=a.view, time=t, state_root=head.state_root,
+                            txs=[tx.raw for tx in txs])
         self.executor.remember(block, tuple(txs))
-        self._internal_put(cs.BlockBuilt(block))
+        self.inbox.put_internal(cs.BlockBuilt(block))
 
     def _validate(self, block: Block) -> None:
         if block.hash in self._validating:
             return
-        if len(self._validating) >= MAX_VALIDATIONS:
-            self._internal_put(cs.BlockValidated(block.hash, False, "busy"))
+        if len(self._validating) >= MAX_VALIDATIONS or self._tg is None:
+            self.inbox.put_internal(cs.BlockValidated(block.hash, False, "busy"))
             return
         self._validating.add(block.hash)
-        task = asyncio.get_running_loop().create_task(self._validate_task(block))
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tg.create_task(self._validate_task(block, self.store.head))
 
-    async def _validate_task(self, block: Block) -> None:
-        ok, reason = False, ""
+    def _stale(self, head: ChainHead) -> bool:
+        """The head moved (or is moving) since the validation started: its answer no longer matters."""
+        return self.store.head is not head or self.store.commit_in_flight
+
+    async def _validate_task(self, block: Block, head: ChainHead) -> None:
+        ok, reason = False, "stale"
         try:
-            now = now_ms() + self.ctx.time_offset.offset_ms
-            mp = self.ctx.mempool
-            assert mp is not None
-            txs = self.executor.precheck(block, now, mp.by_raw)
+            if self._stale(head):
+                return
+            now = now_ms() + self.time_offset.offset_ms
+            mp = self.mempool
+            txs = self.executor.precheck(block, head, now, mp.by_raw)
             todo = [tx for tx in txs if not mp.is_verified(tx.hash, tx.sig)]
-            if todo:
-                results = await mp.verify_txs(todo)
-                if not all(results):
-                    raise BlockRejected("bad_signature", "a tx signature does not verify")
+            if todo and not all(await mp.verify_txs(todo)):
+                raise BlockRejected("bad_signature", "a tx signature does not verify")
+            if self._stale(head):
+                return
             self.executor.remember(block, txs)
-            ok = True
+            ok, reason = True, ""
         except BlockRejected as exc:
+            if self._stale(head):
+                return  # it was checked against a head that a commit was replacing: not a rejection
             reason = exc.reason
             self.metrics.rejected.labels(exc.reason).inc()
             self.log.warning("block_rejected", block_height=block.height, reason=exc.reason, message=str(exc))
         finally:
             self._validating.discard(block.hash)
-        self._internal_put(cs.BlockValidated(block.hash, ok, reason))
+            self.inbox.put_internal(cs.BlockValidated(block.hash, ok, reason))
 
     # ---- commit --------------------------------------------------------------------------------
 
-    async def _store(self, block: Block, cert: cs.CommitCertificate) -> Executed:
+    async def _store_block(self, block: Block, cert: cs.CommitCertificate) -> Executed:
         txs = self.executor.decoded(block)
         cert_bytes = codec.encode(cert.to_value())
         started = time.monotonic()
-        done = await asyncio.to_thread(self.executor.execute, block, cert_bytes, txs)
+        self.store.commit_in_flight = True
+        try:
+            done = await self.store.write(self._execute_block, block, cert_bytes, txs)
+        finally:
+            self.store.commit_in_flight = False
+        self.store.set_head(done.head)
         self.metrics.exec.observe(time.monotonic() - started)
-        mp = self.ctx.mempool
-        assert mp is not None
-        mp.remove_committed(done.txs, done.nonces)
+        self.mempool.remove_committed(done.txs, done.nonces)
         now = time.monotonic()
         self.metrics.round.observe(now - self._last_commit)
         self._last_commit = now
-        self.metrics.height.set(done.height)
         self.metrics.txs.inc(len(done.txs))
-        self.ctx.chain.last_commit_ms = now_ms()
-        self.ctx.position.update(height=done.height)
+        self.chain.last_commit_ms = now_ms()
+        self.health.note_progress()
+        self.position.update(height=done.height)
         self.sync.note_committed(done.height, done.block_hash, done.state_root)
         return done
 
+    def _execute_block(self, block: Block, cert_bytes: bytes, txs: tuple[Any, ...]) -> Executed:
+        """Writer thread: the ledger run and the one synced batch (failure points around the batch)."""
+        failpoints.hit("commit.before_batch")
+        done = self.executor.execute(block, cert_bytes, txs, self.store.state)
+        failpoints.hit("commit.after_batch")
+        return done
+
     async def _commit(self, block: Block, cert: cs.CommitCertificate) -> None:
-        done = await self._store(block, cert)
+        done = await self._store_block(block, cert)
         self.metrics.commits.inc()
         failed = sum(1 for r in done.result.receipts if not r.ok)
         self.log.info("block_committed", block_height=done.height, txs=len(done.txs), failed=failed,
                       hash=done.block_hash.hex()[:16], state_root=done.state_root.hex()[:16])
-        self._internal.appendleft(cs.BlockExecuted(done.height, done.block_hash, done.state_root))
-        self._work_dirty = True
-        self._wake.set()
+        self.inbox.put_internal(cs.BlockExecuted(done.height, done.block_hash, done.state_root), first=True)
+        self.inbox.work_changed()
+        await self._compact_wal()
 
     @staticmethod
     async def _settle(done: asyncio.Future[None], work: Awaitable[None]) -> None:
-        """Run a hand-over from sync and settle the future sync awaits with its outcome."""
+        """Run a hand-over from sync and settle the future sync awaits with its outcome; a failure still
+        ends the driver (fail-stop) after sync has been told."""
         try:
             await work
-        except Exception as exc:
+        except BaseException as exc:
             if not done.done():
-                done.set_exception(exc)
+                done.set_exception(exc if isinstance(exc, Exception) else RuntimeError("the driver stopped"))
             raise
         if not done.done():
             done.set_result(None)
 
     async def _apply_synced(self, block: Block, cert: cs.CommitCertificate) -> None:
-        assert self.ctx.blocks is not None
-        if block.height <= self.ctx.blocks.height():
+        if block.height <= self.store.head.height:
             return
-        done = await self._store(block, cert)
+        done = await self._store_block(block, cert)
         self.metrics.synced.inc()
         await self._feed(cs.SyncedTo(done.height, done.block_hash, cert, done.state_root))
-        self._work_dirty = True
+        self.inbox.work_changed()
+        await self._compact_wal()
 
     async def _install(self, plan: SnapshotPlan) -> None:
-        await asyncio.to_thread(self._install_sync, plan)
+        self.store.commit_in_flight = True
+        try:
+            head = await self.store.write(self._install_sync, plan)
+        finally:
+            self.store.commit_in_flight = False
+        self.store.set_head(head)
+        self.health.note_progress()
         await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
-        self._work_dirty = True
+        self.inbox.work_changed()
+        await self._compact_wal()
 
-    def _install_sync(self, plan: SnapshotPlan) -> None:
-        blocks = self.ctx.blocks
-        assert blocks is not None
+    def _install_sync(self, plan: SnapshotPlan) -> ChainHead:
+        """Writer thread: install a fully imported snapshot as the new head."""
+        blocks = self.store.blocks
         extra = blocks.head_ops(plan.height, plan.block_hash, plan.state_root)
         extra.append((schema.certificate_key(plan.height), codec.encode(plan.cert.to_value())))
+        failpoints.hit("snapshot.before_install")
         plan.importer.finish(extra_ops=extra)
-
-    async def _stable(self, a: cs.StableCheckpoint) -> None:
-        self.sync.note_stable_checkpoint(a.height, a.block_hash, a.state_root, a.certificate)
-        wal = self.ctx.wal
-        assert wal is not None
-        records = wal.records()
-        keep = set(compact_records(records, min(a.height, self.replica.committed)))
-        dropped = await asyncio.to_thread(wal.prune_where, lambda r: r not in keep)
-        self.log.info("wal_pruned", dropped=dropped, kept=len(keep), stable_height=a.height)
-
+        failpoints.hit("snapshot.after_install")
+        return self.store.read_head()

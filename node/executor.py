@@ -1,13 +1,15 @@
 """Block validation and execution: the only code that turns a decided block into stored state.
 
-`BlockExecutor.validate` checks what the consensus replica does not (chain, height, parent, proposer time
-bounds, state root, tx decoding, chain ids, duplicates, signatures) and `execute` runs the ledger's
-`apply_block` over an overlay of the live state, stages the Merkle update and commits block, certificate,
-receipts, tx index, state changes and the new head in ONE synced LevelDB batch.
+`BlockExecutor.precheck` checks what the consensus replica does not (chain, height, parent, proposer time
+bounds, state root, size, tx decoding, chain ids, duplicates) against one immutable `ChainHead`, never
+against storage that a commit may be changing; the caller checks signatures. `execute` runs the ledger's
+`apply_block` over an overlay of the live state, stages the Merkle update and commits block (its wire
+bytes, never re-encoded), certificate, receipts, tx index, state changes and the new head in ONE synced
+LevelDB batch, and returns the new head.
 
-Rule: a single writer. Only the consensus driver calls `execute`/`install_snapshot`, one at a time (it
-may run them in a worker thread); the API and sync only read. Decoded and verified txs of a validated
-block are kept (bounded) so a block is decoded and verified once, not again at commit.
+Rule: a single writer. Only the consensus driver calls `execute`, on the store's writer thread, one at a
+time; the API and sync only read. Decoded and verified txs of a validated block are kept (bounded) so a
+block is decoded and verified once, not again at commit.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from node.chain import ChainHead
 from protocol import codec
 from protocol.block import Block
 from protocol.errors import ProtocolError
@@ -36,6 +39,7 @@ class Executed:
     txs: tuple[SignedTx, ...]
     result: BlockResult
     nonces: dict[bytes, int]  # sender -> next nonce after this block
+    head: ChainHead
 
 
 class BlockRejected(Exception):
@@ -47,36 +51,35 @@ class BlockRejected(Exception):
 
 
 class BlockExecutor:
-    def __init__(self, chain_id: str, blocks: BlockStore, state: StateStore, *, max_future_ms: int,
-                 max_block_txs: int, max_block_bytes: int) -> None:
+    def __init__(self, chain_id: str, blocks: BlockStore, *, max_future_ms: int, max_block_txs: int,
+                 max_block_bytes: int) -> None:
         self.chain_id = chain_id
         self.blocks = blocks
-        self.state = state
         self.max_future_ms = max_future_ms
         self.max_block_txs = max_block_txs
         self.max_block_bytes = max_block_bytes
         self._decoded: OrderedDict[bytes, tuple[SignedTx, ...]] = OrderedDict()
-        self._last_time: tuple[int, int] = (-1, 0)  # (height, block time) of the last committed block
 
     # ---- validation (decode + cheap checks; signatures are checked by the caller in a thread) ----
 
-    def precheck(self, block: Block, now_ms: int,
+    def precheck(self, block: Block, head: ChainHead, now_ms: int,
                  known: Callable[[bytes], SignedTx | None] = lambda raw: None) -> tuple[SignedTx, ...]:
-        """Everything but signatures. Returns the decoded txs. Raises BlockRejected.
+        """Everything but signatures, against `head`. Returns the decoded txs. Raises BlockRejected.
 
         `known(raw)` returns a tx already decoded and verified by this node's mempool; pending txs are
-        never committed ones (the mempool drops those), so they skip decoding and the tx index lookup."""
+        never committed ones (the mempool drops those), so they skip decoding and the tx index lookup.
+        The caller makes sure no commit runs while this reads the tx index (`ChainStore.commit_in_flight`)."""
         h = block.header
-        height = self.blocks.height()
+        height = head.height
         if h.chain != self.chain_id:
             raise BlockRejected("wrong_chain", "block is for another chain")
         if h.height != height + 1:
             raise BlockRejected("wrong_height", f"block height {h.height} does not follow {height}")
-        if h.parent != self.blocks.last_block_hash():
+        if h.parent != head.block_hash:
             raise BlockRejected("wrong_parent", "block parent is not the last committed block")
-        if h.state_root != self.blocks.state_root():
+        if h.state_root != head.state_root:
             raise BlockRejected("wrong_state_root", "block state_root is not the state after its parent")
-        if h.time <= self.parent_time() and height > 0:
+        if h.time <= head.time_ms and height > 0:
             raise BlockRejected("time_not_monotonic", "block time is not after its parent's")
         if h.time > now_ms + self.max_future_ms:
             raise BlockRejected("time_in_future", "block time is too far in the future")
@@ -106,14 +109,6 @@ class BlockExecutor:
         while len(self._decoded) > DECODED_CACHE:
             self._decoded.popitem(last=False)
 
-    def parent_time(self) -> int:
-        """Time of the last committed block (cached: reading it back would decode the whole block)."""
-        last = self.blocks.height()
-        if self._last_time[0] != last:
-            blk = self.blocks.get_block(last) if last > 0 else None
-            self._last_time = (last, blk.header.time if blk is not None else 0)
-        return self._last_time[1]
-
     # ---- execution -----------------------------------------------------------------------------
 
     def decoded(self, block: Block) -> tuple[SignedTx, ...]:
@@ -122,20 +117,20 @@ class BlockExecutor:
             txs = tuple(SignedTx.from_wire(raw) for raw in block.txs)
         return txs
 
-    def execute(self, block: Block, certificate: bytes, txs: Sequence[SignedTx]) -> Executed:
-        """Run the ledger on `block` and commit everything in one synced batch."""
-        reader = self.state.reader(snapshot=False)
+    def execute(self, block: Block, certificate: bytes, txs: Sequence[SignedTx], state: StateStore) -> Executed:
+        """Run the ledger on `block` and commit everything in one synced batch (writer thread only)."""
+        reader = state.reader(snapshot=False)
         try:
             overlay = Overlay(reader)
             result = apply_block(overlay, block.header, txs)
-            staged = self.state.stage(overlay.changes())
+            staged = state.stage(overlay.changes())
             receipts = [codec.encode(r.to_value()) for r in result.receipts]
-            self.blocks.commit(block, certificate, receipts, staged, block_bytes=block.encode(),
+            self.blocks.commit(block, certificate, receipts, staged, block_bytes=block.raw,
                                tx_hashes=[t.hash for t in txs])
             senders = sorted({t.sender for t in txs})
             nonces = {s: next_nonce(reader, s) for s in senders}
         finally:
             reader.close()
-        self._last_time = (block.height, block.header.time)
+        head = ChainHead(block.height, block.hash, staged.new_root, block.header.time)
         return Executed(height=block.height, block_hash=block.hash, state_root=staged.new_root,
-                        txs=tuple(txs), result=result, nonces=nonces)
+                        txs=tuple(txs), result=result, nonces=nonces, head=head)

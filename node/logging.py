@@ -3,14 +3,19 @@
 `Position` is a small mutable holder the consensus driver updates (`position.update(height=, view=)`);
 a processor stamps its current values on every event of loggers made by `node_logger`, so components
 that bound their logger long ago still log the current height and view. A driver may also `bind()` its
-own extra context on top. Rule: event names are snake_case verbs with keyword fields; no f-strings.
+own extra context on top. `Throttle` logs a repeating event once per interval with the count of the
+repeats it held back, so an error that fires per request or per connection cannot flood the log.
+Rule: event names are snake_case verbs with keyword fields; no f-strings.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
-from collections.abc import MutableMapping
+import time
+from collections import OrderedDict
+from collections.abc import Callable, MutableMapping
 from dataclasses import dataclass
 from typing import Any, TextIO
 
@@ -63,3 +68,47 @@ def node_logger(name: str, position: Position, level: str = "info", stream: Text
         processors=[stamp, *_shared_processors(), structlog.processors.JSONRenderer(sort_keys=False)],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
     )
+
+
+class Throttle:
+    """`throttle(log.error, "event", key, **fields)`: the first occurrence of (event, key) is logged; more
+    within `interval_s` are only counted, and the next one logged after the interval carries
+    `repeated=<count held back>`. At most `max_keys` keys are tracked (the oldest is forgotten)."""
+
+    def __init__(self, interval_s: float = 10.0, *, max_keys: int = 256,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.interval_s = interval_s
+        self.max_keys = max_keys
+        self.clock = clock
+        self._seen: OrderedDict[tuple[str, str], tuple[float, int]] = OrderedDict()
+
+    def __call__(self, log_method: Callable[..., Any], event: str, key: str = "", /, **fields: Any) -> bool:
+        """Log or count one occurrence; True when it was logged. The first three are positional-only, so
+        any field name (`method`, `key`...) is free; `event` is structlog's own and is refused."""
+        now = self.clock()
+        k = (event, key)
+        last = self._seen.get(k)
+        if last is not None and now - last[0] < self.interval_s:
+            self._seen[k] = (last[0], last[1] + 1)
+            return False
+        if last is not None and last[1]:
+            fields["repeated"] = last[1]
+        self._seen[k] = (now, 0)
+        self._seen.move_to_end(k)
+        while len(self._seen) > self.max_keys:
+            self._seen.popitem(last=False)
+        log_method(event, **fields)
+        return True
+
+
+def install_loop_handler(loop: asyncio.AbstractEventLoop, log: Any, throttle: Throttle) -> None:
+    """Route what asyncio reports (an accept() that hit the descriptor limit, a callback that raised)
+    to the node's JSON log, throttled per message: never plain-text tracebacks, never a flood."""
+
+    def handler(_loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        message = str(context.get("message", "asyncio error"))
+        throttle(log.error, "asyncio_error", message, message=message,
+                 error=repr(exc) if exc is not None else None)
+
+    loop.set_exception_handler(handler)

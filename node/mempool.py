@@ -5,6 +5,11 @@ recently committed), the sender's nonce window relative to its committed next no
 last the signature: verified once, in batches, on a small thread pool, and cached by tx hash (with the
 signature, so a forged copy of a known body is not mistaken for it). Admitted txs go to the gossiper.
 
+Ready work: a tx is *ready* when it and every tx before it from the same sender can execute next (its
+nonce is the sender's committed next nonce, or follows a ready tx). The pool keeps the ready count and
+bytes exact on every change; consensus is told only of those (`ready_txs`), so a tx waiting behind a nonce
+gap is neither work nor a reason for view timers.
+
 Rule: every collection is bounded (`MempoolLimits`); a full pool answers `mempool_full` (the API turns
 it into 503 + Retry-After) and never grows. The pool only reads account nonces through the supplied
 callable and never executes txs; txs leave only through `remove_committed`. Event-loop only: the
@@ -62,6 +67,8 @@ class AdmitResult:
 class _Sender:
     next_nonce: int  # committed next nonce, as last learned
     txs: dict[int, SignedTx] = field(default_factory=dict)
+    ready: int = 0  # txs at next_nonce, next_nonce + 1, ... without a gap
+    ready_bytes: int = 0
 
 
 def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
@@ -140,6 +147,8 @@ class Mempool:
         self._verified: OrderedDict[bytes, bytes] = OrderedDict()
         self.stats = MempoolStats()
         self._change_listeners: list[ChangeListener] = []
+        self._ready_txs = 0
+        self._ready_bytes = 0
 
     # ---- wiring ----------------------------------------------------------------------------------
 
@@ -154,6 +163,16 @@ class Mempool:
     def _changed(self) -> None:
         for listener in self._change_listeners:
             listener(len(self._by_hash), self._bytes)
+
+    async def run(self) -> None:
+        """The pool's component task: expires old txs once a second even when nothing arrives, and
+        releases the verification threads when the node stops."""
+        try:
+            while True:
+                await asyncio.sleep(1.0)
+                self.prune_expired()
+        finally:
+            self.close()
 
     def collector(self) -> MempoolCollector:
         return MempoolCollector(self.stats, lambda: (len(self._by_hash), self._bytes))
@@ -170,6 +189,15 @@ class Mempool:
     @property
     def size_bytes(self) -> int:
         return self._bytes
+
+    @property
+    def ready_txs(self) -> int:
+        """Pending txs that can execute next (see the module docstring)."""
+        return self._ready_txs
+
+    @property
+    def ready_bytes(self) -> int:
+        return self._ready_bytes
 
     def get(self, tx_hash: bytes) -> SignedTx | None:
         return self._by_hash.get(tx_hash)
@@ -340,6 +368,8 @@ class Mempool:
         self._by_raw[tx.raw] = tx
         self._arrival[h] = (next(self._seq), self._clock())
         self._bytes += len(tx.raw)
+        if tx.nonce == s.next_nonce + s.ready:
+            self._extend_ready(s)
         self.stats.admitted += 1
         return AdmitResult(h, True, ACCEPTED, "")
 
@@ -413,6 +443,7 @@ class Mempool:
                 self._drop(stale)
                 removed += 1
                 self.stats.evicted_stale += 1  # _drop forgets the sender once it has no txs left
+            self._recount(sender)
         if removed:
             self._changed()
         return removed
@@ -431,12 +462,15 @@ class Mempool:
             old.append(self._by_hash[h])
         for tx in old:
             self._drop(tx)
+        for sender in {tx.sender for tx in old}:
+            self._recount(sender)
         self.stats.expired += len(old)
         if old:
             self._changed()
         return len(old)
 
     def _drop(self, tx: SignedTx) -> None:
+        """Remove one tx; the caller recounts the sender's ready run (`_recount`) after its drops."""
         del self._by_hash[tx.hash]
         self._by_raw.pop(tx.raw, None)
         del self._arrival[tx.hash]
@@ -445,4 +479,26 @@ class Mempool:
         if s is not None:
             s.txs.pop(tx.nonce, None)
             if not s.txs:
+                self._ready_txs -= s.ready
+                self._ready_bytes -= s.ready_bytes
                 del self._senders[tx.sender]
+
+    def _extend_ready(self, s: _Sender) -> None:
+        """Grow the sender's ready run over the txs that now follow it without a gap."""
+        tx = s.txs.get(s.next_nonce + s.ready)
+        while tx is not None:
+            s.ready += 1
+            s.ready_bytes += len(tx.raw)
+            self._ready_txs += 1
+            self._ready_bytes += len(tx.raw)
+            tx = s.txs.get(s.next_nonce + s.ready)
+
+    def _recount(self, sender: bytes) -> None:
+        """Recompute a sender's ready run after its txs or its next nonce changed."""
+        s = self._senders.get(sender)
+        if s is None:
+            return
+        self._ready_txs -= s.ready
+        self._ready_bytes -= s.ready_bytes
+        s.ready = s.ready_bytes = 0
+        self._extend_ready(s)

@@ -1,14 +1,17 @@
-"""`Node`: builds one node from its config and runs it in one asyncio TaskGroup.
+"""`Node`: builds one node's component tree from its config and runs it in one asyncio TaskGroup.
 
-Start order: logging, storage (a locked database is a clear `db_locked` error), genesis check/apply at
-height 0, mempool, P2P + tx gossip, consensus (the seam below), API. SIGTERM/SIGINT stop it in reverse:
-close intake (the API answers 503), stop consensus, gossip and P2P, drain the API, close the database;
-all within `SHUTDOWN_BUDGET_S` seconds.
+The tree (docs/architecture.md draws it): the `ChainStore` (database, state, blocks, WAL; one writer
+thread) at the root; the `Mempool`; `P2P` and `TxGossip` on it; `SyncService` and the `ConsensusDriver`,
+joined by the `ConsensusInbox` (sync hands verified blocks to the driver through it); the `ApiServer` on
+top, reading through `NodeStatus`. Each component gets what it needs, typed, in its constructor, and
+exposes one `async run()`; every `run()` is a task of the node's one TaskGroup.
 
-Consensus: `ConsensusDriver(ctx)` (node/consensus.py, which also owns sync) finds everything in `ctx`:
-storage (`ctx.db`, `ctx.state`, `ctx.blocks`, `ctx.wal`), `ctx.mempool`, `ctx.p2p`, `ctx.registry` for
-its metrics, `ctx.position`/`ctx.log` for log context, `ctx.chain` for `/status`, `ctx.time_offset`
-for the testnet block-time offset, and `ctx.task_group` to spawn its long-lived tasks.
+Fail-stop (DESIGN section 7): when any component's task ends with an error, the TaskGroup cancels the
+others; the node logs ONE line `node_failed` naming the component and the cause, waits for in-flight
+storage work, closes the database and raises, so `smeledger run` exits non-zero and systemd restarts it
+(the WAL restores consensus). Ordered shutdown on SIGTERM/SIGINT or `request_stop()`: intake closes (the
+API answers 503), consensus and sync stop, then gossip and P2P, the API drains, the mempool stops, and
+only after every started write and read has finished is the database closed; within `SHUTDOWN_BUDGET_S`.
 
 Rule: this module owns lifetimes only; it holds no protocol logic.
 """
@@ -19,24 +22,33 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator
-from functools import partial
+from collections.abc import AsyncIterator, Awaitable
+from dataclasses import dataclass
 from typing import Any
 
+from prometheus_client import CollectorRegistry
+
+from node import failpoints
 from node import genesis as genesis_mod
-from node.api.metrics import NodeCollector
+from node.api.keys import ApiDeps
 from node.api.server import ApiServer
+from node.chain import ChainStatus, ChainStore, TimeOffset
 from node.config import Config
-from node.consensus import ConsensusDriver
-from node.context import NodeContext
+from node.consensus import ConsensusDriver, ConsensusInbox
 from node.errors import ConfigError, NodeError
+from node.genesis import Genesis
 from node.keyfile import load_node_key
-from node.logging import Position, node_logger
+from node.logging import Position, Throttle, install_loop_handler, node_logger
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
+from node.status import Health, NodeCollector, NodeStatus
+from node.sync import SyncEnv, SyncService
+from protocol.consensus.params import ConsensusParams
+from protocol.crypto import PrivateKey
 from protocol.errors import ProtocolError
 from protocol.ledger import admission_error, apply_genesis, next_nonce
 from protocol.ledger import keys as ledger_keys
+from protocol.limits import SizeLimits
 from protocol.state import Overlay
 from protocol.tx import SignedTx
 from storage.blocks import BlockStore
@@ -60,8 +72,43 @@ async def _listening(what: str, host: str, port: int) -> AsyncIterator[None]:
                         f"process using it? change {what}.port in config.toml", code="bind_failed") from None
 
 
-class _Stopped(Exception):
-    """Raised from the TaskGroup body after an orderly shutdown, to cancel leftover tasks."""
+def chain_limits(cfg: Config, gen: Genesis) -> tuple[ConsensusParams, SizeLimits, int]:
+    """The chain's consensus params, the size limits they imply (protocol/limits.py) and the P2P frame size:
+    derived, or the configured one when it is at least that large."""
+    try:
+        params = gen.consensus_params(cfg.consensus.as_dict())
+        limits = SizeLimits.derive(params.max_block_txs, params.max_block_bytes, len(gen.validators))
+    except ValueError as exc:
+        raise ConfigError(f"config error: consensus limits: {exc}") from None
+    frame = cfg.p2p.max_frame or limits.frame_bytes
+    if frame < limits.frame_bytes:
+        raise ConfigError(f"config error: p2p.max_frame is {frame} bytes, but this chain's largest consensus "
+                          f"message needs {limits.frame_bytes}; raise it or leave it 0 (derived)")
+    if cfg.api.max_body_bytes < limits.api_body_min_bytes:
+        raise ConfigError(f"config error: api.max_body_bytes must be at least {limits.api_body_min_bytes} "
+                          "(one largest tx as JSON hex)")
+    return params, limits, frame
+
+
+@dataclass
+class Components:
+    """The node's component tree, built in dependency order (each one's constructor names its needs)."""
+
+    genesis: Genesis
+    key: PrivateKey
+    log: Any
+    registry: CollectorRegistry
+    store: ChainStore
+    mempool: Mempool
+    p2p: P2P
+    gossip: TxGossip
+    sync: SyncService
+    consensus: ConsensusDriver
+    api: ApiServer
+    status: NodeStatus
+    health: Health
+    chain: ChainStatus
+    time_offset: TimeOffset
 
 
 class Node:
@@ -71,159 +118,210 @@ class Node:
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
         self._log_stream = log_stream
-        self.ctx: NodeContext | None = None
-        self.api: ApiServer | None = None
+        self.parts: Components | None = None
+        self.log: Any = None
+        self.failure: BaseException | None = None  # the first component failure (already logged)
         self.timings: dict[str, float] = {}
+
+    @property
+    def api(self) -> ApiServer | None:
+        return self.parts.api if self.parts is not None else None
 
     def request_stop(self) -> None:
         self._stop_requested.set()
 
     async def run(self, *, install_signals: bool = False) -> None:
-        """Start everything, serve until `request_stop()` (or a signal), then shut down in order."""
+        """Build, start every component, serve until `request_stop()` (or a signal) or a component fails,
+        then shut down in order. Raises the first failure after logging it as `node_failed`."""
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
         t0 = time.monotonic()
         try:
-            async with asyncio.TaskGroup() as tg:
-                try:
-                    await self._start(tg)
-                    self.timings["startup_s"] = time.monotonic() - t0
-                    assert self.ctx is not None
-                    self.ctx.log.info("node_started", startup_ms=int(self.timings["startup_s"] * 1000),
-                                      api=self.api.url if self.api else None, p2p_port=self._p2p_port())
-                    self.ready.set()
-                    await self._stop_requested.wait()
-                finally:
-                    t1 = time.monotonic()
-                    await self._shutdown()
-                    self.timings["shutdown_s"] = time.monotonic() - t1
-                raise _Stopped  # makes the TaskGroup cancel any task a component left running
-        except BaseExceptionGroup as group:
-            errors = [e for e in group.exceptions if not isinstance(e, _Stopped)]
-            if not errors:
-                return
-            # A start error or a failed component task: report the first real error itself.
-            first = errors[0]
-            while isinstance(first, BaseExceptionGroup):
-                first = first.exceptions[0]
-            if self.ctx is not None and not isinstance(first, (NodeError, ProtocolError, StorageError)):
-                self.ctx.log.error("node_failed", error=repr(first), exc_info=first)
-            raise first from None
+            parts = await self._build()
+            self.parts = parts
+            try:
+                await self._serve(parts, t0)
+            finally:
+                await parts.store.close()
+                parts.log.info("node_stopped")
+        except BaseException as exc:
+            real = _first_error(exc)
+            if real is None:
+                return  # an orderly stop cancelled what was left
+            if self.failure is None:
+                self._log_failure("startup", real)
+            raise real from None
         finally:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
             self.stopped.set()
 
-    def _p2p_port(self) -> int | None:
-        p2p = self.ctx.p2p if self.ctx else None
-        return getattr(p2p, "listen_port", None)
+    def _log_failure(self, component: str, exc: BaseException) -> None:
+        self.failure = exc
+        if self.log is None:
+            return
+        known = isinstance(exc, NodeError | ProtocolError | StorageError)
+        self.log.error("node_failed", component=component, error=str(exc) or type(exc).__name__,
+                       code=getattr(exc, "code", "internal"), exc_type=type(exc).__name__,
+                       exc_info=None if known else exc)
 
-    # ---- start -------------------------------------------------------------------------------------
+    # ---- running -----------------------------------------------------------------------------------
 
-    async def _start(self, tg: asyncio.TaskGroup) -> None:
+    async def _serve(self, parts: Components, t0: float) -> None:
+        log = parts.log
+        p = self.config.p2p
+        async with _listening("p2p", p.host, p.port):
+            await parts.p2p.start()
+        async with _listening("api", self.config.api.host, self.config.api.port):
+            await parts.api.start()
+        async with asyncio.TaskGroup() as tg:
+            order = [("mempool", parts.mempool.run()), ("p2p", parts.p2p.run()), ("gossip", parts.gossip.run()),
+                     ("sync", parts.sync.run()), ("consensus", parts.consensus.run()), ("api", parts.api.run())]
+            tasks = {name: tg.create_task(self._supervise(name, coro), name=name) for name, coro in order}
+            parts.health.accepting = True
+            self.timings["startup_s"] = time.monotonic() - t0
+            log.info("node_started", startup_ms=int(self.timings["startup_s"] * 1000), api=parts.api.url,
+                     p2p_port=parts.p2p.listen_port, failpoints=failpoints.armed() or None)
+            self.ready.set()
+            stop = tg.create_task(self._stop_requested.wait())
+            await asyncio.wait([stop, *tasks.values()], return_when=asyncio.FIRST_COMPLETED)
+            if self.failure is not None:
+                return  # the TaskGroup cancels the rest and raises the failure
+            stop.cancel()
+            t1 = time.monotonic()
+            await self._shutdown(parts, tasks)
+            self.timings["shutdown_s"] = time.monotonic() - t1
+
+    async def _supervise(self, name: str, work: Awaitable[None]) -> None:
+        try:
+            await work
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:
+            if self.failure is None:
+                self._log_failure(name, _first_error(exc) or exc)
+            self._stop_requested.set()
+            raise
+
+    async def _shutdown(self, parts: Components, tasks: dict[str, asyncio.Task[None]]) -> None:
+        parts.health.accepting = False
+        parts.log.info("node_stopping")
+        try:
+            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 0.5):
+                for group in (("consensus", "sync"), ("gossip", "p2p"), ("api",), ("mempool",)):
+                    for name in group:
+                        tasks[name].cancel()
+                    await asyncio.wait([tasks[name] for name in group])
+        except TimeoutError:
+            parts.log.warning("node_stop_timeout", budget_s=SHUTDOWN_BUDGET_S)
+
+    # ---- building the tree ---------------------------------------------------------------------------
+
+    async def _build(self) -> Components:
         cfg = self.config
         gen = genesis_mod.load(cfg.node.genesis_file)
         if gen.chain_id != cfg.node.chain_id:
             raise ConfigError(f"config error: node.chain_id is {cfg.node.chain_id!r} but the genesis file "
                               f"{cfg.node.genesis_file} is for chain {gen.chain_id!r}")
+        params, limits, frame = chain_limits(cfg, gen)
         key = load_node_key(cfg.node.key_file)
         position = Position()
         log = node_logger(cfg.node.name, position, cfg.logging.level, self._log_stream)
-        ctx = NodeContext(config=cfg, genesis=gen, key=key, log=log, position=position)
-        ctx.time_offset.allowed = cfg.testnet.allow_time_offset
-        ctx.task_group = tg
-        self.ctx = ctx
-        log.info("node_starting", node_id=ctx.node_id, chain_id=gen.chain_id,
-                 role="validator" if ctx.is_validator else "observer", home=str(cfg.home))
+        self.log = log
+        install_loop_handler(asyncio.get_running_loop(), log, Throttle())
+        is_validator = key.public_key in gen.validator_keys
+        log.info("node_starting", node_id=key.public_key.hex(), chain_id=gen.chain_id,
+                 role="validator" if is_validator else "observer", home=str(cfg.home))
+        if failpoints.armed():
+            log.warning("failpoints_armed", points=failpoints.armed())
 
-        # storage
-        db = await asyncio.to_thread(Database.open, cfg.node.data_dir)
-        ctx.db = db
-        ctx.registry.register(NodeCollector(ctx))
-        ChainMeta(db).bind(gen.chain_id, gen.hash)
-        ctx.state = await asyncio.to_thread(partial(StateStore, db, index_prefixes=ledger_keys.INDEX_PREFIXES))
-        ctx.blocks = BlockStore(db, ctx.state)
-        ctx.wal = ConsensusWal(db)
-        if ctx.blocks.last_block_hash() is None:
-            self._apply_genesis(ctx)
-        position.update(height=ctx.blocks.height())
-        log.info("storage_opened", height=ctx.blocks.height(), state_root=ctx.blocks.state_root().hex())
+        store = await asyncio.to_thread(self._open_store, gen, limits, log)
+        try:
+            return self._wire(cfg, gen, key, log, position, store, params, frame)
+        except BaseException:
+            store.close_now()
+            raise
 
-        # mempool
-        state = ctx.state
-        live = state.reader(snapshot=False)
-        m = cfg.mempool
+    def _open_store(self, gen: Genesis, limits: SizeLimits, log: Any) -> ChainStore:
+        db = Database.open(self.config.node.data_dir)
+        try:
+            ChainMeta(db).bind(gen.chain_id, gen.hash)
+            state = StateStore(db, index_prefixes=ledger_keys.INDEX_PREFIXES)
+            blocks = BlockStore(db, state)
+            wal = ConsensusWal(db, max_bytes=limits.wal_bytes, max_record_bytes=limits.wal_record_bytes)
+            if blocks.last_block_hash() is None:
+                overlay = Overlay(state.reader(snapshot=False))
+                apply_genesis(overlay, gen.ledger)
+                staged = state.stage(overlay.changes())
+                blocks.commit_genesis(staged, gen.hash)
+                log.info("genesis_applied", genesis_hash=gen.hash.hex(), state_root=staged.new_root.hex())
+            store = ChainStore(db, state, blocks, wal)
+        except BaseException:
+            db.close()
+            raise
+        log.info("storage_opened", height=store.head.height, state_root=store.head.state_root.hex())
+        return store
+
+    def _wire(self, cfg: Config, gen: Genesis, key: PrivateKey, log: Any, position: Position, store: ChainStore,
+              params: ConsensusParams, frame: int) -> Components:
+        registry = CollectorRegistry()
+        chain, time_offset = ChainStatus(), TimeOffset(allowed=cfg.testnet.allow_time_offset)
+        health = Health(stall_after_s=cfg.health.stall_after_s)
+        position.update(height=store.head.height)
+
+        live = store.state.reader(snapshot=False)
+
         def sender_check(tx: SignedTx) -> tuple[str, str] | None:
             err = admission_error(live, tx)
             return None if err is None else (err.code, err.message)
 
-        ctx.mempool = Mempool(gen.chain_id, lambda k: next_nonce(live, k), sender_check=sender_check,
-                              limits=MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes,
-                                                   per_sender_max=m.per_sender_max,
-                                                   nonce_window=m.nonce_window,
-                                                   max_batch=cfg.api.max_batch_txs))
-        ctx.registry.register(ctx.mempool.collector())
+        m = cfg.mempool
+        mempool = Mempool(gen.chain_id, lambda k: next_nonce(live, k), sender_check=sender_check,
+                          limits=MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes,
+                                               per_sender_max=m.per_sender_max, nonce_window=m.nonce_window,
+                                               max_batch=cfg.api.max_batch_txs))
+        registry.register(mempool.collector())
 
-        # p2p + gossip
         p = cfg.p2p
-        settings = P2PSettings(listen_host=p.host, listen_port=p.port, max_frame=p.max_frame,
+        settings = P2PSettings(listen_host=p.host, listen_port=p.port, max_frame=frame,
                                send_queue_frames=p.send_queue_frames, send_queue_bytes=p.send_queue_bytes)
-        names = {v.public_key: v.name for v in gen.validators}
-        ctx.p2p = P2P(key, gen.chain_id, validators=gen.validator_keys, observers=p.observers,
-                      dial=[PeerAddr(x.public_key, x.host, x.port, x.name) for x in p.peers],
-                      names=names, settings=settings, log=log.bind(component="p2p"),
-                      stop_timeout=P2P_STOP_TIMEOUT_S)
-        ctx.registry.register(ctx.p2p.collector())
-        ctx.gossip = TxGossip(ctx.p2p, ctx.mempool, settings, log=log.bind(component="gossip"))
-        async with _listening("p2p", p.host, p.port):
-            await ctx.p2p.start()
-        await ctx.gossip.start()
+        p2p = P2P(key, gen.chain_id, validators=gen.validator_keys, observers=p.observers,
+                  dial=[PeerAddr(x.public_key, x.host, x.port, x.name) for x in p.peers],
+                  names={v.public_key: v.name for v in gen.validators}, settings=settings,
+                  log=log.bind(component="p2p"), stop_timeout=P2P_STOP_TIMEOUT_S)
+        registry.register(p2p.collector())
+        gossip = TxGossip(p2p, mempool, settings, log=log.bind(component="gossip"), primary=lambda: chain.primary)
 
-        # consensus (the lead's driver) and API
-        ctx.consensus = ConsensusDriver(ctx)
-        if ctx.consensus is not None:
-            await ctx.consensus.start()
-            chain = ctx.chain
-            ctx.gossip.reoffer_target = lambda: chain.primary  # stale txs go to whoever proposes now
-        self.api = ApiServer(ctx)
-        async with _listening("api", cfg.api.host, cfg.api.port):
-            await self.api.start()
-        ctx.accepting = True
+        inbox = ConsensusInbox()
+        sync = SyncService(SyncEnv(store, p2p, gen.chain_id, tuple(gen.validator_keys), chain), inbox,
+                           checkpoint_interval=params.checkpoint_interval, registry=registry, log=log)
+        consensus = ConsensusDriver(genesis=gen, key=key, params=params, store=store, mempool=mempool, p2p=p2p,
+                                    sync=sync, inbox=inbox, chain=chain, health=health, time_offset=time_offset,
+                                    registry=registry, log=log, position=position)
+        status = NodeStatus(name=cfg.node.name, node_id=key.public_key, genesis=gen, store=store, mempool=mempool,
+                            p2p=p2p, chain=chain, health=health, time_offset=time_offset)
+        registry.register(NodeCollector(status))
+        api = ApiServer(ApiDeps(settings=cfg.api, token_path=cfg.token_path, genesis=gen, store=store,
+                                mempool=mempool, p2p=p2p, status=status, time_offset=time_offset,
+                                registry=registry, log=log))
+        return Components(genesis=gen, key=key, log=log, registry=registry, store=store, mempool=mempool,
+                          p2p=p2p, gossip=gossip, sync=sync, consensus=consensus, api=api, status=status,
+                          health=health, chain=chain, time_offset=time_offset)
 
-    def _apply_genesis(self, ctx: NodeContext) -> None:
-        assert ctx.state is not None and ctx.blocks is not None
-        overlay = Overlay(ctx.state.reader(snapshot=False))
-        apply_genesis(overlay, ctx.genesis.ledger)
-        staged = ctx.state.stage(overlay.changes())
-        ctx.blocks.commit_genesis(staged, ctx.genesis.hash)
-        ctx.log.info("genesis_applied", genesis_hash=ctx.genesis.hash.hex(), state_root=staged.new_root.hex())
 
-    # ---- stop --------------------------------------------------------------------------------------
+def _first_error(exc: BaseException) -> BaseException | None:
+    """The first real error in a (possibly nested) exception group; None when there are only
+    cancellations (an orderly stop)."""
+    if isinstance(exc, BaseExceptionGroup):
+        for e in exc.exceptions:
+            found = _first_error(e)
+            if found is not None:
+                return found
+        return None
+    if isinstance(exc, asyncio.CancelledError):
+        return None
+    return exc
 
-    async def _shutdown(self) -> None:
-        ctx = self.ctx
-        if ctx is None:
-            return
-        ctx.accepting = False
-        ctx.log.info("node_stopping")
-        try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 0.5):
-                if ctx.consensus is not None:
-                    await ctx.consensus.stop()
-                if ctx.gossip is not None:
-                    await ctx.gossip.stop()
-                if ctx.p2p is not None:
-                    await ctx.p2p.stop()
-                if self.api is not None:
-                    await self.api.stop()
-        except TimeoutError:
-            ctx.log.warning("node_stop_timeout", budget_s=SHUTDOWN_BUDGET_S)
-        finally:
-            if ctx.mempool is not None:
-                ctx.mempool.close()
-            if ctx.db is not None:
-                ctx.db.close()
-            ctx.log.info("node_stopped")

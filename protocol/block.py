@@ -3,7 +3,9 @@
 Wire: `{"header": {...}, "txs": [<raw signed tx bytes>, ...]}`. The header carries the chain id, height,
 parent hash, proposer public key, view, timestamp in milliseconds (the only clock the ledger ever sees),
 the Merkle root of the tx hashes, and the state root after block height-1. Block hash = SHA-256 of the
-canonical header encoding. Rule: a Block is immutable and its hash and tx root are computed once.
+canonical header encoding. Rule: a Block is immutable; its hash and tx root are computed once, and its
+canonical bytes (`raw`) once: kept from the wire when decoded, encoded at most once when built, and
+carried as they are inside consensus messages, WAL records and storage, never re-encoded.
 """
 
 from __future__ import annotations
@@ -15,12 +17,11 @@ from protocol import codec
 from protocol.crypto import HASH_SIZE, PUBLIC_KEY_SIZE, merkle_root, sha256
 from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list, req_str
+from protocol.limits import BLOCK_CEILING_BYTES, BLOCK_MAX_TXS
 from protocol.tx import MAX_CHAIN_LEN, MAX_TX_BYTES
 
-MAX_BLOCK_TXS = 20_000
-MAX_BLOCK_BYTES = 8 * 1024 * 1024
-BLOCK_LIMITS = codec.Limits(max_bytes=MAX_BLOCK_BYTES + 64 * 1024, max_depth=8, max_bin=MAX_TX_BYTES,
-                            max_array=MAX_BLOCK_TXS, max_map=32)
+BLOCK_LIMITS = codec.Limits(max_bytes=BLOCK_CEILING_BYTES, max_depth=8, max_bin=MAX_TX_BYTES,
+                            max_array=BLOCK_MAX_TXS, max_map=32)
 GENESIS_PARENT = b"\x00" * HASH_SIZE
 _HEADER_KEYS = frozenset({"chain", "height", "parent", "proposer", "view", "time", "tx_root", "state_root"})
 
@@ -72,9 +73,19 @@ class Block:
     header: BlockHeader
     txs: tuple[bytes, ...]
     hash: bytes = field(init=False, compare=False)
+    _raw: bytes | None = field(default=None, init=False, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "hash", self.header.hash)
+
+    @property
+    def raw(self) -> bytes:
+        """The canonical bytes of the block (what `encode()` returns), computed at most once."""
+        raw = self._raw
+        if raw is None:
+            raw = codec.encode(self.to_value())
+            object.__setattr__(self, "_raw", raw)
+        return raw
 
     @property
     def height(self) -> int:
@@ -84,7 +95,7 @@ class Block:
         return {"header": self.header.to_value(), "txs": list(self.txs)}
 
     def encode(self) -> bytes:
-        return codec.encode(self.to_value())
+        return self.raw
 
     @classmethod
     def build(cls, *, chain: str, height: int, parent: bytes, proposer: bytes, view: int, time: int,
@@ -99,7 +110,7 @@ class Block:
         m = expect_map(v, "block")
         only_keys(m, {"header", "txs"}, "block")
         header = BlockHeader.from_value(m.get("header"))
-        txs = req_list(m, "txs", max_len=MAX_BLOCK_TXS)
+        txs = req_list(m, "txs", max_len=BLOCK_MAX_TXS)
         for t in txs:
             if not isinstance(t, bytes) or len(t) > MAX_TX_BYTES:
                 raise FieldError("block txs must be raw signed tx bytes")
@@ -110,4 +121,14 @@ class Block:
 
     @classmethod
     def decode(cls, data: bytes) -> Block:
-        return cls.from_value(codec.decode(data, BLOCK_LIMITS))
+        block = cls.from_value(codec.decode(data, BLOCK_LIMITS))
+        object.__setattr__(block, "_raw", bytes(data))  # canonical: decode refuses anything else
+        return block
+
+    @classmethod
+    def from_field(cls, v: Any) -> Block:
+        """A block carried inside a message or record: its canonical bytes (or, from older records, the
+        decoded map)."""
+        if isinstance(v, bytes):
+            return cls.decode(v)
+        return cls.from_value(v)

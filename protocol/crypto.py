@@ -8,7 +8,7 @@ the key objects handed to it and performs no I/O; callers supply any randomness 
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from nacl.bindings import (
     crypto_scalarmult,
@@ -68,11 +68,6 @@ def verify(public_key: bytes, domain: bytes, message: bytes, signature: bytes) -
     except (BadSignatureError, CryptoError, ValueError, TypeError):
         return False
     return True
-
-
-def verify_many(items: Iterable[tuple[bytes, bytes, bytes, bytes]]) -> list[bool]:
-    """Verify (public_key, domain, message, signature) tuples; call from a worker thread in bulk."""
-    return [verify(pk, d, m, s) for pk, d, m, s in items]
 
 
 def x25519_public_from_ed25519(public_key: bytes) -> bytes:

@@ -20,17 +20,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from protocol.block import MAX_BLOCK_BYTES
 from protocol.consensus.certs import CheckpointCertificate
 from protocol.crypto import HASH_SIZE
 from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list, req_str
+from protocol.limits import BLOCK_CEILING_BYTES, VALIDATORS_MAX, certificate_bytes
 
 MAX_RID = 2**63 - 1
 MAX_HEIGHT = 2**63 - 1
 MAX_SYNC_BLOCKS = 1024  # blocks one sync_req may ask for and one sync_resp may carry
-MAX_CERT_BYTES = 256 * 1024
-MAX_WIRE_BLOCK_BYTES = MAX_BLOCK_BYTES + 64 * 1024
+MAX_CERT_BYTES = certificate_bytes(VALIDATORS_MAX)
+MAX_WIRE_BLOCK_BYTES = BLOCK_CEILING_BYTES
 MAX_CHUNK_WIRE_BYTES = 32 * 1024 * 1024
 MAX_MANIFEST_WIRE_BYTES = 48 * 1024 * 1024
 MAX_CHUNK_INDEX = 1_000_000

@@ -17,8 +17,10 @@ from protocol import codec
 from protocol.crypto import DOMAIN_TX, PUBLIC_KEY_SIZE, SIGNATURE_SIZE, PrivateKey, sha256, verify
 from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_str
+from protocol.limits import TX_MAX_BYTES
 
-MAX_TX_BYTES = 64 * 1024
+MAX_TX_BYTES = TX_MAX_BYTES
+
 TX_LIMITS = codec.Limits(max_bytes=MAX_TX_BYTES, max_depth=8, max_str=16 * 1024, max_bin=MAX_TX_BYTES,
                          max_array=1024, max_map=64)
 MAX_NONCE = 2**63 - 1
@@ -50,15 +52,6 @@ class SignedTx:
         sig = req_bytes(env, "sig", size=SIGNATURE_SIZE)
         body_bytes = req_bytes(env, "tx", max_size=MAX_TX_BYTES)
         return cls._from_parts(raw, body_bytes, sig)
-
-    @classmethod
-    def from_value(cls, env: Any) -> SignedTx:
-        """Build from an already-decoded envelope map (e.g. an element of a decoded batch)."""
-        env = expect_map(env, "signed tx")
-        only_keys(env, {"sig", "tx"}, "signed tx")
-        sig = req_bytes(env, "sig", size=SIGNATURE_SIZE)
-        body_bytes = req_bytes(env, "tx", max_size=MAX_TX_BYTES)
-        return cls._from_parts(codec.encode({"sig": sig, "tx": body_bytes}), body_bytes, sig)
 
     @classmethod
     def _from_parts(cls, raw: bytes, body_bytes: bytes, sig: bytes) -> SignedTx:

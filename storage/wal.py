@@ -2,23 +2,27 @@
 
 Rule: `append` / `append_many` return only after the records are on disk (one synced LevelDB write),
 so the driver may act on them (send the vote) afterwards. Records are opaque bytes, replayed in append
-order by `records()`. The log is bounded: at most `max_records` records and `max_bytes` bytes in total
-(defaults 100_000 and 256 MiB) and `max_record_bytes` per record (1 MiB). Appending past a bound raises
-`WalFull` and writes nothing: the owner prunes at each stable checkpoint (`prune(keep_from_seq)`), which
-keeps the log far below the bound in normal operation. A single writer (the consensus driver) owns it.
+order by `records()`. The log is bounded: at most `max_records` records, `max_bytes` bytes in total and
+`max_record_bytes` per record; the node passes the sizes `protocol.limits` derives for its chain (so any
+block a proposer may build fits a record), the defaults fit the protocol's largest block with 64
+validators. Appending past a bound raises `WalFull`/`RecordTooLarge` and writes nothing; the owner drops
+what it no longer needs after each commit (`drop`), which keeps the log a few records long. A single
+writer (the consensus driver, on the store's writer thread) owns it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
+from protocol.limits import BLOCK_MAX_TX_BYTES, BLOCK_MAX_TXS, SizeLimits
 from storage import schema
 from storage.db import Database
 from storage.errors import DatabaseCorrupt, RecordTooLarge, WalFull
 
 DEFAULT_MAX_RECORDS = 100_000
-DEFAULT_MAX_BYTES = 256 * 1024 * 1024
-DEFAULT_MAX_RECORD_BYTES = 1024 * 1024
+_DEFAULT = SizeLimits.derive(BLOCK_MAX_TXS, BLOCK_MAX_TX_BYTES, 64)
+DEFAULT_MAX_BYTES = _DEFAULT.wal_bytes
+DEFAULT_MAX_RECORD_BYTES = _DEFAULT.wal_record_bytes
 
 
 class ConsensusWal:
@@ -92,10 +96,15 @@ class ConsensusWal:
         doomed = [schema.read_u64(k[1:]) for k, v in self.db.iterate(prefix=schema.WAL) if drop(v)]
         return self._drop(doomed)
 
-    def _drop(self, seqs: list[int]) -> int:
+    def drop(self, seqs: Sequence[int], sync: bool = True) -> int:
+        """Drop the records with these sequence numbers (one batch; `sync=False` when losing the drop in a
+        crash is harmless, e.g. records the owner would compact away again); returns how many."""
+        return self._drop([s for s in seqs if s in self._sizes], sync)
+
+    def _drop(self, seqs: list[int], sync: bool = True) -> int:
         if not seqs:
             return 0
-        with self.db.batch(sync=True) as b:
+        with self.db.batch(sync=sync) as b:
             for s in seqs:
                 b.delete(schema.wal_key(s))
         for s in seqs:

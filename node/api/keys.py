@@ -1,35 +1,63 @@
-"""Typed keys of the aiohttp application (shared by the server and the route modules), the one way a
-handler runs a storage read off the event loop, and the one way a handler reads an integer parameter.
+"""The API's typed dependencies (shared by the server and the route modules), the one way a handler runs a
+storage read off the event loop, and the one way a handler reads an integer parameter.
 
-Rule: a handler whose read can be long (a trace, an event scan, a page of blocks, a proof taken under
-the state lock) calls `read_off_loop`; at most `MAX_READ_THREADS` such reads run at once per app, so the
-loop that also runs consensus and P2P is never stalled by them and the worker threads consensus uses
-for its WAL and block execution are never all taken by queries.
+Rule: handlers reach the node only through `ApiDeps` (`request.app[DEPS]`): each field is a component or
+value the API reads, typed and never None. A handler whose read can be long (a trace, an event scan, a
+page of blocks, a proof taken under the state lock) calls `read_off_loop`; at most `MAX_READ_THREADS`
+such reads run at once per app, on the chain store's reader threads, so the loop that also runs consensus
+and P2P is never stalled by them and the writer thread consensus commits on is never taken by a query.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import TypeVar
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
 
 from aiohttp import web
+from prometheus_client import CollectorRegistry
 
-from node.context import NodeContext
+from node.chain import ChainStore, TimeOffset
+from node.config import ApiSection
 from node.errors import ApiError
+from node.genesis import Genesis
+from node.mempool import Mempool
+from node.p2p import P2P
+from node.status import NodeStatus
 
 T = TypeVar("T")
 
 MAX_READ_THREADS = 2
 
-CTX: web.AppKey[NodeContext] = web.AppKey("ctx", NodeContext)
+
+@dataclass(frozen=True, slots=True)
+class ApiDeps:
+    settings: ApiSection
+    token_path: Path
+    genesis: Genesis
+    store: ChainStore
+    mempool: Mempool
+    p2p: P2P
+    status: NodeStatus
+    time_offset: TimeOffset
+    registry: CollectorRegistry
+    log: Any
+
+
+DEPS: web.AppKey[ApiDeps] = web.AppKey("deps", ApiDeps)
 READS: web.AppKey[asyncio.Semaphore] = web.AppKey("reads", asyncio.Semaphore)
 
 
+def deps(request: web.Request) -> ApiDeps:
+    return request.app[DEPS]
+
+
 async def read_off_loop(request: web.Request, fn: Callable[[], T]) -> T:
-    """Run `fn` (a storage read that opens and closes what it uses) in a worker thread."""
+    """Run `fn` (a storage read that opens and closes what it uses) on a reader thread."""
     async with request.app[READS]:
-        return await asyncio.to_thread(fn)
+        return await request.app[DEPS].store.read(fn)
 
 
 def parse_uint(text: str, lo: int, hi: int, *, what: str, code: str) -> int:

@@ -13,8 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.keys import CTX, parse_uint, read_off_loop
-from node.errors import Unavailable
+from node.api.keys import deps, parse_uint, read_off_loop
 from protocol.ledger import keys as lkeys
 from protocol.ledger import query
 from protocol.ledger.model import jsonable
@@ -25,10 +24,7 @@ MAX_EVENTS_LIMIT = 1000
 
 
 def _reader(request: web.Request) -> Any:
-    state = request.app[CTX].state
-    if state is None:
-        raise Unavailable("storage is not open")
-    return state.reader(snapshot=True)
+    return deps(request).store.state.reader(snapshot=True)
 
 
 async def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]]) -> web.Response:
@@ -39,14 +35,13 @@ async def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]]
 
 
 def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, Any]:
-    ctx = request.app[CTX]
-    assert ctx.state is not None and ctx.blocks is not None
+    store = deps(request).store
     wanted = [lkeys.participant(pid), lkeys.nonce(pid)]
     wanted += [lkeys.balance(pid, a) for a in sorted(doc.get("balances", {}))][: MAX_PROOF_KEYS - 2]
-    with ctx.state.lock:
-        height = ctx.blocks.height()
-        root = ctx.state.root()
-        items = [jsonable(ctx.state.proof(k).to_value()) for k in wanted]
+    with store.state.lock:
+        height = store.blocks.height()
+        root = store.state.root()
+        items = [jsonable(store.state.proof(k).to_value()) for k in wanted]
     return {"height": height, "state_root": root.hex(), "proofs": items,
             "note": "state_root is the root after `height`; block height+1 carries it in its header"}
 

@@ -17,8 +17,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.api import openapi
-from node.api.keys import CTX, parse_uint, read_off_loop
-from node.context import NodeContext
+from node.api.keys import ApiDeps, deps, parse_uint, read_off_loop
 from node.errors import ApiError, NotFound, Unavailable
 from protocol import codec
 from protocol.errors import ProtocolError
@@ -28,10 +27,6 @@ from protocol.tx import MAX_TX_BYTES
 MSGPACK = "application/msgpack"
 MAX_BLOCK_LIST = 100
 MAX_TIME_OFFSET_MS = 10 * 365 * 24 * 3600 * 1000
-
-
-def _ctx(request: web.Request) -> NodeContext:
-    return request.app[CTX]
 
 
 def _hex32(text: str, what: str, code: str) -> bytes:
@@ -64,17 +59,19 @@ def _decode_opaque(raw: bytes | None) -> Any:
 # --- health, status, peers ------------------------------------------------------------------------------
 
 async def health(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-    return web.json_response({"ok": True, "node": ctx.name, "accepting": ctx.accepting})
+    """200 while the node is doing its job; 503 with the reasons otherwise (see node/status.py)."""
+    st = deps(request).status
+    problems = st.health.problems()
+    doc = {"ok": not problems, "node": st.name, "accepting": st.health.accepting, "problems": problems}
+    return web.json_response(doc, status=503 if problems else 200)
 
 
 async def status(request: web.Request) -> web.Response:
-    return web.json_response(_ctx(request).status())
+    return web.json_response(deps(request).status.document())
 
 
 async def peers(request: web.Request) -> web.Response:
-    p2p = _ctx(request).p2p
-    rows = [p.to_dict() for p in p2p.peers()] if p2p is not None else []
+    rows = [p.to_dict() for p in deps(request).p2p.peers()]
     return web.json_response({"count": len(rows), "peers": rows})
 
 
@@ -128,12 +125,12 @@ def _raw_txs_from_json(body: bytes, max_batch: int) -> list[bytes]:
 
 
 async def submit_txs(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
-    if not ctx.accepting or ctx.mempool is None:
+    d = deps(request)
+    if not d.status.health.accepting:
         raise Unavailable("the node is not accepting transactions (starting or stopping)")
     ctype = request.content_type
     body = await _read_body(request)
-    cfg = ctx.config.api
+    cfg = d.settings
     if ctype == MSGPACK:
         raws = _raw_txs_from_msgpack(body, cfg.max_batch_txs, cfg.max_body_bytes)
     elif ctype == "application/json":
@@ -141,7 +138,7 @@ async def submit_txs(request: web.Request) -> web.Response:
     else:
         raise ApiError(f"Content-Type must be {MSGPACK} or application/json", code="unsupported_media_type",
                        http_status=415)
-    results = await ctx.mempool.add_many(raws, None)
+    results = await d.mempool.add_many(raws, None)
     rows = [{"hash": r.hash.hex() if r.hash is not None else None,
              "status": "accepted" if r.accepted else "rejected",
              "accepted": r.accepted, "code": r.code, "message": r.message} for r in results]
@@ -153,12 +150,12 @@ async def submit_txs(request: web.Request) -> web.Response:
     return web.json_response(doc, status=200)
 
 
-def tx_status(ctx: NodeContext, h: bytes) -> dict[str, Any]:
-    mp, blocks = ctx.mempool, ctx.blocks
-    if mp is not None and mp.status(h) == "pending":
+def tx_status(d: ApiDeps, h: bytes) -> dict[str, Any]:
+    mp, blocks = d.mempool, d.store.blocks
+    if mp.status(h) == "pending":
         return {"hash": h.hex(), "status": "pending"}
-    loc = blocks.get_tx_location(h) if blocks is not None else None
-    if loc is not None and blocks is not None:
+    loc = blocks.get_tx_location(h)
+    if loc is not None:
         receipt = _decode_opaque(blocks.get_receipt_at(*loc))
         ok = isinstance(receipt, dict) and receipt.get("status") == "ok"
         return {"hash": h.hex(), "status": "committed" if ok else "failed", "height": loc[0], "index": loc[1],
@@ -168,7 +165,7 @@ def tx_status(ctx: NodeContext, h: bytes) -> dict[str, Any]:
 
 async def get_tx(request: web.Request) -> web.Response:
     h = _hex32(request.match_info["hash"], "tx hash", "bad_hash")
-    doc = tx_status(_ctx(request), h)
+    doc = tx_status(deps(request), h)
     if doc["status"] == "unknown":
         doc.update(error="not_found", message="no pending or committed tx with this hash")
         return web.json_response(doc, status=404)
@@ -177,22 +174,20 @@ async def get_tx(request: web.Request) -> web.Response:
 
 # --- blocks ------------------------------------------------------------------------------------------
 
-def block_doc(ctx: NodeContext, height: int, full: bool = True) -> dict[str, Any]:
-    blocks = ctx.blocks
-    if blocks is None:
-        raise Unavailable("storage is not open")
+def block_doc(d: ApiDeps, height: int, full: bool = True) -> dict[str, Any]:
+    blocks = d.store.blocks
     if height == 0:
         root = blocks.state_root_at(0)
-        return {"height": 0, "hash": ctx.genesis.hash.hex(), "genesis": True, "time": ctx.genesis.genesis_time,
+        return {"height": 0, "hash": d.genesis.hash.hex(), "genesis": True, "time": d.genesis.genesis_time,
                 "state_root_after": root.hex() if root else None, "tx_count": 0, "txs": []}
     block = blocks.get_block(height)
     if block is None:
-        raise NotFound(f"no block at height {height} (head is {blocks.height()})")
+        raise NotFound(f"no block at height {height} (head is {d.store.head.height})")
     from storage.blocks import tx_hash_of
     root_after = blocks.state_root_at(height)
     doc: dict[str, Any] = {"height": height, "hash": block.hash.hex(), "header": jsonable(block.header.to_value()),
                            "time": block.header.time, "proposer": block.header.proposer.hex(),
-                           "proposer_name": ctx.genesis.name_of(block.header.proposer),
+                           "proposer_name": d.genesis.name_of(block.header.proposer),
                            "tx_count": len(block.txs), "state_root_after": root_after.hex() if root_after else None}
     if full:
         doc["txs"] = [tx_hash_of(t).hex() for t in block.txs]
@@ -201,35 +196,35 @@ def block_doc(ctx: NodeContext, height: int, full: bool = True) -> dict[str, Any
 
 
 async def get_block(request: web.Request) -> web.StreamResponse:
-    ctx = _ctx(request)
+    d = deps(request)
     height = parse_height(request.match_info["height"])
     fmt = request.query.get("format", "json")
     if fmt not in ("json", "msgpack"):
         raise ApiError("format must be json or msgpack", code="bad_format")
-    if fmt == "msgpack" and height > 0 and ctx.blocks is not None:
-        raw = ctx.blocks.get_block_bytes(height)
+    if fmt == "msgpack" and height > 0:
+        raw = d.store.blocks.get_block_bytes(height)
         if raw is None:
             raise NotFound(f"no block at height {height}")
-        cert = ctx.blocks.get_certificate(height) or b""
+        cert = d.store.blocks.get_certificate(height) or b""
         return web.Response(body=codec.encode({"block": raw, "certificate": cert}), content_type=MSGPACK)
-    return web.json_response(await read_off_loop(request, lambda: block_doc(ctx, height)))
+    return web.json_response(await read_off_loop(request, lambda: block_doc(d, height)))
 
 
 async def list_blocks(request: web.Request) -> web.Response:
-    ctx = _ctx(request)
+    d = deps(request)
     limit = parse_uint(request.query.get("limit", "20"), 1, MAX_BLOCK_LIST, what="limit", code="bad_limit")
-    head = ctx.blocks.height() if ctx.blocks is not None else 0
+    head = d.store.head.height
     before = request.query.get("before")
     top = min(head, parse_height(before) - 1) if before is not None else head
     heights = range(top, max(-1, top - limit), -1)
-    rows = await read_off_loop(request, lambda: [block_doc(ctx, h, full=False) for h in heights])
+    rows = await read_off_loop(request, lambda: [block_doc(d, h, full=False) for h in heights])
     return web.json_response({"head": head, "blocks": rows})
 
 
 # --- metrics, openapi, web page --------------------------------------------------------------------------
 
 async def metrics(request: web.Request) -> web.Response:
-    data = generate_latest(_ctx(request).registry)
+    data = generate_latest(deps(request).registry)
     return web.Response(body=data, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
 
@@ -245,10 +240,9 @@ async def index(request: web.Request) -> web.Response:
 # --- admin ---------------------------------------------------------------------------------------------
 
 def require_token(request: web.Request) -> None:
-    ctx = _ctx(request)
     header = request.headers.get("Authorization", "")
     try:
-        expected = ctx.config.token_path.read_text(encoding="utf-8").strip()
+        expected = deps(request).token_path.read_text(encoding="utf-8").strip()
     except OSError:
         raise ApiError("operator routes are disabled: no admin token file", code="forbidden",
                        http_status=403) from None
@@ -258,14 +252,14 @@ def require_token(request: web.Request) -> None:
 
 
 async def get_time_offset(request: web.Request) -> web.Response:
-    t = _ctx(request).time_offset
+    t = deps(request).time_offset
     return web.json_response({"offset_ms": t.offset_ms, "allowed": t.allowed})
 
 
 async def set_time_offset(request: web.Request) -> web.Response:
     require_token(request)
-    ctx = _ctx(request)
-    if not ctx.time_offset.allowed:
+    d = deps(request)
+    if not d.time_offset.allowed:
         raise ApiError("time offset is only allowed on testnet configs ([testnet] allow_time_offset)",
                        code="forbidden", http_status=403)
     try:
@@ -275,8 +269,8 @@ async def set_time_offset(request: web.Request) -> web.Response:
     v = doc.get("offset_ms") if isinstance(doc, dict) else None
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_TIME_OFFSET_MS:
         raise ApiError(f'body must be {{"offset_ms": int 0..{MAX_TIME_OFFSET_MS}}}', code="bad_field")
-    ctx.time_offset.offset_ms = v
-    ctx.log.warning("time_offset_set", offset_ms=v)
+    d.time_offset.offset_ms = v
+    d.log.warning("time_offset_set", offset_ms=v)
     return web.json_response({"offset_ms": v, "allowed": True})
 
 

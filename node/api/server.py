@@ -2,8 +2,10 @@
 
 Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
 `{"error": code, "message": text}`. Known error roots (NodeError, ProtocolError, StorageError) map to
-their code; an aiohttp HTTP exception keeps its status with a JSON body; anything else is logged with
-its traceback and answered `500 {"error": "internal"}` without details: never an HTML page, never a crash.
+their code; an aiohttp HTTP exception keeps its status with a JSON body; anything else is a bug in a
+handler: logged (throttled per path, so a request that trips it cannot flood the log) and answered
+`500 {"error": "internal"}` without details: never an HTML page, never a crash. `ApiServer.run()` is the
+component's task: it serves until cancelled, then drains in-flight requests for up to `DRAIN_S`.
 """
 
 from __future__ import annotations
@@ -15,9 +17,9 @@ from typing import Any
 from aiohttp import web
 
 from node.api import ledger_routes, routes
-from node.api.keys import CTX, MAX_READ_THREADS, READS
-from node.context import NodeContext
+from node.api.keys import DEPS, MAX_READ_THREADS, READS, ApiDeps
 from node.errors import NodeError
+from node.logging import Throttle
 from protocol.errors import ProtocolError
 from storage.errors import StorageError
 
@@ -47,7 +49,7 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         code = _HTTP_CODES.get(exc.status, "http_error")
         text = exc.text if exc.text and not exc.text.startswith(str(exc.status)) else exc.reason
         if exc.status == 413:
-            text = f"request body too large (limit {request.app[CTX].config.api.max_body_bytes} bytes)"
+            text = f"request body too large (limit {request.app[DEPS].settings.max_body_bytes} bytes)"
         headers = {k: v for k, v in exc.headers.items() if k in ("Allow", "Retry-After", "WWW-Authenticate")}
         return error_response(exc.status, code, text or code, headers)
     except NodeError as exc:
@@ -57,16 +59,24 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except ProtocolError as exc:
         return error_response(404 if exc.code == "not_found" else 400, exc.code, exc.message)
     except StorageError as exc:
-        request.app[CTX].log.error("api_storage_error", path=request.path, code=exc.code, error=exc.message)
+        log = request.app[DEPS].log
+        request.app[THROTTLE](log.error, "api_storage_error", exc.code, path=request.path, code=exc.code,
+                              error=exc.message)
         return error_response(_storage_status(exc), exc.code, exc.message)
-    except Exception:
-        request.app[CTX].log.exception("api_internal_error", method=request.method, path=request.path)
+    except Exception as exc:
+        log = request.app[DEPS].log
+        request.app[THROTTLE](log.error, "api_internal_error", request.path, method=request.method,
+                              path=request.path, error=repr(exc), exc_info=exc)
         return error_response(500, "internal", "internal error; see the node log")
 
 
-def make_app(ctx: NodeContext) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=ctx.config.api.max_body_bytes)
-    app[CTX] = ctx
+THROTTLE: web.AppKey[Throttle] = web.AppKey("throttle", Throttle)
+
+
+def make_app(d: ApiDeps) -> web.Application:
+    app = web.Application(middlewares=[errors_middleware], client_max_size=d.settings.max_body_bytes)
+    app[DEPS] = d
+    app[THROTTLE] = Throttle()
     app[READS] = asyncio.Semaphore(MAX_READ_THREADS)
     routes.setup(app)
     ledger_routes.setup(app)
@@ -76,25 +86,36 @@ def make_app(ctx: NodeContext) -> web.Application:
 class ApiServer:
     """Binds the app on the configured host/port (127.0.0.1 by default; port 0 = ephemeral)."""
 
-    def __init__(self, ctx: NodeContext) -> None:
-        self.ctx = ctx
-        self.app = make_app(ctx)
+    def __init__(self, d: ApiDeps) -> None:
+        self.deps = d
+        self.app = make_app(d)
         self._runner: web.AppRunner | None = None
         self.port: int | None = None
 
     @property
     def url(self) -> str:
-        return f"http://{self.ctx.config.api.host}:{self.port}"
+        return f"http://{self.deps.settings.host}:{self.port}"
+
+    async def run(self, ready: asyncio.Event | None = None) -> None:
+        """Serve until cancelled (binding first unless `start()` already did); `ready` is set once bound."""
+        if self._runner is None:
+            await self.start()
+        if ready is not None:
+            ready.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            await self.stop()
 
     async def start(self) -> None:
-        cfg = self.ctx.config.api
+        cfg = self.deps.settings
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_S)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
         await site.start()
         server: Any = site._server
         self.port = server.sockets[0].getsockname()[1] if server is not None else cfg.port
-        self.ctx.log.info("api_listening", host=cfg.host, port=self.port)
+        self.deps.log.info("api_listening", host=cfg.host, port=self.port)
 
     async def stop(self) -> None:
         if self._runner is not None:

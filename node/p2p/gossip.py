@@ -7,7 +7,9 @@ sent the same batch to them (the batch's `also` list names the other peers the s
 in the same flush). So in a full mesh a tx crosses each link once; in other topologies it is relayed.
 A newly connected peer is offered the whole mempool once. Gossip is lossy under overload (a full
 intake queue or mempool drops a batch), so txs still pending after a few seconds are re-offered, to the
-current primary when the consensus driver says who that is: an accepted tx always reaches a proposer.
+current primary when `primary()` names it: an accepted tx always reaches a proposer. `run()` is the
+component's task (flush, re-offer and intake loops as its children); an unexpected error in any of them
+ends it, and with it the node (fail-stop): a node that silently stopped gossiping would look healthy.
 
 Rule: bounded everywhere: pending announcements, the per-peer known set (LRU), the intake queue of
 received batches (full -> the batch is dropped and counted), the batch size. Gossip is best effort:
@@ -54,7 +56,8 @@ def gossip_id(raw: bytes) -> bytes:
 
 
 class TxGossip:
-    def __init__(self, p2p: P2P, mempool: TxSink, settings: P2PSettings | None = None, log: Any = None) -> None:
+    def __init__(self, p2p: P2P, mempool: TxSink, settings: P2PSettings | None = None, log: Any = None, *,
+                 primary: Callable[[], bytes | None] | None = None) -> None:
         self.p2p = p2p
         self.mempool = mempool
         self.s = settings or p2p.settings
@@ -65,8 +68,7 @@ class TxGossip:
         self._pending_bytes = 0
         self._wake = asyncio.Event()
         self._intake: asyncio.Queue[tuple[bytes, tuple[bytes, ...]]] = asyncio.Queue(self.s.gossip_intake_batches)
-        self._tasks: list[asyncio.Task[None]] = []
-        self.reoffer_target: Callable[[], bytes | None] | None = None  # e.g. the current primary's key
+        self.primary = primary  # who proposes now (stale txs are re-offered there), when known
         # a batch must fit one frame: envelope, map keys and the `also` list take the rest
         room = p2p.settings.max_frame - OVERHEAD - 64 - MAX_ALSO * (PUBLIC_KEY_SIZE + 2)
         self._batch_bytes = max(1, min(self.s.gossip_batch_bytes, room))
@@ -75,17 +77,13 @@ class TxGossip:
         p2p.add_peer_listener(self._on_peer)
         mempool.set_gossip(self.announce)
 
-    async def start(self) -> None:
-        self._tasks.append(asyncio.create_task(self._flush_loop(), name="gossip-flush"))
-        self._tasks.append(asyncio.create_task(self._reoffer_loop(), name="gossip-reoffer"))
-        for i in range(self.s.gossip_intake_workers):
-            self._tasks.append(asyncio.create_task(self._intake_loop(), name=f"gossip-intake-{i}"))
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+    async def run(self) -> None:
+        """Flush, re-offer and admit received batches until cancelled."""
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(self._flush_loop(), name="gossip-flush")
+            tg.create_task(self._reoffer_loop(), name="gossip-reoffer")
+            for i in range(self.s.gossip_intake_workers):
+                tg.create_task(self._intake_loop(), name=f"gossip-intake-{i}")
 
     # ---- outbound --------------------------------------------------------------------------------
 
@@ -119,17 +117,14 @@ class TxGossip:
     async def _reoffer_loop(self) -> None:
         while True:
             await asyncio.sleep(self.s.gossip_reoffer_interval)
-            try:
-                self.reoffer()
-            except Exception:  # a bug here must not end gossip for the node's lifetime
-                self.log.exception("gossip_reoffer_failed")
+            self.reoffer()
 
     def reoffer(self) -> int:
         """Queue txs pending longer than the re-offer age again, ignoring what peers are known to have."""
         raws = self.mempool.stale_raw(self.s.gossip_reoffer_age, self.s.gossip_reoffer_max)
         if not raws:
             return 0
-        target = self.reoffer_target() if self.reoffer_target is not None else None
+        target = self.primary() if self.primary is not None else None
         if target == self.p2p.public_key:
             return 0  # we propose: our own pending txs reach a block without help
         peers = [target] if target is not None and self.p2p.is_connected(target) else self.p2p.connected()
@@ -147,10 +142,7 @@ class TxGossip:
             if self._pending_bytes < self.s.gossip_batch_bytes:
                 await asyncio.sleep(self.s.gossip_flush_interval)
             self._wake.clear()
-            try:
-                self.flush()
-            except Exception:  # a bug here must not end gossip for the node's lifetime
-                self.log.exception("gossip_flush_failed")
+            self.flush()
 
     def flush(self) -> None:
         """Send every pending tx to each connected peer not known to have it, in batches."""
@@ -223,10 +215,7 @@ class TxGossip:
     async def _intake_loop(self) -> None:
         while True:
             peer, raws = await self._intake.get()
-            try:
-                await self.mempool.add_many(list(raws), source=peer)
-            except Exception:
-                self.log.exception("gossip_admission_failed", peer=peer.hex()[:16], txs=len(raws))
+            await self.mempool.add_many(list(raws), source=peer)
 
     def _on_peer(self, peer: bytes, connected: bool) -> None:
         if not connected:

@@ -5,10 +5,13 @@ past the handshake. Each pair of peers keeps one connection: when two exist, bot
 dialed by the lower public key (for two links dialed by the same side, the newer one). Messages are
 routed by envelope type to handlers registered with `register`; `ping`/`pong` are answered here.
 
-Rule: this class owns every socket and task of the P2P layer; `stop()` cancels and closes all of them
-within `stop_timeout`. Handlers run in the receiving connection's reader task, in arrival order per
-peer, and must not block: hand work to a bounded queue. A handler raising ProtocolError means the peer
-sent an invalid body: that connection is closed.
+Rule: this class owns every socket and task of the P2P layer; `run()` (the component's task) starts them
+and `stop()` cancels and closes all of them within `stop_timeout`. Handlers run in the receiving
+connection's reader task, in arrival order per peer, and must not block: hand work to a bounded queue.
+A handler raising ProtocolError means the peer sent an invalid body: that connection is closed. Any other
+error in a handler is a bug met on one message: the message is dropped and counted, the failure logged
+(throttled per type, so a peer cannot flood the log with it), and the link stays. A dial loop that dies of an unexpected error ends `run()`, and with it
+the node (fail-stop): a node that silently stopped dialling a validator would look healthy while it is not.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from typing import Any
 
 import structlog
 
+from node.logging import Throttle
 from node.p2p.channel import OVERHEAD
 from node.p2p.errors import HandshakeError, P2PError
 from node.p2p.handshake import handshake
@@ -67,6 +71,8 @@ class P2P:
         self._pending_handshakes = 0
         self._stopping = False
         self._rng = random.Random()
+        self._failed: asyncio.Future[None] | None = None
+        self._throttle = Throttle()
         self.listen_port: int | None = None
 
     # ---- public interface -------------------------------------------------------------------------
@@ -87,14 +93,6 @@ class P2P:
         if p is None:
             return False
         return self._io.enqueue(p, msg_type, self._encode(msg_type, body))
-
-    def send_encoded(self, peer: bytes, msg_type: str, payload: bytes) -> bool:
-        """Like `send` with an envelope already encoded by `protocol.messages.encode_envelope`."""
-        p = self._peers.get(peer)
-        if p is None:
-            return False
-        self._check_size(payload)
-        return self._io.enqueue(p, msg_type, payload)
 
     def broadcast(self, msg_type: str, body: Any, *, validators_only: bool = False) -> int:
         """Queue one message to every connected peer (or only validators); returns how many accepted it."""
@@ -136,6 +134,24 @@ class P2P:
     def collector(self) -> P2PCollector:
         return P2PCollector(self.stats, lambda: len(self._peers))
 
+    async def run(self) -> None:
+        """The component's task: listen and dial until cancelled (or a dial loop fails), then stop."""
+        self._failed = asyncio.get_running_loop().create_future()
+        if self._server is None:
+            await self.start()
+        try:
+            await self._failed
+        finally:
+            await self.stop()
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled() or self._stopping:
+            return
+        exc = task.exception()
+        if exc is not None and self._failed is not None and not self._failed.done():
+            self._failed.set_exception(exc)
+
     async def start(self) -> None:
         s = self.settings
         self._server = await asyncio.start_server(self._on_inbound, s.listen_host, s.listen_port)
@@ -143,7 +159,8 @@ class P2P:
         self.log.info("p2p_listening", host=s.listen_host, port=self.listen_port,
                       dial=len(self.dial_targets), allowed=len(self.allowed))
         for target in self.dial_targets:
-            self._spawn(self._dial_loop(target), f"p2p-dial-{target.public_key.hex()[:8]}")
+            task = self._spawn(self._dial_loop(target), f"p2p-dial-{target.public_key.hex()[:8]}")
+            task.add_done_callback(self._task_done)
 
     async def stop(self) -> None:
         """Stop intake, close every connection and cancel every task, within `stop_timeout` seconds."""
@@ -331,5 +348,6 @@ class P2P:
             self.stats.rejected_frames["bad_body:" + t] += 1
             conn.log.warning("p2p_message_rejected", type=t, code=exc.code, error=exc.message)
             conn.close("bad_body")
-        except Exception:
-            conn.log.exception("p2p_handler_failed", type=t)
+        except Exception as exc:  # a bug met on one message: that message is lost (consensus retransmits)
+            self.stats.rejected_frames["handler_failed:" + t] += 1
+            self._throttle(conn.log.error, "p2p_handler_failed", t, type=t, error=repr(exc))

@@ -19,10 +19,10 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from node.context import NodeContext
 from node.sync.common import (
     PeerBook,
     Requests,
+    SyncEnv,
     SyncMetrics,
     SyncSettings,
     release_all,
@@ -30,7 +30,7 @@ from node.sync.common import (
     wait_for_answer,
 )
 from protocol import codec
-from protocol.block import GENESIS_PARENT, Block
+from protocol.block import Block
 from protocol.consensus.certs import CommitCertificate, plain_verifier
 from protocol.errors import ProtocolError
 from protocol.messages import T_SYNC_REQ
@@ -108,31 +108,30 @@ def _skip_to(nxt: int, todo: list[tuple[int, int]], done: dict[int, _Batch]) -> 
 class BlockFetcher:
     """One block-sync round from the local height to a target that may rise while it runs."""
 
-    def __init__(self, ctx: NodeContext, settings: SyncSettings, metrics: SyncMetrics, peers: PeerBook,
+    def __init__(self, env: SyncEnv, settings: SyncSettings, metrics: SyncMetrics, peers: PeerBook,
                  requests: Requests, deliver: Deliver, target: Callable[[], int],
                  preferred: Callable[[], Sequence[bytes]], wake: asyncio.Event, log: Any) -> None:
-        self.ctx, self.s, self.metrics, self.book = ctx, settings, metrics, peers
+        self.env, self.s, self.metrics, self.book = env, settings, metrics, peers
         self.requests, self.deliver, self.target, self.preferred = requests, deliver, target, preferred
         self.wake, self.log = wake, log
-        self.validators = list(ctx.genesis.validator_keys)
-        self.chain_id = ctx.genesis.chain_id
+        self.validators = list(env.validators)
+        self.chain_id = env.chain_id
 
     async def run(self) -> str:
-        blocks, p2p = self.ctx.blocks, self.ctx.p2p
-        assert blocks is not None and p2p is not None
-        nxt = blocks.height() + 1
-        last_hash = blocks.last_block_hash() or GENESIS_PARENT
+        store, p2p = self.env.store, self.env.p2p
+        nxt = store.head.height + 1
+        last_hash = store.head.block_hash
         todo: list[tuple[int, int]] = []  # [start, end] ranges not requested yet, sorted
         frontier = nxt  # lowest height not yet in todo, in flight or done
         done: dict[int, _Batch] = {}
         last_progress = time.monotonic()
         try:
             while True:
-                local = blocks.height()
+                local = store.head.height
                 if local != nxt - 1:  # the driver committed on its own (consensus caught up): skip ahead
                     if local < nxt - 1:
                         return STOPPED
-                    nxt, last_hash = local + 1, blocks.last_block_hash() or GENESIS_PARENT
+                    nxt, last_hash = local + 1, store.head.block_hash
                     frontier = max(frontier, nxt)
                 _skip_to(nxt, todo, done)  # also trims late answers to ranges that were skipped
                 target = self.target()
@@ -146,7 +145,7 @@ class BlockFetcher:
                 todo.sort()
                 self._assign(todo, nxt, sum(b.size for b in done.values()))
                 # deliver what is ready, in order
-                while nxt in done and blocks.height() == nxt - 1:
+                while nxt in done and store.head.height == nxt - 1:
                     batch = done.pop(nxt)
                     for k, (block, cert, _n) in enumerate(batch.items):
                         if block.header.parent != last_hash:
@@ -154,7 +153,7 @@ class BlockFetcher:
                             todo.append((block.height, block.height + len(batch.items) - k - 1))
                             todo.sort()
                             break
-                        if blocks.height() != block.height - 1:
+                        if store.head.height != block.height - 1:
                             done[block.height] = _Batch(batch.peer, batch.items[k:])
                             break
                         await self.deliver(block, cert)
@@ -162,7 +161,7 @@ class BlockFetcher:
                         nxt = block.height + 1
                         last_progress = time.monotonic()
                         self._progress(nxt - 1, target)
-                if nxt > self.target() or blocks.height() != nxt - 1:
+                if nxt > self.target() or store.head.height != nxt - 1:
                     continue
                 if time.monotonic() - last_progress > self.s.stall_timeout:
                     return STALLED
@@ -178,8 +177,7 @@ class BlockFetcher:
             release_all(self.requests, self.book)
 
     def _assign(self, todo: list[tuple[int, int]], nxt: int, buffered: int) -> None:
-        p2p = self.ctx.p2p
-        assert p2p is not None
+        p2p = self.env.p2p
         if not todo:
             return
         budget_full = buffered + len(self.requests.open) * self.s.max_response_bytes > self.s.max_buffer_bytes
@@ -239,7 +237,7 @@ class BlockFetcher:
         await wait_for_answer(self.requests, self.wake)
 
     def _progress(self, height: int, target: int) -> None:
-        ch = self.ctx.chain
+        ch = self.env.status
         ch.sync_progress = height
         ch.sync_target = target
         if height % 100 == 0 or height == target:

@@ -16,6 +16,8 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
+from node.chain import ChainStatus, ChainStore
+from node.p2p import P2P
 from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
 from storage.snapshot import SnapshotImporter, SnapshotManifest
 
@@ -49,9 +51,21 @@ class SyncSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncEnv:
+    """What sync uses of the node, each typed: the chain store (read only: sync never writes), the P2P
+    service, the chain's id and validator keys, and the progress fields it keeps for /status."""
+
+    store: ChainStore
+    p2p: P2P
+    chain_id: str
+    validators: tuple[bytes, ...]
+    status: ChainStatus
+
+
+@dataclass(frozen=True, slots=True)
 class SnapshotPlan:
     """A fully imported, not yet installed snapshot: the driver calls
-    `importer.finish(extra_ops=ctx.blocks.head_ops(height, block_hash, state_root))` in its task
+    `importer.finish(extra_ops=blocks.head_ops(height, block_hash, state_root))` on its writer thread
     (which checks the rebuilt root against `state_root`), then resets its replica at `height` with `cert`."""
 
     height: int

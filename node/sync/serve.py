@@ -19,8 +19,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from node.context import NodeContext
-from node.sync.common import SyncMetrics, SyncSettings
+from node.sync.common import SyncEnv, SyncMetrics, SyncSettings
 from protocol.consensus.certs import CheckpointCertificate
 from protocol.messages import T_SNAP_RESP, T_SYNC_RESP
 from protocol.syncmsg import (
@@ -69,7 +68,7 @@ class _Bucket:
 
 @dataclass
 class SyncServer:
-    ctx: NodeContext
+    env: SyncEnv
     settings: SyncSettings
     metrics: SyncMetrics
     log: Any
@@ -83,8 +82,7 @@ class SyncServer:
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(self.settings.serve_queue)
-        p2p = self.ctx.p2p
-        frame = p2p.settings.max_frame if p2p is not None else 4 * 1024 * 1024
+        frame = self.env.p2p.settings.max_frame
         self.frame_budget = frame - ENVELOPE_SLACK  # one block alone may use all of it
         self.response_budget = max(MIN_CHUNK_BYTES, min(self.settings.max_response_bytes, self.frame_budget))
         self.chunk_bytes = max(MIN_CHUNK_BYTES, min(self.settings.chunk_bytes, self.response_budget - 1024))
@@ -124,8 +122,7 @@ class SyncServer:
             self._send(peer, T_SNAP_RESP, SnapRefusal(req.rid, req.kind, STATUS_BUSY).to_value(), "busy")
 
     def _send(self, peer: bytes, msg_type: str, body: dict[str, Any], status: str) -> None:
-        assert self.ctx.p2p is not None
-        if self.ctx.p2p.send(peer, msg_type, body):
+        if self.env.p2p.send(peer, msg_type, body):
             self.metrics.served.labels(msg_type, status).inc()
         else:
             self.metrics.served.labels(msg_type, "dropped").inc()
@@ -155,9 +152,8 @@ class SyncServer:
             self._close_retired()
 
     def _blocks_response(self, req: SyncRequest) -> SyncResponse:
-        blocks = self.ctx.blocks
-        assert blocks is not None
-        head = blocks.height()
+        blocks = self.env.store.blocks
+        head = self.env.store.head.height
         first = blocks.first_block_height() or 0
         out: list[tuple[bytes, bytes]] = []
         if first and first <= req.start <= head:
@@ -209,9 +205,9 @@ class SyncServer:
         return max(ok, key=lambda h: h.height) if ok else None
 
     def note_committed(self, height: int, block_hash: bytes, state_root: bytes) -> None:
-        if height <= 0 or height % self.interval != 0 or self.ctx.state is None:
+        if height <= 0 or height % self.interval != 0:
             return
-        snap = self.ctx.state.snapshot()
+        snap = self.env.store.state.snapshot()
         if snap.height != height or snap.root != state_root:
             snap.close()
             self.log.warning("sync_snapshot_skipped", height=height, snapshot_height=snap.height)
@@ -228,8 +224,7 @@ class SyncServer:
                     self.log.error("sync_checkpoint_mismatch", height=height)
                     return
                 h.checkpoint = cert
-                assert self.ctx.blocks is not None
-                h.commit = self.ctx.blocks.get_certificate(height)
+                h.commit = self.env.store.blocks.get_certificate(height)
                 self._trim()
                 return
 

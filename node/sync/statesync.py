@@ -19,12 +19,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from node.context import NodeContext
 from node.sync.blocks import decode_certificate
 from node.sync.common import (
     PeerBook,
     Requests,
     SnapshotPlan,
+    SyncEnv,
     SyncMetrics,
     SyncSettings,
     release_all,
@@ -51,12 +51,12 @@ class Choice:
 
 
 class SnapshotFetcher:
-    def __init__(self, ctx: NodeContext, settings: SyncSettings, metrics: SyncMetrics, peers: PeerBook,
+    def __init__(self, env: SyncEnv, settings: SyncSettings, metrics: SyncMetrics, peers: PeerBook,
                  requests: Requests, wake: asyncio.Event, log: Any, frame_budget: int) -> None:
-        self.ctx, self.s, self.metrics, self.book, self.requests = ctx, settings, metrics, peers, requests
+        self.env, self.s, self.metrics, self.book, self.requests = env, settings, metrics, peers, requests
         self.wake, self.log, self.frame_budget = wake, log, frame_budget
-        self.validators = list(ctx.genesis.validator_keys)
-        self.chain_id = ctx.genesis.chain_id
+        self.validators = list(env.validators)
+        self.chain_id = env.chain_id
 
     # ---- offers --------------------------------------------------------------------------------------
 
@@ -83,8 +83,7 @@ class SnapshotFetcher:
 
     async def collect(self) -> list[Choice]:
         """Verified offers grouped by identical manifest, best first."""
-        p2p = self.ctx.p2p
-        assert p2p is not None
+        p2p = self.env.p2p
         for peer in self.book.idle(p2p.connected()):
             rid = self.requests.add(peer, KIND_MANIFEST, self.s.manifest_timeout)
             if p2p.send(peer, T_SNAP_REQ, SnapRequest(rid, KIND_MANIFEST).to_value()):
@@ -111,8 +110,7 @@ class SnapshotFetcher:
 
     async def fetch(self, choice: Choice) -> SnapshotPlan | None:
         """Download and stage every chunk; None (import aborted) when it cannot be completed."""
-        p2p, state = self.ctx.p2p, self.ctx.state
-        assert p2p is not None and state is not None
+        p2p, state = self.env.p2p, self.env.store.state
         offer, manifest = choice.offer, choice.manifest
         importer = await asyncio.to_thread(SnapshotImporter, state, offer.state_root, manifest=manifest)
         hashes = manifest.chunk_hashes

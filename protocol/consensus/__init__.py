@@ -80,7 +80,7 @@ from protocol.consensus.messages import (
 )
 from protocol.consensus.params import ConsensusParams, max_faulty, quorum
 from protocol.consensus.replica import Replica
-from protocol.consensus.wal import WalRecord, compact_records, decode_record
+from protocol.consensus.wal import WalMeta, WalRecord, compact_plan, compact_records, decode_record
 
 __all__ = [
     "TIMER_BATCH", "TIMER_RETRANSMIT", "TIMER_VIEW", "Action", "BlockBuilt", "BlockExecuted", "BlockValidated",
@@ -88,6 +88,6 @@ __all__ = [
     "CommitCertificate", "CommitProof", "ConsensusParams", "Event", "Evidence", "Message", "MessageReceived",
     "NeedSync", "NewView", "Persist", "PrePrepare", "Prepare", "PreparedCertificate", "Replica", "Send",
     "SetTimer", "SignedMessage", "StableCheckpoint", "SyncedTo", "TimerFired", "ValidateBlock", "ViewChange",
-    "WalRecord", "WorkPending", "checkpoint_bytes", "compact_records", "decode_message", "decode_record",
+    "WalMeta", "WalRecord", "WorkPending", "checkpoint_bytes", "compact_plan", "compact_records", "decode_message", "decode_record",
     "encode_message", "max_faulty", "quorum", "vote_bytes",
 ]

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from protocol.block import Block
 from protocol.consensus import events as ev
 from protocol.consensus.book import Buffer, SigCache, VoteBook, VoteMsg
-from protocol.consensus.certs import CheckpointCertificate, CommitCertificate, PreparedCertificate
+from protocol.consensus.certs import CommitCertificate, PreparedCertificate
 from protocol.consensus.messages import (
     Checkpoint,
     Commit,
@@ -85,7 +85,6 @@ class ReplicaCore(ABC):
         self.buffer = Buffer(params.per_sender_buffer)
         self.ckpts: dict[int, dict[int, Checkpoint]] = {}
         self.stable_height = 0
-        self.stable_cert: CheckpointCertificate | None = None
         self.evidence: list[ev.Evidence] = []
         self.evidence_keys: list[tuple[str, int, int, int]] = []
         self.last_help: dict[int, int] = {}
@@ -191,7 +190,7 @@ class ReplicaCore(ABC):
 
     def _persist_send(self, msg: PrePrepare | Prepare | Commit | ViewChange | NewView,
                       prepared: PreparedCertificate | None = None, block: Block | None = None) -> None:
-        self.out.append(ev.Persist(WalRecord(msg, prepared, block).encode()))
+        self.out.append(ev.Persist.of(WalRecord(msg, prepared, block)))
         self.out.append(ev.Broadcast(msg))
 
     def _evidence(self, first: SignedMessage, second: SignedMessage, view: int, height: int) -> None:

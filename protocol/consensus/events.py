@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from protocol.block import Block
 from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
 from protocol.consensus.messages import Message, SignedMessage
+from protocol.consensus.wal import WalMeta, WalRecord
 
 # Timer kinds. A replica keeps at most one timer of each kind; a fire whose token is not the latest
 # one set for that kind is ignored, so the driver never needs to cancel precisely.
@@ -39,8 +40,9 @@ class TimerFired:
 
 @dataclass(frozen=True, slots=True)
 class WorkPending:
-    """The mempool's current totals (not a delta). Feed it when they change and after every
-    CommitBlock/SyncedTo, also when they are zero."""
+    """The mempool's current READY totals (txs that can execute next; not a delta, and never txs waiting
+    behind a nonce gap). Feed it when they change and after every CommitBlock/SyncedTo, also when zero:
+    the primary proposes only while it is above zero, so an idle chain makes no blocks."""
 
     txs: int
     bytes: int
@@ -48,9 +50,10 @@ class WorkPending:
 
 @dataclass(frozen=True, slots=True)
 class BlockBuilt:
-    """Answer to BuildBlock: the block the driver built for (height, view, parent)."""
+    """Answer to BuildBlock: the block the driver built for (height, view, parent), or None when it had
+    nothing to put in one (the ready work went away meanwhile): then no block is proposed."""
 
-    block: Block
+    block: Block | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +105,15 @@ class Broadcast:
 
 @dataclass(frozen=True, slots=True)
 class Persist:
-    """Append `record` to the consensus WAL and fsync it before executing the next action."""
+    """Append `record` to the consensus WAL and fsync it before executing the next action. `meta` lets
+    the driver compact the WAL (`wal.compact_plan`) without decoding records again."""
 
     record: bytes
+    meta: WalMeta
+
+    @classmethod
+    def of(cls, rec: WalRecord) -> Persist:
+        return cls(rec.encode(), rec.meta)
 
 
 @dataclass(frozen=True, slots=True)

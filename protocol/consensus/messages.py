@@ -121,13 +121,13 @@ class PrePrepare(Signed):
 
     def to_value(self) -> dict[str, Any]:
         return {"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
-                "block": self.block.to_value(), "from": self.index, "sig": self.sig}
+                "block": self.block.raw, "from": self.index, "sig": self.sig}
 
     @classmethod
     def from_value(cls, v: Any) -> PrePrepare:
         m = expect_map(v, cls.T)
         chain, index, sig = _common(m, {"t", "chain", "view", "height", "block", "from", "sig"}, cls.T)
-        block = Block.from_value(m.get("block"))
+        block = Block.from_field(m.get("block"))
         height = req_int(m, "height", lo=1, hi=MAX_HEIGHT)
         if block.height != height:
             raise FieldError("pre-prepare height differs from its block's height")
@@ -209,7 +209,7 @@ class ViewChange(Signed):
         if self.prepared is not None:
             v["prepared"] = self.prepared.to_value()
         if self.block is not None:
-            v["block"] = self.block.to_value()
+            v["block"] = self.block.raw
         return v
 
     @classmethod
@@ -220,7 +220,7 @@ class ViewChange(Signed):
         height = req_int(m, "height", lo=0, hi=MAX_HEIGHT)
         cert = CommitCertificate.from_value(m["cert"]) if "cert" in m else None
         prepared = PreparedCertificate.from_value(m["prepared"]) if "prepared" in m else None
-        block = Block.from_value(m["block"]) if "block" in m else None
+        block = Block.from_field(m["block"]) if "block" in m else None
         if (cert is None) != (height == 0):
             raise FieldError("view-change carries a commit certificate exactly when its height is above 0")
         if block is not None and prepared is None:
@@ -271,7 +271,7 @@ class NewView(Signed):
                              "vcs": [vc.to_value() for vc in self.view_changes], "from": self.index,
                              "sig": self.sig}
         if self.block is not None:
-            v["block"] = self.block.to_value()
+            v["block"] = self.block.raw
         return v
 
     @classmethod
@@ -282,7 +282,7 @@ class NewView(Signed):
         for vc in vcs:
             if vc.block is not None:
                 raise FieldError("view-changes inside a new-view carry no block")
-        block = Block.from_value(m["block"]) if "block" in m else None
+        block = Block.from_field(m["block"]) if "block" in m else None
         return cls(chain=chain, view=req_int(m, "view", lo=1, hi=MAX_VIEW),
                    height=req_int(m, "height", lo=1, hi=MAX_HEIGHT), view_changes=vcs, block=block,
                    index=index, sig=sig)

@@ -211,7 +211,12 @@ class Replica(ViewChanging):
         elif ev.TIMER_BATCH not in self.timers:
             self._set(ev.TIMER_BATCH, self.p.batch_timeout_ms)
 
-    def _on_built(self, block: Block) -> None:
+    def _on_built(self, block: Block | None) -> None:
+        if block is None:  # nothing to propose after all; the next WorkPending above zero tries again
+            if self.building:
+                self.building = False
+                self.pending_txs = self.pending_bytes = 0
+            return
         hd = block.header
         if not self.building or self.key is None or self.index is None or not self.normal:
             return

@@ -51,7 +51,7 @@ class ViewChanging(ReplicaCore):
         for (bh, root), cs in sorted(groups.items()):
             if len(cs) >= self.q and height > self.stable_height:
                 cert = CheckpointCertificate(height, bh, root, tuple((c.index, c.sig) for c in cs))
-                self.stable_height, self.stable_cert = height, cert
+                self.stable_height = height
                 for hh in sorted(self.ckpts):
                     if hh <= height:
                         del self.ckpts[hh]
@@ -165,7 +165,7 @@ class ViewChanging(ReplicaCore):
             self._count("bad_newview")
             return
         if self.index is not None:  # a restart must come back into this view with its constraints
-            self.out.append(ev.Persist(WalRecord(nv).encode()))
+            self.out.append(ev.Persist.of(WalRecord(nv)))
         self._install(nv, sel, nv.block)
 
     def _install(self, nv: NewView, sel: Selection, block: Block | None) -> None:

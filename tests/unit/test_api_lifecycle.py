@@ -6,7 +6,6 @@ import asyncio
 import dataclasses
 import io
 import json
-import time
 from pathlib import Path
 
 import pytest
@@ -27,46 +26,51 @@ async def _run_until_ready(node: Node) -> asyncio.Task[None]:
     return task
 
 
-async def test_a_node_stops_within_the_budget_even_with_a_leftover_component_task(single_home: Path) -> None:
+async def test_an_orderly_stop_closes_intake_stops_every_component_and_then_the_database(
+        single_home: Path) -> None:
     node = Node(ephemeral(load_home(single_home / "banka")), log_stream=io.StringIO())
     task = await _run_until_ready(node)
-    assert node.ctx is not None and node.ctx.task_group is not None
-    leftover = node.ctx.task_group.create_task(asyncio.sleep(3600))
-    t0 = time.monotonic()
+    parts = node.parts
+    assert parts is not None and parts.health.accepting and parts.health.consensus_running
     node.request_stop()
     await asyncio.wait_for(task, SHUTDOWN_BUDGET_S)
-    assert time.monotonic() - t0 < SHUTDOWN_BUDGET_S
-    assert leftover.cancelled()
-    assert node.ctx.db is not None and node.ctx.db.closed
-    assert node.ctx.accepting is False
+    assert parts.store.db.closed
+    assert parts.health.accepting is False and parts.health.consensus_running is False
+    events = [json.loads(line)["event"] for line in node._log_stream.getvalue().splitlines()]  # type: ignore[attr-defined]
+    assert events.index("node_stopping") < events.index("node_stopped") and "node_failed" not in events
 
 
-async def test_a_failing_component_task_stops_the_node_and_surfaces_its_error(single_home: Path) -> None:
+async def test_a_failing_component_stops_the_node_with_one_line_naming_it_and_closes_the_database(
+        single_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     node = Node(ephemeral(load_home(single_home / "banka")), log_stream=io.StringIO())
     task = await _run_until_ready(node)
+    assert node.parts is not None
 
-    async def broken() -> None:
-        raise RuntimeError("component died")
+    def broken() -> None:
+        raise RuntimeError("gossip died")
 
-    assert node.ctx is not None and node.ctx.task_group is not None
-    node.ctx.task_group.create_task(broken())
-    with pytest.raises(RuntimeError, match="component died"):
+    monkeypatch.setattr(node.parts.gossip, "flush", broken)
+    node.parts.gossip._wake.set()
+    with pytest.raises(RuntimeError, match="gossip died"):
         await asyncio.wait_for(task, SHUTDOWN_BUDGET_S)
-    assert node.ctx.db is not None and node.ctx.db.closed
+    assert node.parts.store.db.closed
+    lines = [json.loads(line) for line in node._log_stream.getvalue().splitlines()]  # type: ignore[attr-defined]
+    failed = [x for x in lines if x["event"] == "node_failed"]
+    assert len(failed) == 1 and failed[0]["component"] == "gossip" and "gossip died" in failed[0]["error"]
 
 
 async def test_a_restart_on_the_same_home_keeps_the_chain(single_home: Path) -> None:
     cfg = ephemeral(load_home(single_home / "banka"))
     first = Node(cfg, log_stream=io.StringIO())
     task = await _run_until_ready(first)
-    assert first.ctx is not None
-    before = first.ctx.status()
+    assert first.parts is not None
+    before = first.parts.status.document()
     first.request_stop()
     await asyncio.wait_for(task, 10)
     second = Node(cfg, log_stream=io.StringIO())
     task = await _run_until_ready(second)
-    assert second.ctx is not None
-    after = second.ctx.status()
+    assert second.parts is not None
+    after = second.parts.status.document()
     second.request_stop()
     await asyncio.wait_for(task, 10)
     assert (after["genesis_hash"], after["height"]) == (before["genesis_hash"], before["height"])

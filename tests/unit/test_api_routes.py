@@ -108,7 +108,7 @@ async def test_an_account_proof_verifies_against_the_named_state_root(node: Node
 
 async def test_block_zero_is_the_genesis_and_lists_show_it(node: Node) -> None:
     status, doc, _ = await _call(node, "GET", "/blocks/0")
-    assert status == 200 and doc["genesis"] is True and doc["hash"] == node.ctx.genesis.hash.hex()  # type: ignore[union-attr]
+    assert status == 200 and doc["genesis"] is True and doc["hash"] == node.parts.genesis.hash.hex()  # type: ignore[union-attr]
     status, doc, _ = await _call(node, "GET", "/blocks?limit=5")
     assert status == 200 and doc["blocks"][0]["height"] == doc["head"]
     if doc["head"] < 5:

@@ -120,7 +120,13 @@ def test_a_second_node_on_the_same_home_reports_the_locked_database(tmp_path: Pa
             except ClientError:
                 assert time.monotonic() < deadline and first.poll() is None, "first node did not start"
                 time.sleep(0.1)
-        assert_clean_error(cli("run", "--home", str(home)), "in use by another process")
+        second = cli("run", "--home", str(home))
+        # a node reports through its log: every line JSON (journald), the failure named once, exit non-zero
+        assert second.returncode == 1 and not second.stderr and "Traceback" not in second.stdout
+        lines = [json.loads(line) for line in second.stdout.splitlines()]
+        failed = [x for x in lines if x["event"] == "node_failed"]
+        assert len(failed) == 1 and "in use by another process" in failed[0]["error"]
+        assert failed[0]["code"] == "db_locked"
     finally:
         first.terminate()
         first.wait(10)

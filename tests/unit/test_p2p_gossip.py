@@ -30,6 +30,7 @@ class Node:
     p2p: P2P
     mempool: Mempool
     gossip: TxGossip
+    task: asyncio.Task[None] | None = None
 
 
 @pytest.fixture
@@ -37,7 +38,9 @@ async def net() -> AsyncIterator[list[Node]]:
     nodes: list[Node] = []
     yield nodes
     for n in nodes:
-        await n.gossip.stop()
+        if n.task is not None:
+            n.task.cancel()
+    await asyncio.gather(*(n.task for n in nodes if n.task is not None), return_exceptions=True)
     await asyncio.gather(*(n.p2p.stop() for n in nodes))
     for n in nodes:
         n.mempool.close()
@@ -56,7 +59,7 @@ async def build(net: list[Node], count: int, links: list[tuple[int, int]], setti
         net[i].p2p.dial_targets.append(target)
         net[i].p2p._spawn(net[i].p2p._dial_loop(target), "dial")
     for n in net:
-        await n.gossip.start()
+        n.task = asyncio.create_task(n.gossip.run())
     return net
 
 
@@ -128,7 +131,7 @@ async def test_a_tx_whose_batch_was_dropped_is_offered_again_to_the_current_prim
     # the batch to B is lost on the way (as when B's intake queue or mempool is full): A still thinks
     # B has it, so plain gossip would never send it again
     a.gossip._mark(a.gossip._known_set(b.p2p.public_key), [gossip_id(lost.raw)])
-    a.gossip.reoffer_target = lambda: b.p2p.public_key
+    a.gossip.primary = lambda: b.p2p.public_key
     assert (await a.mempool.add_many([lost.raw]))[0].accepted
     await until(lambda: b.mempool.get(lost.hash) is not None)
     assert a.p2p.stats.gossip_reoffered_txs >= 1
@@ -139,7 +142,7 @@ async def test_a_primary_does_not_re_offer_its_own_pending_txs(net: list[Node]) 
     settings = dataclasses.replace(FAST, gossip_reoffer_interval=0.05, gossip_reoffer_age=0.0)
     a, _b = await build(net, 2, [(0, 1)], settings)
     await until(lambda: all(len(n.p2p.connected()) == 1 for n in net))
-    a.gossip.reoffer_target = lambda: a.p2p.public_key
+    a.gossip.primary = lambda: a.p2p.public_key
     assert (await a.mempool.add_many([tx(SENDERS[1], 0).raw]))[0].accepted
     await asyncio.sleep(0.3)
     assert a.p2p.stats.gossip_reoffered_txs == 0

@@ -15,12 +15,12 @@ from pathlib import Path
 
 import pytest
 import structlog
+from prometheus_client import CollectorRegistry
 
-from node.config import Config, NodeSection
-from node.context import NodeContext
+from node.chain import ChainStatus, ChainStore
 from node.genesis import Genesis, Validator
 from node.p2p import P2P, P2PSettings, PeerAddr
-from node.sync import SnapshotPlan, SyncService, SyncSettings
+from node.sync import SnapshotPlan, SyncEnv, SyncService, SyncSettings
 from protocol import codec
 from protocol.block import Block
 from protocol.consensus import CheckpointCertificate, CommitCertificate, checkpoint_bytes, vote_bytes
@@ -28,6 +28,7 @@ from protocol.crypto import DOMAIN_CHECKPOINT, DOMAIN_CONSENSUS, PrivateKey, sha
 from storage.blocks import BlockStore
 from storage.db import Database
 from storage.state import StateStore
+from storage.wal import ConsensusWal
 
 CHAIN = "sync-test"
 VALS = [PrivateKey(bytes([40 + i]) * 32) for i in range(4)]
@@ -61,48 +62,52 @@ def changes_for(block: Block) -> dict[bytes, bytes | None]:
 
 @dataclass
 class SyncNode:
-    ctx: NodeContext
-    db: Database
-    sync: SyncService
+    """A sync service over its own store, with a test driver in place of consensus (the handover)."""
+
+    store: ChainStore
+    p2p: P2P
+    signer: PrivateKey
+    status: ChainStatus = field(default_factory=ChainStatus)
+    registry: CollectorRegistry = field(default_factory=CollectorRegistry)
     delivered: list[int] = field(default_factory=list)
     installed: list[SnapshotPlan] = field(default_factory=list)
-
-    @property
-    def p2p(self) -> P2P:
-        assert self.ctx.p2p is not None
-        return self.ctx.p2p
+    sync: SyncService = field(init=False)
+    task: asyncio.Task[None] | None = None
 
     @property
     def blocks(self) -> BlockStore:
-        assert self.ctx.blocks is not None
-        return self.ctx.blocks
+        return self.store.blocks
+
+    @property
+    def db(self) -> Database:
+        return self.store.db
 
     @property
     def key(self) -> bytes:
-        return self.ctx.key.public_key
+        return self.signer.public_key
 
     def commit(self, block: Block, cert_bytes: bytes) -> None:
-        state = self.ctx.state
-        assert state is not None
+        state = self.store.state
         self.blocks.commit(block, cert_bytes, [], state.stage(changes_for(block)))
+        self.store.set_head(self.store.read_head())
         self.sync.note_committed(block.height, block.hash, state.root())
 
-    async def deliver(self, block: Block, cert: CommitCertificate) -> None:
+    async def deliver_block(self, block: Block, cert: CommitCertificate) -> None:
         assert block.height == self.blocks.height() + 1, "blocks must arrive in height order"
         assert cert.verify(GENESIS.validator_keys, CHAIN) and cert.block_hash == block.hash
         self.commit(block, codec.encode(cert.to_value()))
         self.delivered.append(block.height)
 
-    async def install(self, plan: SnapshotPlan) -> None:
+    async def install_snapshot(self, plan: SnapshotPlan) -> None:
         plan.importer.finish(extra_ops=self.blocks.head_ops(plan.height, plan.block_hash, plan.state_root))
+        self.store.set_head(self.store.read_head())
         self.installed.append(plan)
 
 
 def grow(node: SyncNode, count: int, *, stable_upto: int | None = None,
          make: Callable[[SyncNode, int, bytes], tuple[Block, bytes]] | None = None) -> None:
     """Append `count` certified blocks; checkpoints at multiples of K up to `stable_upto` become stable."""
-    state = node.ctx.state
-    assert state is not None
+    state = node.store.state
     for _ in range(count):
         h = node.blocks.height() + 1
         parent = node.blocks.last_block_hash()
@@ -122,8 +127,7 @@ def grow(node: SyncNode, count: int, *, stable_upto: int | None = None,
 def copy_chain(src: SyncNode, dst: SyncNode, upto: int,
                swap: Callable[[int, bytes, bytes], tuple[bytes, bytes]] | None = None) -> None:
     """Commit src's stored blocks 1..upto into dst (optionally replacing what is stored at some heights)."""
-    state = dst.ctx.state
-    assert state is not None
+    state = dst.store.state
     for h, raw, cert in src.blocks.iter_blocks(1, upto + 1):
         assert cert is not None
         good = Block.decode(raw)
@@ -131,6 +135,7 @@ def copy_chain(src: SyncNode, dst: SyncNode, upto: int,
             raw, cert = swap(h, raw, cert)
         block = Block.decode(raw)
         dst.blocks.commit(block, cert, [], state.stage(changes_for(good)), block_bytes=raw)
+    dst.store.set_head(dst.store.read_head())
 
 
 class Net:
@@ -141,22 +146,19 @@ class Net:
     async def add(self, i: int, *, state_sync: bool = False, settings: SyncSettings = FAST) -> SyncNode:
         home = self.tmp / f"n{i}"
         home.mkdir()
-        cfg = Config(node=NodeSection(name=f"n{i}", chain_id=CHAIN, home=home, genesis_file=home / "genesis.json",
-                                      key_file=home / "node.key", data_dir=home / "data"))
         db = Database.open(home / "db")
         state = StateStore(db)
         blocks = BlockStore(db, state)
         blocks.commit_genesis(state.stage(dict(GENESIS_STATE)), GENESIS.hash)
-        ctx = NodeContext(config=cfg, genesis=GENESIS, key=VALS[i], log=structlog.get_logger().bind(node=f"n{i}"),
-                          db=db, state=state, blocks=blocks)
-        ctx.p2p = P2P(VALS[i], CHAIN, validators=GENESIS.validator_keys, settings=NET)
-        await ctx.p2p.start()
-        holder: list[SyncNode] = []
-        sync = SyncService(ctx, lambda b, c: holder[0].deliver(b, c),
-                           (lambda p: holder[0].install(p)) if state_sync else None, settings=settings)
-        node = SyncNode(ctx, db, sync)
-        holder.append(node)
-        await sync.start()
+        store = ChainStore(db, state, blocks, ConsensusWal(db))
+        p2p = P2P(VALS[i], CHAIN, validators=GENESIS.validator_keys, settings=NET)
+        await p2p.start()
+        node = SyncNode(store, p2p, VALS[i])
+        env = SyncEnv(store, p2p, CHAIN, tuple(GENESIS.validator_keys), node.status)
+        node.sync = SyncService(env, node, checkpoint_interval=5, registry=node.registry,
+                                log=structlog.get_logger().bind(node=f"n{i}"), settings=settings,
+                                state_sync=state_sync)
+        node.task = asyncio.create_task(node.sync.run())
         self.nodes.append(node)
         return node
 
@@ -168,10 +170,12 @@ class Net:
 
     async def close(self) -> None:
         for n in self.nodes:
-            await n.sync.stop()
+            if n.task is not None:
+                n.task.cancel()
+        await asyncio.gather(*(n.task for n in self.nodes if n.task is not None), return_exceptions=True)
         await asyncio.gather(*(n.p2p.stop() for n in self.nodes))
         for n in self.nodes:
-            n.db.close()
+            await n.store.close()
 
 
 async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -183,12 +187,12 @@ async def until(pred: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def failures(node: SyncNode, reason: str) -> float:
-    v = node.ctx.registry.get_sample_value("smeledger_sync_peer_failures_total", {"reason": reason})
+    v = node.registry.get_sample_value("smeledger_sync_peer_failures_total", {"reason": reason})
     return v or 0.0
 
 
 def served(node: SyncNode, msg_type: str = "sync_resp", status: str = "ok") -> float:
-    v = node.ctx.registry.get_sample_value("smeledger_sync_served_total", {"type": msg_type, "status": status})
+    v = node.registry.get_sample_value("smeledger_sync_served_total", {"type": msg_type, "status": status})
     return v or 0.0
 
 
@@ -211,9 +215,9 @@ async def test_a_lagging_node_gets_every_block_in_height_order_from_two_peers(ne
     assert c.blocks.state_root() == a.blocks.state_root()
     assert c.blocks.last_block_hash() == a.blocks.last_block_hash()
     assert served(a) > 0 and served(b) > 0, "both peers served batches"
-    assert c.ctx.registry.get_sample_value("smeledger_sync_blocks_fetched_total") == 120
-    await until(lambda: not c.ctx.chain.syncing)
-    assert c.ctx.chain.sync_progress == 120 and c.ctx.chain.sync_target == 120
+    assert c.registry.get_sample_value("smeledger_sync_blocks_fetched_total") == 120
+    await until(lambda: not c.status.syncing)
+    assert c.status.sync_progress == 120 and c.status.sync_target == 120
 
 
 async def test_a_raised_target_extends_the_running_sync_and_repeated_requests_coalesce(net: Net) -> None:
@@ -294,11 +298,11 @@ async def test_sync_stops_at_what_peers_have_and_reports_it_in_the_chain_status(
     await net.link(c, a)
     c.sync.request(25, [a.key])
     await until(lambda: c.blocks.height() == 10)
-    await until(lambda: c.ctx.chain.sync_target == 25)
-    assert c.ctx.chain.syncing and c.ctx.chain.sync_progress == 10
+    await until(lambda: c.status.sync_target == 25)
+    assert c.status.syncing and c.status.sync_progress == 10
     grow(a, 15)  # the peer catches up: the retried round finishes the job
     await until(lambda: c.blocks.height() == 25)
-    await until(lambda: not c.ctx.chain.syncing)
+    await until(lambda: not c.status.syncing)
 
 
 async def test_responses_stay_within_the_byte_budget_and_partial_ranges_are_asked_again(net: Net) -> None:
@@ -335,7 +339,7 @@ async def test_blocks_the_driver_commits_on_its_own_during_sync_are_skipped_not_
     a, c = await net.add(0), await net.add(2)
     grow(a, 60)
     await net.link(c, a)
-    plain = c.deliver
+    plain = c.deliver_block
 
     async def deliver_and_catch_up(block: Block, cert: CommitCertificate) -> None:
         await plain(block, cert)
@@ -345,7 +349,7 @@ async def test_blocks_the_driver_commits_on_its_own_during_sync_are_skipped_not_
                 assert raw is not None and cert_bytes is not None
                 c.commit(Block.decode(raw), cert_bytes)
 
-    c.deliver = deliver_and_catch_up  # type: ignore[method-assign]
+    c.deliver_block = deliver_and_catch_up  # type: ignore[method-assign]
     c.sync.request(60, [a.key])
     await until(lambda: c.blocks.height() == 60)
     assert c.delivered == [1, 2, 3, *range(9, 61)]

@@ -56,9 +56,9 @@ async def test_a_fresh_node_state_syncs_from_a_checkpoint_snapshot_then_block_sy
     assert c.blocks.first_block_height() == 36
     chunks = len(plan.manifest.chunk_hashes)
     assert chunks > 4, "the test state spans several chunks"
-    assert c.ctx.registry.get_sample_value("smeledger_sync_snapshot_chunks_total") == chunks
+    assert c.registry.get_sample_value("smeledger_sync_snapshot_chunks_total") == chunks
     assert served(a, "snap_resp") > 1 and served(b, "snap_resp") > 1, "chunks came from both peers"
-    await until(lambda: not c.ctx.chain.syncing)
+    await until(lambda: not c.status.syncing)
 
 
 async def test_a_tampered_chunk_is_rejected_and_fetched_from_another_peer(net: Net) -> None:
