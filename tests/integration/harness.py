@@ -16,6 +16,7 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -161,23 +162,27 @@ class Net:
             time.sleep(0.2)
 
     def committed(self, name: str, hashes: list[str], wait: float = 15.0) -> set[str]:
-        """Which of `hashes` the node reports committed; txs still pending get up to `wait` seconds."""
+        """Which of `hashes` the node reports committed (`GET /txs/{hash}`, as a client sees it); txs still
+        pending, or not yet known to this node (gossip may still be on its way), get up to `wait` seconds
+        after the first pass over all of them."""
         c = self.client(name, 5.0)
         done: set[str] = set()
         todo = list(hashes)
-        deadline = time.monotonic() + wait
-        while True:
-            pending = []
-            for h in todo:
-                status = c.tx(h)["status"]
-                if status == "committed":
-                    done.add(h)
-                elif status == "pending":
-                    pending.append(h)
-            if not pending or time.monotonic() > deadline:
-                return done
-            todo = pending
-            time.sleep(0.2)
+        deadline: float | None = None
+        with ThreadPoolExecutor(8) as pool:
+            while True:
+                pending = []
+                for h, status in zip(todo, pool.map(lambda h: c.tx(h)["status"], todo), strict=True):
+                    if status == "committed":
+                        done.add(h)
+                    elif status in ("pending", "unknown"):
+                        pending.append(h)
+                if deadline is None:
+                    deadline = time.monotonic() + wait
+                if not pending or time.monotonic() > deadline:
+                    return done
+                todo = pending
+                time.sleep(0.2)
 
 
 class Load:
