@@ -68,11 +68,3 @@ class FrameError(ProtocolError):
 
 class FrameTooLarge(FrameError):
     code = "frame_too_large"
-
-
-class SignatureError(ProtocolError):
-    code = "bad_signature"
-
-
-class ChainMismatch(ProtocolError):
-    code = "wrong_chain"

@@ -37,11 +37,6 @@ def req_int(m: Mapping[str, Any], key: str, *, lo: int | None = None, hi: int | 
     return v
 
 
-def opt_int(m: Mapping[str, Any], key: str, default: int, *, lo: int | None = None, hi: int | None = None) -> int:
-    if key not in m:
-        return default
-    return req_int(m, key, lo=lo, hi=hi)
-
 
 def req_bytes(m: Mapping[str, Any], key: str, *, size: int | None = None, max_size: int | None = None) -> bytes:
     if key not in m:
@@ -56,11 +51,6 @@ def req_bytes(m: Mapping[str, Any], key: str, *, size: int | None = None, max_si
     return v
 
 
-def opt_bytes(m: Mapping[str, Any], key: str, *, size: int | None = None, max_size: int | None = None) -> bytes | None:
-    if key not in m:
-        return None
-    return req_bytes(m, key, size=size, max_size=max_size)
-
 
 def req_str(m: Mapping[str, Any], key: str, *, max_len: int = 256, min_len: int = 0) -> str:
     if key not in m:
@@ -73,19 +63,6 @@ def req_str(m: Mapping[str, Any], key: str, *, max_len: int = 256, min_len: int 
     return v
 
 
-def opt_str(m: Mapping[str, Any], key: str, *, max_len: int = 256) -> str | None:
-    if key not in m:
-        return None
-    return req_str(m, key, max_len=max_len)
-
-
-def req_bool(m: Mapping[str, Any], key: str) -> bool:
-    if key not in m:
-        raise FieldError(f"missing field '{key}'")
-    v = m[key]
-    if not isinstance(v, bool):
-        raise FieldError(f"field '{key}' must be a boolean")
-    return v
 
 
 def req_list(m: Mapping[str, Any], key: str, *, max_len: int) -> list[Any]:
@@ -97,9 +74,3 @@ def req_list(m: Mapping[str, Any], key: str, *, max_len: int) -> list[Any]:
     if len(v) > max_len:
         raise FieldError(f"field '{key}' has more than {max_len} items")
     return v
-
-
-def req_map(m: Mapping[str, Any], key: str) -> dict[str, Any]:
-    if key not in m:
-        raise FieldError(f"missing field '{key}'")
-    return expect_map(m[key], f"field '{key}'")

@@ -138,9 +138,6 @@ class TreeNodes:
     def row(self, level: int) -> list[bytes]:
         return self._rows[level]
 
-    def get_node(self, level: int, index: int) -> bytes:
-        return self._rows[level][index]
-
     def root(self) -> bytes:
         return self._rows[0][0]
 
