@@ -242,9 +242,12 @@ class Load:
             for _ in range(len(self.targets)):
                 name = next(targets)
                 try:
-                    res = self.net.client(name, 1.0).submit([tx])["results"][0]
+                    answer = self.net.client(name, 1.0).submit([tx])
                 except ClientError:
                     continue
+                if not answer.get("results"):  # e.g. intake closed while the node stops: try the next
+                    continue
+                res = answer["results"][0]
                 if res["accepted"]:
                     self.nonces[w.public_key] += 1
                     with self.lock:

@@ -115,7 +115,9 @@ def test_a_bug_in_the_consensus_owner_ends_the_process_non_zero_within_a_second_
 def test_sigterm_under_load_again_and_again_never_corrupts_a_node_and_roots_agree_afterwards(net: Net) -> None:
     net.start()
     victims = ["bankb", "smea", "regulator", "smeb"]
-    with Load(net, ["banka", "smea", "smeb"], rate=150, max_seconds=30 + 6 * SIGTERM_ROUNDS) as load:
+    # the load goes to the one validator never stopped: what a stopping node had accepted but not yet
+    # gossiped is issue 10's journal (tests/integration/test_durable_acceptance.py), not this test's
+    with Load(net, ["banka"], rate=150, max_seconds=30 + 6 * SIGTERM_ROUNDS) as load:
         net.wait_height(ALL, 3, timeout=20)
         for i in range(SIGTERM_ROUNDS):
             name = victims[i % len(victims)]
