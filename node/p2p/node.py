@@ -257,8 +257,8 @@ class P2P:
                                   expected_peer=expected)
         except HandshakeError as exc:
             self.stats.handshake_failures[exc.reason] += 1
-            self.log.warning("p2p_handshake_failed", reason=exc.reason, error=str(exc), address=address,
-                             direction="out" if initiator else "in")
+            self._throttle(self.log.warning, "p2p_handshake_failed", exc.reason, reason=exc.reason,
+                           error=str(exc), address=address, direction="out" if initiator else "in")
             writer.transport.abort()
             return False
         finally:
