@@ -481,6 +481,7 @@ class ConsensusDriver:
         finally:
             self.store.commit_in_flight = False
         self.store.set_head(head)
+        self.mempool.resync_nonces()  # the state under the pool changed at once: its nonces may be stale
         self.health.note_progress()
         await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
         self.inbox.work_changed()

@@ -448,6 +448,22 @@ class Mempool:
             self._changed()
         return removed
 
+    def resync_nonces(self) -> int:
+        """Re-read every pending sender's committed next nonce (after a state sync replaced the state under
+        the pool): txs below it are dropped, ready runs recounted. Returns how many were removed."""
+        removed = 0
+        for sender in list(self._senders):
+            s = self._senders[sender]
+            s.next_nonce = self._account_nonce(sender)
+            for stale in [tx for nonce, tx in s.txs.items() if nonce < s.next_nonce]:
+                self._drop(stale)
+                removed += 1
+                self.stats.evicted_stale += 1
+            self._recount(sender)
+        if removed:
+            self._changed()
+        return removed
+
     def prune_expired(self, *, force: bool = False) -> int:
         """Drop txs pending longer than `ttl_s` (checked at most once a second unless forced)."""
         now = self._clock()

@@ -120,3 +120,18 @@ async def test_change_listeners_hear_the_new_totals_after_admission_and_removal(
 def test_remove_committed_refuses_raw_tx_bytes_mistaken_for_hashes(pool: Mempool) -> None:
     with pytest.raises(ValueError):
         pool.remove_committed([tx(ALICE, 0).raw])
+
+
+async def test_after_the_state_moved_under_the_pool_a_resync_drops_used_nonces_and_recounts_ready_work() -> None:
+    committed = {ALICE.public_key: 0}
+    pool = Mempool(CHAIN, lambda k: committed.get(k, 0))
+    try:
+        res = await pool.add_many([tx(ALICE, n).raw for n in range(5)])
+        assert all(r.accepted for r in res) and pool.ready_txs == 5
+        committed[ALICE.public_key] = 3  # a state sync installed a state where nonces 0..2 are used
+        assert pool.resync_nonces() == 3
+        assert len(pool) == 2 and pool.ready_txs == 2
+        committed[ALICE.public_key] = 7  # ...or all of them, and more
+        assert pool.resync_nonces() == 2 and len(pool) == 0 and pool.ready_txs == 0
+    finally:
+        pool.close()
