@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
@@ -27,15 +25,6 @@ def _set_consensus(net: Net, **params: int) -> None:
         doc = json.loads(path.read_text())
         doc.setdefault("consensus", {}).update(params)
         path.write_text(json.dumps(doc, indent=2))
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    n = Net(tmp_path / "tn")
-    try:
-        yield n
-    finally:
-        n.close()
 
 
 def test_all_validators_commit_the_same_block_hash_and_state_root_at_every_height(net: Net) -> None:

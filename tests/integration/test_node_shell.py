@@ -14,7 +14,6 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ pytestmark = pytest.mark.integration
 VALIDATORS = ["banka", "bankb", "smea", "smeb"]
 ALL = [*VALIDATORS, "regulator"]
 SIGTERM_ROUNDS = int(os.environ.get("SMELEDGER_SIGTERM_ROUNDS", "4"))  # the acceptance run uses 20
-
-
-@pytest.fixture
-def net(tmp_path: Path) -> Iterator[Net]:
-    n = Net(tmp_path / "tn")
-    try:
-        yield n
-    finally:
-        n.close()
 
 
 def _users(net: Net, count: int) -> list[Wallet]:
