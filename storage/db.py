@@ -1,9 +1,13 @@
 """The one LevelDB handle: open/close, reads, atomic write batches, snapshots and prefixed views.
 
 Rule: this is the only module that imports plyvel. Every plyvel exception is translated here into a
-`StorageError` subclass with a stable code (`db_locked`, `db_corrupt`, `db_not_found`, `db_write_failed`,
-`db_closed`); callers never see a plyvel traceback. A batch is all-or-nothing: an exception inside
-`with db.batch():` discards it, and a failed write leaves nothing of it visible.
+`StorageError` subclass with a stable code (`db_locked`, `db_corrupt`, `db_unavailable`, `db_not_found`,
+`db_write_failed`, `db_closed`); callers never see a plyvel traceback. A batch is all-or-nothing: an
+exception inside `with db.batch():` discards it, and a failed write leaves nothing of it visible.
+
+Integrity: the database is opened with `paranoid_checks` (a damaged log record or table refuses the open
+instead of being skipped) and every read, live or from a snapshot, verifies the block checksums, so a
+flipped byte in a table file is `db_corrupt` naming the key read, never a different value.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from storage.errors import (
     DatabaseCorrupt,
     DatabaseLocked,
     DatabaseNotFound,
+    DatabaseUnavailable,
     DatabaseWriteFailed,
     StorageError,
 )
@@ -35,10 +40,10 @@ def _text(exc: BaseException) -> str:
     return arg.decode("utf-8", "replace") if isinstance(arg, bytes) else str(arg)
 
 
-def _read_error(exc: BaseException, what: str) -> StorageError:
+def _read_error(exc: BaseException, what: str, key: bytes | None, path: str) -> StorageError:
     if isinstance(exc, RuntimeError):
         return DatabaseClosed(f"{what}: the database is closed")
-    return DatabaseCorrupt(f"{what}: {_text(exc)}")
+    return DatabaseCorrupt(f"{what}: {_text(exc)}", key=key, path=path)
 
 
 def _write_error(exc: BaseException, what: str) -> StorageError:
@@ -47,24 +52,28 @@ def _write_error(exc: BaseException, what: str) -> StorageError:
     return DatabaseWriteFailed(f"{what} failed: {_text(exc)}")
 
 
-def _guarded(it: Any) -> Iterator[tuple[bytes, bytes]]:
-    """Translate errors raised while iterating (LevelDB itself stops silently on a corrupt block)."""
+def _guarded(it: Any, path: str) -> Iterator[tuple[bytes, bytes]]:
+    """Translate errors raised while iterating; the error names the last key read before the damage."""
+    last: bytes | None = None
     try:
-        yield from it
+        for item in it:
+            last = item[0]
+            yield item
     except (plyvel.Error, RuntimeError) as exc:
-        raise _read_error(exc, "iteration failed") from exc
+        raise _read_error(exc, "iteration failed after the key named here" if last is not None
+                          else "iteration failed", last, path) from exc
 
 
-def _iterate(source: Any, what: str, start: bytes | None, stop: bytes | None, prefix: bytes | None,
+def _iterate(source: Any, what: str, path: str, start: bytes | None, stop: bytes | None, prefix: bytes | None,
              reverse: bool) -> Iterator[tuple[bytes, bytes]]:
     """(key, value) pairs of a plyvel DB or snapshot with start <= key < stop, or under `prefix`."""
     if prefix is not None:
         start, stop = prefix, prefix_end(prefix)
     try:
-        it = source.iterator(start=start, stop=stop, reverse=reverse)
+        it = source.iterator(start=start, stop=stop, reverse=reverse, verify_checksums=True)
     except (plyvel.Error, RuntimeError) as exc:
-        raise _read_error(exc, what) from exc
-    return _guarded(it)
+        raise _read_error(exc, what, start, path) from exc
+    return _guarded(it, path)
 
 
 class WriteBatch:
@@ -100,22 +109,23 @@ class WriteBatch:
 class Snapshot:
     """A consistent read-only view of the whole database at one instant. Close it when done."""
 
-    __slots__ = ("_snap",)
+    __slots__ = ("_snap", "path")
 
-    def __init__(self, snap: Any) -> None:
+    def __init__(self, snap: Any, path: str) -> None:
         self._snap = snap
+        self.path = path
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            value: bytes | None = self._snap.get(key)
+            value: bytes | None = self._snap.get(key, verify_checksums=True)
         except (plyvel.Error, RuntimeError) as exc:
-            raise _read_error(exc, "snapshot read failed") from exc
+            raise _read_error(exc, "snapshot read failed", key, self.path) from exc
         return value
 
     def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
                 prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """Ascending (or descending) (key, value) pairs with start <= key < stop, or under `prefix`."""
-        return _iterate(self._snap, "snapshot iteration failed", start, stop, prefix, reverse)
+        return _iterate(self._snap, "snapshot iteration failed", self.path, start, stop, prefix, reverse)
 
     def close(self) -> None:
         self._snap.close()
@@ -174,29 +184,33 @@ class Database:
         p = os.fspath(path)
         try:
             if create and not os.path.exists(p):
-                os.makedirs(p, exist_ok=True)
+                os.makedirs(p, mode=0o700, exist_ok=True)
         except OSError as exc:
-            raise DatabaseCorrupt(f"cannot create database directory {p}: {exc.strerror}") from exc
+            raise DatabaseUnavailable(f"cannot create database directory {p}: {exc.strerror}") from exc
         try:
-            # paranoid_checks stays off: a torn, never-acknowledged log tail after a power cut is dropped
-            # rather than refusing to start; the state store checks its Merkle root against disk on open.
-            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=False,
+            # paranoid_checks: a damaged log record or table refuses the open. LevelDB's log reader still
+            # treats a record cut short at the very end of the log as never written (a torn write after
+            # a power cut), which is only possible for a write that was never acknowledged as synced.
+            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=True,
                             lru_cache_size=cache_mb * 1024 * 1024,
                             write_buffer_size=write_buffer_mb * 1024 * 1024,
                             max_open_files=max_open_files)
         except plyvel.CorruptionError as exc:
-            raise DatabaseCorrupt(f"database at {p} is corrupt: {_text(exc)}") from exc
+            raise DatabaseCorrupt(f"database at {p} is corrupt: {_text(exc)}", path=p) from exc
         except plyvel.IOError as exc:
             text = _text(exc)
             if "lock" in text.lower() and ("held" in text or "unavailable" in text.lower()):
                 raise DatabaseLocked(f"database at {p} is in use by another process "
                                      f"(is a node already running on this home?): {text}") from exc
-            raise DatabaseCorrupt(f"cannot read database at {p}: {text}") from exc
+            if "permission denied" in text.lower():
+                raise DatabaseUnavailable(f"cannot read database at {p}: {text}; give the node's user "
+                                          "access to it") from exc
+            raise DatabaseCorrupt(f"cannot read database at {p}: {text}", path=p) from exc
         except plyvel.Error as exc:
             text = _text(exc)
             if "does not exist" in text:
                 raise DatabaseNotFound(f"no database at {p}") from exc
-            raise DatabaseCorrupt(f"cannot open database at {p}: {text}") from exc
+            raise DatabaseCorrupt(f"cannot open database at {p}: {text}", path=p) from exc
         return cls(raw, p)
 
     @property
@@ -217,21 +231,21 @@ class Database:
 
     def get(self, key: bytes) -> bytes | None:
         try:
-            value: bytes | None = self._db.get(key)
+            value: bytes | None = self._db.get(key, verify_checksums=True)
         except (plyvel.Error, RuntimeError) as exc:
-            raise _read_error(exc, "read failed") from exc
+            raise _read_error(exc, "read failed", key, self.path) from exc
         return value
 
     def iterate(self, start: bytes | None = None, stop: bytes | None = None, *,
                 prefix: bytes | None = None, reverse: bool = False) -> Iterator[tuple[bytes, bytes]]:
         """(key, value) pairs with start <= key < stop, or every key under `prefix`, in key order."""
-        return _iterate(self._db, "iteration failed", start, stop, prefix, reverse)
+        return _iterate(self._db, "iteration failed", self.path, start, stop, prefix, reverse)
 
     def snapshot(self) -> Snapshot:
         try:
-            return Snapshot(self._db.snapshot())
+            return Snapshot(self._db.snapshot(), self.path)
         except (plyvel.Error, RuntimeError) as exc:
-            raise _read_error(exc, "snapshot failed") from exc
+            raise _read_error(exc, "snapshot failed", None, self.path) from exc
 
     def prefixed(self, prefix: bytes) -> PrefixedView:
         return PrefixedView(self, prefix)

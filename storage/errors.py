@@ -7,6 +7,10 @@ meaning once released.
 
 from __future__ import annotations
 
+from storage.schema import describe
+
+RESYNC = "resync from peers: stop the node, move the data dir{where} aside, start it to state sync"
+
 
 class StorageError(Exception):
     """Root of every error raised by the storage layer."""
@@ -30,9 +34,28 @@ class DatabaseLocked(StorageError):
 
 
 class DatabaseCorrupt(StorageError):
-    """The database files are unreadable, corrupt or inconsistent with themselves."""
+    """The database files are corrupt or inconsistent with themselves: a checksum, a decode or a
+    cross-check (block hash, receipt, tx index) failed. The message names the damaged key when one is
+    known (`key`) and always ends with the way out (`RESYNC`); nothing read from it is ever served."""
 
     code = "db_corrupt"
+
+    def __init__(self, message: str, *, key: bytes | None = None, path: str | None = None) -> None:
+        self.key = key
+        damaged = f"; damaged: {describe(key)}" if key is not None else ""
+        way_out = RESYNC.format(where=f" {path}" if path else "")
+        super().__init__(f"{message}{damaged}; {way_out}")
+
+    @property
+    def key_name(self) -> str | None:
+        return describe(self.key) if self.key is not None else None
+
+
+class DatabaseUnavailable(StorageError):
+    """The operating system refused access to the database files (permissions, missing directory):
+    nothing is known to be damaged, so the fix is the file system, not a resync."""
+
+    code = "db_unavailable"
 
 
 class DatabaseNotFound(StorageError):

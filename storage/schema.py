@@ -142,6 +142,30 @@ def staging_key(key: bytes) -> bytes:
     return IMPORT_STAGING + key
 
 
+_NAMES: Final[dict[bytes, str]] = {
+    META: "meta", BLOCK: "block", BLOCK_HASH: "block hash index", CERTIFICATE: "certificate",
+    STATE_ROOT_AT: "state root at height", TX_INDEX: "tx index", RECEIPT: "receipt", STATE: "state value",
+    MERKLE_BUCKET: "Merkle bucket", MERKLE_NODE: "Merkle node", WAL: "consensus WAL record",
+    SNAPSHOT_META: "snapshot manifest", IMPORT_STAGING: "snapshot import staging",
+}
+assert set(_NAMES) == set(TABLE)
+
+
+def describe(key: bytes) -> str:
+    """A key as an operator reads it in an error: its namespace, the decoded height/index/hash, its hex."""
+    prefix, rest = key[:1], key[1:]
+    name = _NAMES.get(prefix, "unknown namespace")
+    if prefix in (BLOCK, CERTIFICATE, STATE_ROOT_AT, WAL, SNAPSHOT_META) and len(rest) == U64:
+        name += f" {int.from_bytes(rest, 'big')}"
+    elif prefix == RECEIPT and len(rest) == U64 + U32:
+        name += f" {int.from_bytes(rest[:U64], 'big')}/{int.from_bytes(rest[U64:], 'big')}"
+    elif prefix in (BLOCK_HASH, TX_INDEX):
+        name += f" {rest.hex()}"
+    elif prefix == META:
+        name += f" {rest.decode('ascii', 'replace')}"
+    return f"{name} (key {key.hex()})"
+
+
 def prefix_end(prefix: bytes) -> bytes:
     """The smallest key greater than every key starting with `prefix` (prefix must not be all 0xff)."""
     p = bytearray(prefix)
