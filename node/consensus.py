@@ -201,7 +201,8 @@ class ConsensusDriver:
         if head.height > 0:
             raw = self.store.blocks.get_certificate(head.height)
             if raw is None:
-                raise DatabaseCorrupt(f"the database has no commit certificate for its height {head.height}")
+                raise DatabaseCorrupt(f"the database has no commit certificate for its height {head.height}",
+                                      key=schema.certificate_key(head.height), path=self.store.db.path)
             cert = cs.CommitCertificate.from_value(codec.decode(raw))
         entries = self.store.wal.entries()
         metas = [decode_record(r).meta for _seq, r in entries]

@@ -3,15 +3,25 @@
 Rule: committing height h is ONE synced write batch holding the block, its certificate, the block-hash
 and tx indexes, the receipts, the staged state ops and the new height / last hash / state root, so a
 crash leaves the node at h-1 or h, never in between. Blocks are stored as the exact bytes that were
-built or received and are served from those bytes, never re-encoded. Certificates and receipts are
-opaque bytes to storage. Pruning is not implemented: everything is kept.
+built or received and are served from those bytes, never re-encoded. Pruning is not implemented.
+
+Integrity on read: nothing is returned unchecked. A block must decode, carry its height, match its tx
+root, and its recomputed header hash must be indexed at that height; a certificate must name the block
+it is stored with; a receipt must be a receipt of the tx at its place in its block; a tx index entry must
+point at that tx. Anything else is `DatabaseCorrupt` naming the key and the way out. Reads take the
+anchor first (head, then block, then what hangs off it), so a commit racing a read is never mistaken
+for damage. `check_head` runs the same checks over the head region when the store opens.
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
+from protocol import codec
 from protocol.block import Block
+from protocol.consensus.certs import CommitCertificate
 from protocol.crypto import HASH_SIZE, sha256
 from protocol.errors import ProtocolError
 from protocol.tx import SignedTx
@@ -20,6 +30,9 @@ from storage.db import Database, Op
 from storage.errors import DatabaseCorrupt, HeightMismatch, StorageError
 from storage.state import StagedState, StateStore
 
+HEAD_CHECK_BLOCKS = 16  # blocks below the head that `check_head` verifies at open (bounded work)
+BLOCK_CACHE_BYTES = 32 * 1024 * 1024  # verified blocks kept for tx and receipt lookups (raw + decoded)
+RECEIPT_STATUSES = ("ok", "failed")
 u64 = schema.u64
 
 
@@ -31,23 +44,69 @@ def tx_hash_of(raw: bytes) -> bytes:
         return sha256(raw)
 
 
-class BlockStore:
-    """Blocks and their indexes over one `Database`, committing state through a `StateStore`."""
+class _VerifiedBlocks:
+    """Blocks that passed their checks, by height: (raw bytes, decoded block), least recently used first
+    out once `max_bytes` (counted as twice the raw size) is exceeded. Thread-safe."""
 
-    def __init__(self, db: Database, state: StateStore) -> None:
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._items: OrderedDict[int, tuple[bytes, Block]] = OrderedDict()
+        self._bytes = 0
+        self._lock = threading.Lock()
+
+    def get(self, height: int) -> tuple[bytes, Block] | None:
+        with self._lock:
+            hit = self._items.get(height)
+            if hit is not None:
+                self._items.move_to_end(height)
+            return hit
+
+    def put(self, height: int, raw: bytes, block: Block) -> None:
+        size = 2 * len(raw)
+        if size > self.max_bytes:
+            return
+        with self._lock:
+            if height in self._items:
+                return
+            while self._items and self._bytes + size > self.max_bytes:
+                self._bytes -= 2 * len(self._items.popitem(last=False)[1][0])
+            self._items[height] = (raw, block)
+            self._bytes += size
+
+
+class BlockStore:
+    """Blocks and their indexes over one `Database`, committing state through a `StateStore`.
+
+    Opening one checks the head region (`check_head`, `check_tail` blocks; 0 skips it)."""
+
+    def __init__(self, db: Database, state: StateStore, *, check_tail: int = HEAD_CHECK_BLOCKS,
+                 cache_bytes: int = BLOCK_CACHE_BYTES) -> None:
         self.db = db
         self.state = state
+        self._verified = _VerifiedBlocks(cache_bytes)
+        if check_tail > 0:
+            self.check_head(check_tail)
+
+    def _corrupt(self, message: str, key: bytes) -> DatabaseCorrupt:
+        return DatabaseCorrupt(message, key=key, path=self.db.path)
 
     # -- chain head ------------------------------------------------------------------------------------
 
     def height(self) -> int:
         """Height of the last committed block; 0 when none (genesis state only, or an empty database)."""
         raw = self.db.get(schema.META_HEIGHT)
-        return schema.read_u64(raw) if raw is not None else 0
+        if raw is None:
+            return 0
+        if len(raw) != schema.U64:
+            raise self._corrupt("the stored chain height is not a u64", schema.META_HEIGHT)
+        return schema.read_u64(raw)
 
     def last_block_hash(self) -> bytes | None:
         """Hash of the block at `height()` (the genesis hash at height 0 once genesis is committed)."""
-        return self.db.get(schema.META_LAST_HASH)
+        raw = self.db.get(schema.META_LAST_HASH)
+        if raw is not None and len(raw) != HASH_SIZE:
+            raise self._corrupt("the stored last block hash is not 32 bytes", schema.META_LAST_HASH)
+        return raw
 
     def state_root(self) -> bytes:
         return self.state.root()
@@ -118,60 +177,218 @@ class BlockStore:
                 b.apply(self.head_ops(h, block.hash, staged.new_root))
             self.state.mark_committed(staged)
 
-    # -- reads -----------------------------------------------------------------------------------------
+    # -- reads (each checked; see the module rule) ---------------------------------------------------
+
+    def _check_block(self, height: int, raw: bytes) -> Block:
+        key = schema.block_key(height)
+        try:
+            block = Block.decode(raw)  # also checks the tx root against the txs
+        except ProtocolError as exc:
+            raise self._corrupt(f"stored block {height} does not decode ({exc.message})", key) from exc
+        if block.height != height:
+            raise self._corrupt(f"the block stored at height {height} says height {block.height}", key)
+        hash_key = schema.block_hash_key(block.hash)
+        indexed = self.db.get(hash_key)
+        if indexed is None:
+            raise self._corrupt(f"the header hash of block {height} is not in the block hash index", key)
+        if indexed != schema.u64(height):
+            raise self._corrupt(f"the block hash index does not point at block {height}", hash_key)
+        self._verified.put(height, raw, block)
+        return block
+
+    def _read_block(self, height: int) -> tuple[bytes, Block] | None:
+        hit = self._verified.get(height)
+        if hit is not None:
+            return hit
+        raw = self.db.get(schema.block_key(height))
+        return (raw, self._check_block(height, raw)) if raw is not None else None
 
     def get_block_bytes(self, height: int) -> bytes | None:
-        return self.db.get(schema.block_key(height))
+        got = self._read_block(height)
+        return got[0] if got is not None else None
 
     def get_block(self, height: int) -> Block | None:
-        raw = self.get_block_bytes(height)
+        got = self._read_block(height)
+        return got[1] if got is not None else None
+
+    def _check_certificate(self, height: int, raw: bytes, block_hash: bytes) -> None:
+        key = schema.certificate_key(height)
+        try:
+            cert = CommitCertificate.from_value(codec.decode(raw))
+        except ProtocolError as exc:
+            raise self._corrupt(f"the certificate of block {height} does not decode ({exc.message})", key) from exc
+        if cert.height != height or cert.block_hash != block_hash:
+            raise self._corrupt(f"the certificate stored for block {height} certifies another block", key)
+
+    def get_certificate(self, height: int, block_hash: bytes | None = None) -> bytes | None:
+        """The commit certificate of block `height`, checked against `block_hash` (default: the stored
+        block's hash, the parent named by the next block, or the head hash after a state sync)."""
+        head = self.height()
+        last = self.last_block_hash()
+        if block_hash is None:
+            got = self._read_block(height)
+            nxt = self._read_block(height + 1) if got is None else None
+            block_hash = got[1].hash if got is not None else nxt[1].header.parent if nxt is not None else \
+                last if height == head else None
+        raw = self.db.get(schema.certificate_key(height))
         if raw is None:
             return None
-        try:
-            return Block.decode(raw)
-        except ProtocolError as exc:
-            raise DatabaseCorrupt(f"stored block {height} does not decode: {exc.message}") from exc
-
-    def get_certificate(self, height: int) -> bytes | None:
-        return self.db.get(schema.certificate_key(height))
+        if block_hash is None:
+            raise self._corrupt(f"a certificate for height {height} without a block it could certify",
+                                schema.certificate_key(height))
+        self._check_certificate(height, raw, block_hash)
+        return raw
 
     def height_of(self, block_hash: bytes) -> int | None:
-        raw = self.db.get(schema.block_hash_key(block_hash))
-        return schema.read_u64(raw) if raw is not None else None
+        key = schema.block_hash_key(block_hash)
+        raw = self.db.get(key)
+        if raw is None:
+            return None
+        got = self._read_block(schema.read_u64(raw)) if len(raw) == schema.U64 else None
+        if got is None or got[1].hash != block_hash:
+            raise self._corrupt("the block hash index points at a block with another hash", key)
+        return got[1].height
 
     def state_root_at(self, height: int) -> bytes | None:
         """State root after executing `height` (the genesis root at 0)."""
-        return self.db.get(schema.state_root_at_key(height))
+        key = schema.state_root_at_key(height)
+        raw = self.db.get(key)
+        if raw is not None and len(raw) != HASH_SIZE:
+            raise self._corrupt(f"the state root stored for height {height} is not 32 bytes", key)
+        return raw
 
     def get_tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
-        """(height, index in block) of a committed tx."""
-        raw = self.db.get(schema.tx_index_key(tx_hash))
-        return schema.read_tx_location(raw) if raw is not None else None
+        """(height, index in block) of a committed tx, checked against the tx at that place."""
+        key = schema.tx_index_key(tx_hash)
+        raw = self.db.get(key)
+        if raw is None:
+            return None
+        loc = schema.read_tx_location(raw) if len(raw) == schema.U64 + schema.U32 else None
+        got = self._read_block(loc[0]) if loc is not None else None
+        if loc is None or got is None or loc[1] >= len(got[1].txs) or tx_hash_of(got[1].txs[loc[1]]) != tx_hash:
+            raise self._corrupt("the tx index entry does not point at this tx in a stored block", key)
+        return loc
+
+    def _check_receipt(self, key: bytes, raw: bytes, tx_hash: bytes) -> None:
+        try:
+            value = codec.decode(raw)
+        except ProtocolError as exc:
+            raise self._corrupt(f"a stored receipt does not decode ({exc.message})", key) from exc
+        if not isinstance(value, dict) or value.get("tx_hash") != tx_hash or \
+                value.get("status") not in RECEIPT_STATUSES:
+            raise self._corrupt("a stored receipt is not the receipt of the tx at its place", key)
 
     def get_receipt_at(self, height: int, index: int) -> bytes | None:
-        return self.db.get(schema.receipt_key(height, index))
+        """The receipt of tx `index` of block `height`, checked against that tx."""
+        key = schema.receipt_key(height, index)
+        got = self._read_block(height)  # the anchor first: a receipt is committed with its block
+        raw = self.db.get(key)
+        if got is None or index >= len(got[1].txs):
+            if raw is not None:
+                raise self._corrupt(f"a receipt without a tx at its place in block {height}", key)
+            return None
+        if raw is None:
+            raise self._corrupt(f"block {height} holds tx {index} but its receipt is missing", key)
+        self._check_receipt(key, raw, tx_hash_of(got[1].txs[index]))
+        return raw
 
     def get_receipt(self, tx_hash: bytes) -> bytes | None:
         loc = self.get_tx_location(tx_hash)
         return self.get_receipt_at(*loc) if loc is not None else None
 
     def get_tx(self, tx_hash: bytes) -> tuple[int, int, bytes] | None:
-        """(height, index, raw signed tx) of a committed tx (decodes its block)."""
+        """(height, index, raw signed tx) of a committed tx."""
         loc = self.get_tx_location(tx_hash)
         if loc is None:
             return None
         block = self.get_block(loc[0])
-        if block is None or loc[1] >= len(block.txs):
-            raise DatabaseCorrupt(f"tx index points at a missing block or tx {loc}")
+        assert block is not None  # get_tx_location checked it
         return loc[0], loc[1], block.txs[loc[1]]
 
     def receipts_at(self, height: int) -> list[bytes]:
-        start = schema.receipt_key(height, 0)
-        return [v for _k, v in self.db.iterate(start, schema.receipt_key(height + 1, 0))]
+        """Every receipt of block `height` in tx order (none when the block is not stored)."""
+        got = self._read_block(height)
+        txs = got[1].txs if got is not None else ()
+        return self._receipts_of(height, [tx_hash_of(t) for t in txs])
+
+    def _receipts_of(self, height: int, hashes: Sequence[bytes]) -> list[bytes]:
+        rows = list(self.db.iterate(schema.receipt_key(height, 0), schema.receipt_key(height + 1, 0)))
+        for i, (k, v) in enumerate(rows):
+            if i >= len(hashes) or k != schema.receipt_key(height, i):
+                raise self._corrupt(f"a receipt without a tx at its place in block {height}", k)
+            self._check_receipt(k, v, hashes[i])
+        if len(rows) < len(hashes):
+            raise self._corrupt(f"block {height} holds {len(hashes)} txs but {len(rows)} receipts",
+                                schema.receipt_key(height, len(rows)))
+        return [v for _k, v in rows]
 
     def iter_blocks(self, start: int, stop: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
         """(height, block bytes, certificate bytes) for start <= height < stop (default: to the head)."""
         end = self.height() + 1 if stop is None else stop
         for k, v in self.db.iterate(schema.block_key(start), schema.block_key(max(start, end))):
+            if len(k) != 1 + schema.U64:
+                raise self._corrupt("a malformed block key", k)
             h = schema.read_u64(k[1:])
-            yield h, v, self.db.get(schema.certificate_key(h))
+            block = self._check_block(h, v)
+            cert = self.db.get(schema.certificate_key(h))
+            if cert is not None:
+                self._check_certificate(h, cert, block.hash)
+            yield h, v, cert
+
+    # -- the open-time check -------------------------------------------------------------------------
+
+    def check_head(self, tail: int = HEAD_CHECK_BLOCKS) -> None:
+        """Check the head region: the head meta values, nothing stored above the head, and the top `tail`
+        blocks with their certificates, receipts, tx index entries and state roots, following parent
+        hashes down from the head hash (to height 1 or the height a state sync installed). Bounded work:
+        the rest of the chain is checked when it is read. Raises DatabaseCorrupt."""
+        if self.db.get(schema.META_HEIGHT) is None:
+            return  # an empty database: genesis not applied yet
+        head = self.height()
+        last = self.last_block_hash()
+        if last is None:
+            raise self._corrupt(f"the chain is at height {head} but its head hash is missing", schema.META_LAST_HASH)
+        if self.state_root_at(head) != self.db.get(schema.META_STATE_ROOT):
+            raise self._corrupt(f"the state root recorded for the head height {head} is not the current state "
+                                "root", schema.state_root_at_key(head))
+        for prefix, first_above in ((schema.BLOCK, schema.block_key(head + 1)),
+                                    (schema.CERTIFICATE, schema.certificate_key(head + 1)),
+                                    (schema.STATE_ROOT_AT, schema.state_root_at_key(head + 1)),
+                                    (schema.RECEIPT, schema.receipt_key(head + 1, 0))):
+            above = next(self.db.iterate(first_above, schema.prefix_end(prefix)), None)
+            if above is not None:
+                raise self._corrupt(f"a record above the head height {head}", above[0])
+        expect = last
+        for h in range(head, max(0, head - tail), -1):
+            cert_key = schema.certificate_key(h)
+            got = self._read_block(h)
+            cert = self.db.get(cert_key)
+            if cert is None:
+                raise self._corrupt(f"block {h} below the head hash has no certificate", cert_key)
+            self._check_certificate(h, cert, expect)
+            if got is None:
+                return  # the height a state sync installed: its certificate names the hash above it
+            block = got[1]
+            if block.hash != expect:
+                raise self._corrupt(f"block {h} is not the parent named by the block above it (or the head "
+                                    "hash)", schema.block_key(h))
+            self._check_tx_records(h, block)
+            below = self.state_root_at(h - 1)
+            if below is not None and block.header.state_root != below:
+                raise self._corrupt(f"block {h} does not start from the state root stored for height {h - 1}",
+                                    schema.block_key(h))
+            expect = block.header.parent
+
+    def _check_tx_records(self, height: int, block: Block) -> None:
+        """The receipts and tx index entries of every tx of a stored block."""
+        hashes = [tx_hash_of(t) for t in block.txs]
+        self._receipts_of(height, hashes)
+        for i, th in enumerate(hashes):
+            key = schema.tx_index_key(th)
+            raw = self.db.get(key)
+            if raw is None:
+                raise self._corrupt(f"tx {i} of block {height} is missing from the tx index", key)
+            if raw != schema.tx_location_value(height, i):
+                loc = self.get_tx_location(th)  # a replay keeps its first inclusion: check that one
+                if loc is None or loc >= (height, i):
+                    raise self._corrupt(f"the tx index entry of tx {i} of block {height} points elsewhere", key)

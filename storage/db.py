@@ -8,6 +8,12 @@ exception inside `with db.batch():` discards it, and a failed write leaves nothi
 Integrity: the database is opened with `paranoid_checks` (a damaged log record or table refuses the open
 instead of being skipped) and every read, live or from a snapshot, verifies the block checksums, so a
 flipped byte in a table file is `db_corrupt` naming the key read, never a different value.
+
+One gap is LevelDB's by design: a log record cut short at the very end of the log reads as a write that
+never finished (a torn write in a power cut), so a damaged length field there silently drops the newest
+writes. A clean close therefore seals the database: its last write is a random `META_SEAL`, also written
+to the file `SEAL_FILE` beside the tables. Opening a sealed database checks that the seal survived
+(`db_corrupt` if not) and removes the file, so a database that was not closed cleanly is not judged by it.
 """
 
 from __future__ import annotations
@@ -29,7 +35,9 @@ from storage.errors import (
     DatabaseWriteFailed,
     StorageError,
 )
-from storage.schema import prefix_end
+from storage.schema import META_SEAL, prefix_end
+
+SEAL_FILE = "SMELEDGER-SEAL"  # not a LevelDB file name: LevelDB leaves it alone
 
 Op = tuple[bytes, bytes | None]
 """A write: (full key, value) or (full key, None) for a delete."""
@@ -44,6 +52,14 @@ def _read_error(exc: BaseException, what: str, key: bytes | None, path: str) -> 
     if isinstance(exc, RuntimeError):
         return DatabaseClosed(f"{what}: the database is closed")
     return DatabaseCorrupt(f"{what}: {_text(exc)}", key=key, path=path)
+
+
+def _sync_dir(path: str) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _write_error(exc: BaseException, what: str) -> StorageError:
@@ -211,15 +227,58 @@ class Database:
             if "does not exist" in text:
                 raise DatabaseNotFound(f"no database at {p}") from exc
             raise DatabaseCorrupt(f"cannot open database at {p}: {text}", path=p) from exc
-        return cls(raw, p)
+        db = cls(raw, p)
+        try:
+            db._unseal()
+        except BaseException:
+            raw.close()
+            raise
+        return db
+
+    def _unseal(self) -> None:
+        seal = os.path.join(self.path, SEAL_FILE)
+        try:
+            with open(seal, "rb") as f:
+                expected = f.read()
+        except FileNotFoundError:
+            return
+        except OSError as exc:
+            raise DatabaseUnavailable(f"cannot read {seal}: {exc.strerror}") from exc
+        if self.get(META_SEAL) != expected:
+            raise DatabaseCorrupt("writes made before the last clean stop are missing (the seal written at "
+                                  "that stop is not in the database: LevelDB dropped the end of its log or "
+                                  "manifest)", key=META_SEAL, path=self.path)
+        os.unlink(seal)
+        _sync_dir(self.path)
+
+    def _seal(self) -> None:
+        value = os.urandom(16)
+        self._db.put(META_SEAL, value, sync=True)
+        tmp = os.path.join(self.path, SEAL_FILE + ".tmp")
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            os.write(fd, value)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, os.path.join(self.path, SEAL_FILE))
+        _sync_dir(self.path)
 
     @property
     def closed(self) -> bool:
         return bool(self._db.closed)
 
     def close(self) -> None:
-        if not self._db.closed:
+        """Seal (see the module rule) and close; idempotent. A failed seal still closes, then raises."""
+        if self._db.closed:
+            return
+        try:
+            self._seal()
+        except (plyvel.Error, OSError) as exc:
             self._db.close()
+            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else _text(exc)
+            raise DatabaseWriteFailed(f"sealing the database at close failed: {text}") from exc
+        self._db.close()
 
     def __enter__(self) -> Database:
         return self

@@ -66,6 +66,7 @@ META_STATE_ROOT: Final = META + b"state_root"  # 32 bytes: state root after META
 META_CHAIN_ID: Final = META + b"chain_id"  # utf-8 chain id
 META_GENESIS_HASH: Final = META + b"genesis_hash"  # 32 bytes
 META_SCHEMA_VERSION: Final = META + b"schema_version"  # u64
+META_SEAL: Final = META + b"seal"  # 16 random bytes: the last write of a clean close (storage/db.py)
 SCHEMA_VERSION: Final = 1
 
 

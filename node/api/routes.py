@@ -23,6 +23,9 @@ from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.ledger.model import jsonable
 from protocol.tx import MAX_TX_BYTES
+from storage import schema
+from storage.blocks import tx_hash_of
+from storage.errors import DatabaseCorrupt
 
 MSGPACK = "application/msgpack"
 MAX_BLOCK_LIST = 100
@@ -46,14 +49,13 @@ def parse_height(text: str) -> int:
     return parse_uint(text, 0, MAX_HEIGHT, what="height", code="bad_height")
 
 
-def _decode_opaque(raw: bytes | None) -> Any:
-    """Receipts and certificates are canonical msgpack for the API; fall back to hex if not."""
-    if raw is None:
-        return None
+def _stored_json(raw: bytes, key: bytes) -> Any:
+    """A receipt or certificate as JSON. Storage checked it on read, so one that does not decode here is
+    damage too: `db_corrupt` (503), never a hex string or a guessed status."""
     try:
         return jsonable(codec.decode(raw))
-    except ProtocolError:
-        return raw.hex()
+    except ProtocolError as exc:
+        raise DatabaseCorrupt(f"a stored record does not decode ({exc.message})", key=key) from exc
 
 
 # --- health, status, peers ------------------------------------------------------------------------------
@@ -150,22 +152,27 @@ async def submit_txs(request: web.Request) -> web.Response:
     return web.json_response(doc, status=200)
 
 
-def tx_status(d: ApiDeps, h: bytes) -> dict[str, Any]:
-    mp, blocks = d.mempool, d.store.blocks
-    if mp.status(h) == "pending":
-        return {"hash": h.hex(), "status": "pending"}
+def committed_tx_status(d: ApiDeps, h: bytes) -> dict[str, Any]:
+    """Status of a tx from storage: committed or failed (with its checked receipt), or unknown."""
+    blocks = d.store.blocks
     loc = blocks.get_tx_location(h)
-    if loc is not None:
-        receipt = _decode_opaque(blocks.get_receipt_at(*loc))
-        ok = isinstance(receipt, dict) and receipt.get("status") == "ok"
-        return {"hash": h.hex(), "status": "committed" if ok else "failed", "height": loc[0], "index": loc[1],
-                "receipt": receipt}
-    return {"hash": h.hex(), "status": "unknown"}
+    if loc is None:
+        return {"hash": h.hex(), "status": "unknown"}
+    raw = blocks.get_receipt_at(*loc)
+    key = schema.receipt_key(*loc)
+    if raw is None:  # get_tx_location checked that the tx is there, so its receipt must be too
+        raise DatabaseCorrupt(f"committed tx {h.hex()} has no receipt", key=key)
+    receipt = _stored_json(raw, key)
+    return {"hash": h.hex(), "status": "committed" if receipt["status"] == "ok" else "failed",
+            "height": loc[0], "index": loc[1], "receipt": receipt}
 
 
 async def get_tx(request: web.Request) -> web.Response:
     h = _hex32(request.match_info["hash"], "tx hash", "bad_hash")
-    doc = tx_status(deps(request), h)
+    d = deps(request)
+    if d.mempool.status(h) == "pending":
+        return web.json_response({"hash": h.hex(), "status": "pending"})
+    doc = await read_off_loop(request, lambda: committed_tx_status(d, h))
     if doc["status"] == "unknown":
         doc.update(error="not_found", message="no pending or committed tx with this hash")
         return web.json_response(doc, status=404)
@@ -183,7 +190,6 @@ def block_doc(d: ApiDeps, height: int, full: bool = True) -> dict[str, Any]:
     block = blocks.get_block(height)
     if block is None:
         raise NotFound(f"no block at height {height} (head is {d.store.head.height})")
-    from storage.blocks import tx_hash_of
     root_after = blocks.state_root_at(height)
     doc: dict[str, Any] = {"height": height, "hash": block.hash.hex(), "header": jsonable(block.header.to_value()),
                            "time": block.header.time, "proposer": block.header.proposer.hex(),
@@ -191,7 +197,8 @@ def block_doc(d: ApiDeps, height: int, full: bool = True) -> dict[str, Any]:
                            "tx_count": len(block.txs), "state_root_after": root_after.hex() if root_after else None}
     if full:
         doc["txs"] = [tx_hash_of(t).hex() for t in block.txs]
-        doc["certificate"] = _decode_opaque(blocks.get_certificate(height))
+        cert = blocks.get_certificate(height, block.hash)
+        doc["certificate"] = _stored_json(cert, schema.certificate_key(height)) if cert is not None else None
     return doc
 
 
@@ -202,11 +209,15 @@ async def get_block(request: web.Request) -> web.StreamResponse:
     if fmt not in ("json", "msgpack"):
         raise ApiError("format must be json or msgpack", code="bad_format")
     if fmt == "msgpack" and height > 0:
-        raw = d.store.blocks.get_block_bytes(height)
-        if raw is None:
-            raise NotFound(f"no block at height {height}")
-        cert = d.store.blocks.get_certificate(height) or b""
-        return web.Response(body=codec.encode({"block": raw, "certificate": cert}), content_type=MSGPACK)
+        blocks = d.store.blocks
+
+        def stored() -> bytes:
+            raw = blocks.get_block_bytes(height)
+            if raw is None:
+                raise NotFound(f"no block at height {height}")
+            return codec.encode({"block": raw, "certificate": blocks.get_certificate(height) or b""})
+
+        return web.Response(body=await read_off_loop(request, stored), content_type=MSGPACK)
     return web.json_response(await read_off_loop(request, lambda: block_doc(d, height)))
 
 

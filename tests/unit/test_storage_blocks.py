@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from protocol import merkle
+from protocol import codec, merkle
 from protocol.block import Block
+from protocol.consensus import CommitCertificate
 from protocol.crypto import PrivateKey
 from protocol.tx import SignedTx
 from storage import schema
@@ -30,6 +31,14 @@ GENESIS_HASH = b"\x99" * 32
 def make_txs(height: int, n: int) -> list[SignedTx]:
     return [SignedTx.create(KEY, {"chain": "test", "kind": "transfer", "nonce": height * 1000 + i,
                                   "to": b"\x02" * 32, "asset": "CNY.BANKA", "amount": 1}) for i in range(n)]
+
+
+def receipt(tx: SignedTx, status: str = "ok") -> bytes:
+    return codec.encode({"tx_hash": tx.hash, "status": status, "code": status, "message": "", "events": []})
+
+
+def cert(block: Block) -> bytes:
+    return codec.encode(CommitCertificate(block.height, 0, block.hash, ((0, b"\x01" * 64),)).to_value())
 
 
 class Chain:
@@ -50,8 +59,8 @@ class Chain:
     def commit(self, changes: dict[bytes, bytes | None], n_txs: int = 3) -> Block:
         txs = make_txs(self.blocks.height() + 1, n_txs)
         block = self.next_block(txs)
-        self.blocks.commit(block, b"cert-%d" % block.height, [b"receipt-%d" % i for i in range(n_txs)],
-                           self.state.stage(changes), tx_hashes=[t.hash for t in txs])
+        self.blocks.commit(block, cert(block), [receipt(t) for t in txs], self.state.stage(changes),
+                           tx_hashes=[t.hash for t in txs])
         return block
 
     def close(self) -> None:
@@ -66,20 +75,21 @@ def test_committed_blocks_are_served_byte_for_byte_with_their_certificate_and_in
     block = chain.next_block(txs)
     raw = block.encode()
     staged = chain.state.stage({b"a": b"2", b"b": b"3"})
-    chain.blocks.commit(block, b"the-cert", [b"r0", b"r1", b"r2", b"r3"], staged, block_bytes=raw)
+    receipts = [receipt(t, "failed" if i == 1 else "ok") for i, t in enumerate(txs)]
+    chain.blocks.commit(block, cert(block), receipts, staged, block_bytes=raw)
     b = chain.blocks
     assert b.height() == 1
     assert b.last_block_hash() == block.hash
     assert b.get_block_bytes(1) == raw
     assert b.get_block(1) == block
-    assert b.get_certificate(1) == b"the-cert"
+    assert b.get_certificate(1) == cert(block)
     assert b.height_of(block.hash) == 1
     assert b.state_root_at(0) == genesis_root
     assert b.state_root_at(1) == staged.new_root == chain.state.root() == b.state_root()
     assert b.get_tx_location(txs[2].hash) == (1, 2)  # derived from the txs when not passed in
-    assert b.get_receipt(txs[2].hash) == b"r2"
+    assert b.get_receipt(txs[2].hash) == receipts[2]
     assert b.get_tx(txs[3].hash) == (1, 3, txs[3].raw)
-    assert b.receipts_at(1) == [b"r0", b"r1", b"r2", b"r3"]
+    assert b.receipts_at(1) == receipts
     assert b.get_block(2) is None and b.get_receipt(b"\x00" * 32) is None and b.get_tx(b"\x00" * 32) is None
     chain.close()
 
@@ -94,7 +104,7 @@ def test_reopen_after_close_keeps_blocks_state_and_head(tmp_path: Path) -> None:
     assert chain.blocks.height() == 5
     assert chain.state.root() == root == merkle.compute_root({b"a": b"1", **{b"k%d" % h: b"v" for h in range(1, 6)}})
     assert [h for h, _, _ in chain.blocks.iter_blocks(1)] == [1, 2, 3, 4, 5]
-    assert [(h, c) for h, _, c in chain.blocks.iter_blocks(2, 4)] == [(2, b"cert-2"), (3, b"cert-3")]
+    assert [(h, c) for h, _, c in chain.blocks.iter_blocks(2, 4)] == [(2, cert(blocks[1])), (3, cert(blocks[2]))]
     assert chain.blocks.get_block(3) == blocks[2]
     chain.close()
 
@@ -141,14 +151,14 @@ def test_a_failure_in_the_middle_of_a_commit_leaves_nothing_of_that_height(
 
     monkeypatch.setattr(WriteBatch, "apply", apply_then_fail)
     with pytest.raises(OSError):
-        chain.blocks.commit(block, b"c", [b"r"] * 3, staged)
+        chain.blocks.commit(block, cert(block), [receipt(t) for t in txs], staged)
     monkeypatch.undo()
     b = chain.blocks
     assert b.height() == 1 and b.get_block_bytes(2) is None and b.get_certificate(2) is None
     assert b.get_tx_location(txs[0].hash) is None and b.state_root_at(2) is None
     assert chain.state.get(b"a") == b"2" and chain.state.get(b"new") is None
     assert chain.state.root() == root
-    chain.blocks.commit(block, b"c", [b"r"] * 3, staged)  # the same staged commit still works afterwards
+    chain.blocks.commit(block, cert(block), [receipt(t) for t in txs], staged)  # the same staged commit still works
     assert b.height() == 2
     chain.close()
 
@@ -157,12 +167,16 @@ def test_a_replayed_tx_hash_keeps_pointing_at_its_first_inclusion(tmp_path: Path
     chain = Chain(tmp_path / "db")
     chain.genesis({})
     tx = make_txs(1, 1)[0]
-    for h in (1, 2):
+    for _h in (1, 2):
         block = chain.next_block([tx, tx])
-        chain.blocks.commit(block, b"", [b"ok-%d" % h, b"dup"], chain.state.stage({}), tx_hashes=[tx.hash] * 2)
+        chain.blocks.commit(block, cert(block), [receipt(tx), receipt(tx, "failed")], chain.state.stage({}),
+                            tx_hashes=[tx.hash] * 2)
     assert chain.blocks.get_tx_location(tx.hash) == (1, 0)
-    assert chain.blocks.get_receipt(tx.hash) == b"ok-1"
-    assert chain.blocks.get_receipt_at(2, 1) == b"dup"
+    assert chain.blocks.get_receipt(tx.hash) == receipt(tx)
+    assert chain.blocks.get_receipt_at(2, 1) == receipt(tx, "failed")
+    chain.close()
+    chain = Chain(tmp_path / "db")  # the open-time check accepts a replay pointing at its first inclusion
+    assert chain.blocks.get_receipt(tx.hash) == receipt(tx)
     chain.close()
 
 
@@ -198,7 +212,7 @@ def test_kill_9_during_commits_leaves_a_consistent_height(tmp_path: Path) -> Non
     assert chain.blocks.get_block_bytes(h) is not None and chain.blocks.get_block_bytes(h + 1) is None
     assert chain.blocks.state_root_at(h) == chain.state.root()
     assert chain.blocks.state_root_at(h + 1) is None
-    assert chain.blocks.get_certificate(h) == b"cert-%d" % h
+    assert chain.blocks.get_certificate(h) == cert(chain.blocks.get_block(h))  # type: ignore[arg-type]
     items = dict(chain.state.reader().iter_range(b"", b"\xff"))
     assert merkle.compute_root(items) == chain.state.root()
     assert chain.db.get(schema.META_LAST_HASH) == chain.blocks.get_block(h).hash  # type: ignore[union-attr]

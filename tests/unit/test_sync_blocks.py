@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -258,10 +258,15 @@ async def test_a_block_whose_certificate_is_for_another_block_is_rejected(net: N
     grow(a, 20)
     certs = {h: cert for h, _raw, cert in a.blocks.iter_blocks(1, 21)}
 
-    def shifted(h: int, raw: bytes, cert: bytes) -> tuple[bytes, bytes]:  # a valid cert, but of the next block
-        return raw, certs[h + 1] if h == 3 else cert
+    copy_chain(a, b, 20)
+    served = b.blocks.iter_blocks
 
-    copy_chain(a, b, 20, swap=shifted)
+    def shifted(start: int, stop: int | None = None) -> Iterator[tuple[int, bytes, bytes | None]]:
+        """b serves a valid certificate, but of the next block (its own storage would refuse to)."""
+        for h, raw, cert in served(start, stop):
+            yield h, raw, certs[h + 1] if h == 3 else cert
+
+    b.blocks.iter_blocks = shifted  # type: ignore[method-assign]
     await net.link(c, a)
     await net.link(c, b)
     c.sync.request(20, [b.key, a.key])
