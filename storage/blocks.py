@@ -8,70 +8,27 @@ built or received and are served from those bytes, never re-encoded. Pruning is 
 Integrity on read: nothing is returned unchecked. A block must decode, carry its height, match its tx
 root, and its recomputed header hash must be indexed at that height; a certificate must name the block
 it is stored with; a receipt must be a receipt of the tx at its place in its block; a tx index entry must
-point at that tx. Anything else is `DatabaseCorrupt` naming the key and the way out. Reads take the
+point at that tx (the record checks live in storage/records.py). Anything else is `DatabaseCorrupt`
+naming the key and the way out. Blocks that passed are kept in a bounded cache. Reads take the
 anchor first (head, then block, then what hangs off it), so a commit racing a read is never mistaken
 for damage. `check_head` runs the same checks over the head region when the store opens.
 """
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 
-from protocol import codec
 from protocol.block import Block
-from protocol.consensus.certs import CommitCertificate
-from protocol.crypto import HASH_SIZE, sha256
-from protocol.errors import ProtocolError
-from protocol.tx import SignedTx
+from protocol.crypto import HASH_SIZE
 from storage import schema
 from storage.db import Database, Op
 from storage.errors import DatabaseCorrupt, HeightMismatch, StorageError
+from storage.records import VerifiedBlocks, check_certificate, check_receipt, decode_block, tx_hash_of
 from storage.state import StagedState, StateStore
 
 HEAD_CHECK_BLOCKS = 16  # blocks below the head that `check_head` verifies at open (bounded work)
 BLOCK_CACHE_BYTES = 32 * 1024 * 1024  # verified blocks kept for tx and receipt lookups (raw + decoded)
-RECEIPT_STATUSES = ("ok", "failed")
 u64 = schema.u64
-
-
-def tx_hash_of(raw: bytes) -> bytes:
-    """The tx hash (sha256 of the body bytes); an undecodable envelope is indexed by sha256(raw)."""
-    try:
-        return SignedTx.from_wire(raw).hash
-    except ProtocolError:
-        return sha256(raw)
-
-
-class _VerifiedBlocks:
-    """Blocks that passed their checks, by height: (raw bytes, decoded block), least recently used first
-    out once `max_bytes` (counted as twice the raw size) is exceeded. Thread-safe."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._items: OrderedDict[int, tuple[bytes, Block]] = OrderedDict()
-        self._bytes = 0
-        self._lock = threading.Lock()
-
-    def get(self, height: int) -> tuple[bytes, Block] | None:
-        with self._lock:
-            hit = self._items.get(height)
-            if hit is not None:
-                self._items.move_to_end(height)
-            return hit
-
-    def put(self, height: int, raw: bytes, block: Block) -> None:
-        size = 2 * len(raw)
-        if size > self.max_bytes:
-            return
-        with self._lock:
-            if height in self._items:
-                return
-            while self._items and self._bytes + size > self.max_bytes:
-                self._bytes -= 2 * len(self._items.popitem(last=False)[1][0])
-            self._items[height] = (raw, block)
-            self._bytes += size
 
 
 class BlockStore:
@@ -83,7 +40,7 @@ class BlockStore:
                  cache_bytes: int = BLOCK_CACHE_BYTES) -> None:
         self.db = db
         self.state = state
-        self._verified = _VerifiedBlocks(cache_bytes)
+        self._verified = VerifiedBlocks(cache_bytes)
         if check_tail > 0:
             self.check_head(check_tail)
 
@@ -181,12 +138,7 @@ class BlockStore:
 
     def _check_block(self, height: int, raw: bytes) -> Block:
         key = schema.block_key(height)
-        try:
-            block = Block.decode(raw)  # also checks the tx root against the txs
-        except ProtocolError as exc:
-            raise self._corrupt(f"stored block {height} does not decode ({exc.message})", key) from exc
-        if block.height != height:
-            raise self._corrupt(f"the block stored at height {height} says height {block.height}", key)
+        block = decode_block(height, raw, self.db.path)
         hash_key = schema.block_hash_key(block.hash)
         indexed = self.db.get(hash_key)
         if indexed is None:
@@ -212,13 +164,7 @@ class BlockStore:
         return got[1] if got is not None else None
 
     def _check_certificate(self, height: int, raw: bytes, block_hash: bytes) -> None:
-        key = schema.certificate_key(height)
-        try:
-            cert = CommitCertificate.from_value(codec.decode(raw))
-        except ProtocolError as exc:
-            raise self._corrupt(f"the certificate of block {height} does not decode ({exc.message})", key) from exc
-        if cert.height != height or cert.block_hash != block_hash:
-            raise self._corrupt(f"the certificate stored for block {height} certifies another block", key)
+        check_certificate(height, raw, block_hash, self.db.path)
 
     def get_certificate(self, height: int, block_hash: bytes | None = None) -> bytes | None:
         """The commit certificate of block `height`, checked against `block_hash` (default: the stored
@@ -270,13 +216,7 @@ class BlockStore:
         return loc
 
     def _check_receipt(self, key: bytes, raw: bytes, tx_hash: bytes) -> None:
-        try:
-            value = codec.decode(raw)
-        except ProtocolError as exc:
-            raise self._corrupt(f"a stored receipt does not decode ({exc.message})", key) from exc
-        if not isinstance(value, dict) or value.get("tx_hash") != tx_hash or \
-                value.get("status") not in RECEIPT_STATUSES:
-            raise self._corrupt("a stored receipt is not the receipt of the tx at its place", key)
+        check_receipt(key, raw, tx_hash, self.db.path)
 
     def get_receipt_at(self, height: int, index: int) -> bytes | None:
         """The receipt of tx `index` of block `height`, checked against that tx."""

@@ -24,8 +24,8 @@ from protocol.errors import ProtocolError
 from protocol.ledger.model import jsonable
 from protocol.tx import MAX_TX_BYTES
 from storage import schema
-from storage.blocks import tx_hash_of
 from storage.errors import DatabaseCorrupt
+from storage.records import tx_hash_of
 
 MSGPACK = "application/msgpack"
 MAX_BLOCK_LIST = 100
