@@ -218,9 +218,9 @@ class Database:
             if "lock" in text.lower() and ("held" in text or "unavailable" in text.lower()):
                 raise DatabaseLocked(f"database at {p} is in use by another process "
                                      f"(is a node already running on this home?): {text}") from exc
-            if "permission denied" in text.lower():
-                raise DatabaseUnavailable(f"cannot read database at {p}: {text}; give the node's user "
-                                          "access to it") from exc
+            if "permission denied" in text.lower() or "not a directory" in text.lower():
+                raise DatabaseUnavailable(f"cannot open database at {p}: {text}; check node.data_dir and that "
+                                          "the node's user may use it") from exc
             raise DatabaseCorrupt(f"cannot read database at {p}: {text}", path=p) from exc
         except plyvel.Error as exc:
             text = _text(exc)

@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from storage.db import Database
+from storage import schema
+from storage.db import SEAL_FILE, Database
 from storage.errors import (
     DatabaseClosed,
     DatabaseCorrupt,
@@ -111,12 +112,12 @@ def test_a_scrambled_manifest_gives_db_corrupt(tmp_path: Path) -> None:
         Database.open(tmp_path / "db")
 
 
-def test_a_path_that_is_a_file_gives_a_clear_error(tmp_path: Path) -> None:
+def test_a_path_that_is_a_file_gives_a_clear_error_that_is_not_corruption(tmp_path: Path) -> None:
     (tmp_path / "file").write_text("not a database")
     with pytest.raises(StorageError) as info:
         Database.open(tmp_path / "file")
-    assert info.value.code == "db_corrupt"
-    assert "file" in info.value.message
+    assert info.value.code == "db_unavailable"  # a wrong path: the advice is the config, not a resync
+    assert "file" in info.value.message and "node.data_dir" in info.value.message
 
 
 def test_opening_a_missing_database_without_create_gives_db_not_found(tmp_path: Path) -> None:
@@ -219,3 +220,59 @@ def test_a_damaged_table_file_reads_as_db_corrupt_not_a_plyvel_error(tmp_path: P
         f.write_bytes(bytes(data))
     with Database.open(tmp_path / "db") as db, pytest.raises(DatabaseCorrupt):
         db.get(b"k000500")
+
+
+def _log_records(raw: bytes) -> list[tuple[int, int]]:
+    """(offset, length) of each physical record of a LevelDB log file (32 KiB blocks, 7-byte headers)."""
+    out, off, block = [], 0, 32 * 1024
+    while off + 7 <= len(raw):
+        if block - off % block < 7:
+            off += block - off % block
+            continue
+        length = int.from_bytes(raw[off + 4:off + 6], "little")
+        out.append((off, length))
+        off += 7 + length
+    return out
+
+
+def _stretch_record(db_dir: Path, index: int) -> None:
+    """Add 16 KiB to the length field of log record `index`: past the end of the file, LevelDB reads it
+    as a write that never finished and drops it and everything after it, without an error."""
+    log = next(f for f in db_dir.iterdir() if f.suffix == ".log" and f.stat().st_size > 0)
+    raw = bytearray(log.read_bytes())
+    off, _length = _log_records(bytes(raw))[index]
+    raw[off + 5] ^= 0x40
+    log.write_bytes(bytes(raw))
+
+
+def test_a_log_tail_dropped_after_a_clean_close_refuses_to_open(tmp_path: Path) -> None:
+    with Database.open(tmp_path / "db") as db:
+        for i in range(20):
+            db.put(b"k%02d" % i, b"v" * 100, sync=True)
+    assert (tmp_path / "db" / SEAL_FILE).exists()
+    _stretch_record(tmp_path / "db", -2)  # the last put; the seal is the record after it
+    with pytest.raises(DatabaseCorrupt) as info:
+        Database.open(tmp_path / "db")
+    assert info.value.key == schema.META_SEAL and "resync from peers" in info.value.message
+
+
+def test_without_the_seal_leveldb_drops_a_stretched_log_tail_silently(tmp_path: Path) -> None:
+    """Why the seal exists: the same damage on a database that was not sealed opens without an error."""
+    with Database.open(tmp_path / "db") as db:
+        for i in range(20):
+            db.put(b"k%02d" % i, b"v" * 100, sync=True)
+    (tmp_path / "db" / SEAL_FILE).unlink()
+    _stretch_record(tmp_path / "db", -2)
+    with Database.open(tmp_path / "db") as db:
+        assert db.get(b"k18") == b"v" * 100 and db.get(b"k19") is None
+
+
+def test_a_clean_reopen_removes_the_seal_file_until_the_next_clean_close(tmp_path: Path) -> None:
+    Database.open(tmp_path / "db").close()
+    db = Database.open(tmp_path / "db")
+    assert not (tmp_path / "db" / SEAL_FILE).exists()  # a crash now leaves no seal to be judged by
+    db.put(b"k", b"v", sync=True)
+    db.close()
+    assert (tmp_path / "db" / SEAL_FILE).exists()
+    with Database.open(tmp_path / "db") as db:
+        assert db.get(b"k") == b"v"
