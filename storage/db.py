@@ -62,9 +62,11 @@ def _sync_dir(path: str) -> None:
         os.close(fd)
 
 
-def _write_error(exc: BaseException, what: str) -> StorageError:
+def _write_error(exc: BaseException, what: str, path: str) -> StorageError:
     if isinstance(exc, RuntimeError):
         return DatabaseClosed(f"{what} failed: the database is closed")
+    if isinstance(exc, plyvel.CorruptionError):  # a compaction met damage: LevelDB refuses every write
+        return DatabaseCorrupt(f"{what} refused: LevelDB found damaged table data ({_text(exc)})", path=path)
     return DatabaseWriteFailed(f"{what} failed: {_text(exc)}")
 
 
@@ -274,10 +276,12 @@ class Database:
             return
         try:
             self._seal()
-        except (plyvel.Error, OSError) as exc:
+        except OSError as exc:
             self._db.close()
-            text = exc.strerror if isinstance(exc, OSError) and exc.strerror else _text(exc)
-            raise DatabaseWriteFailed(f"sealing the database at close failed: {text}") from exc
+            raise DatabaseWriteFailed(f"sealing the database at close failed: {exc.strerror or exc}") from exc
+        except plyvel.Error as exc:
+            self._db.close()
+            raise _write_error(exc, "sealing the database at close", self.path) from exc
         self._db.close()
 
     def __enter__(self) -> Database:
@@ -315,13 +319,13 @@ class Database:
         try:
             self._db.put(key, value, sync=sync)
         except (plyvel.Error, RuntimeError) as exc:
-            raise _write_error(exc, "write") from exc
+            raise _write_error(exc, "write", self.path) from exc
 
     def delete(self, key: bytes, *, sync: bool = False) -> None:
         try:
             self._db.delete(key, sync=sync)
         except (plyvel.Error, RuntimeError) as exc:
-            raise _write_error(exc, "write") from exc
+            raise _write_error(exc, "write", self.path) from exc
 
     @contextmanager
     def batch(self, *, sync: bool = True) -> Iterator[WriteBatch]:
@@ -338,11 +342,8 @@ class Database:
             raise
         try:
             wb.write()
-        except RuntimeError as exc:
-            raise DatabaseClosed("batch failed: the database is closed") from exc
-        except plyvel.Error as exc:
-            raise DatabaseWriteFailed(f"batch of {batch.count} writes failed, none applied: "
-                                      f"{_text(exc)}") from exc
+        except (plyvel.Error, RuntimeError) as exc:
+            raise _write_error(exc, f"batch of {batch.count} writes (none applied)", self.path) from exc
 
     def write(self, ops: Iterable[Op], *, sync: bool = True) -> None:
         """Apply `ops` as one atomic batch."""
