@@ -195,6 +195,7 @@ async def _trial(pristine: Pristine, work: Path, kind: str, seed: int) -> str:
         ended = await node.stop()
     if ended is not None:
         assert getattr(ended, "code", None) == "db_corrupt", f"{context}: the node ended with {ended!r}"
+        assert "resync from peers" in str(ended), context
         return "stopped"
     return "served 503" if damaged else "unharmed"
 

@@ -276,3 +276,28 @@ def test_a_clean_reopen_removes_the_seal_file_until_the_next_clean_close(tmp_pat
     assert (tmp_path / "db" / SEAL_FILE).exists()
     with Database.open(tmp_path / "db") as db:
         assert db.get(b"k") == b"v"
+
+
+def test_a_write_refused_because_a_compaction_met_damaged_data_is_db_corrupt(tmp_path: Path) -> None:
+    """With paranoid checks a compaction that reads a damaged table stops every later write; that is
+    damage (db_corrupt, fail-stop), not a full disk."""
+    value = b"v" * 1000
+    with Database.open(tmp_path / "db", write_buffer_mb=1) as db, db.batch() as b:
+        for i in range(3000):
+            b.put(b"k%05d" % i, value)
+    Database.open(tmp_path / "db").close()  # the log becomes a table
+    for table in (f for f in (tmp_path / "db").iterdir() if f.suffix == ".ldb"):
+        data = bytearray(table.read_bytes())
+        for j in range(1000, len(data) - 1000, 4001):
+            data[j] ^= 0xFF
+        table.write_bytes(bytes(data))
+    db = Database.open(tmp_path / "db", write_buffer_mb=1)
+    with pytest.raises(DatabaseCorrupt) as info:
+        for round_ in range(200):  # overlapping tables until LevelDB compacts them with the damaged one
+            with db.batch() as b:
+                for i in range(0, 3000, 3):
+                    b.put(b"k%05d" % i, value + b"%d" % round_)
+    assert "damaged table data" in info.value.message and "resync from peers" in info.value.message
+    with pytest.raises(DatabaseCorrupt):
+        db.close()  # the seal is refused too; the database is closed all the same
+    assert db.closed and not (tmp_path / "db" / SEAL_FILE).exists()
