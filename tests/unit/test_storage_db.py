@@ -283,7 +283,7 @@ def test_a_write_refused_because_a_compaction_met_damaged_data_is_db_corrupt(tmp
     damage (db_corrupt, fail-stop), not a full disk."""
     value = b"v" * 1000
     with Database.open(tmp_path / "db", write_buffer_mb=1) as db, db.batch() as b:
-        for i in range(3000):
+        for i in range(500):  # under the write buffer: one table, at level 0, when reopened
             b.put(b"k%05d" % i, value)
     Database.open(tmp_path / "db").close()  # the log becomes a table
     for table in (f for f in (tmp_path / "db").iterdir() if f.suffix == ".ldb"):
@@ -293,9 +293,9 @@ def test_a_write_refused_because_a_compaction_met_damaged_data_is_db_corrupt(tmp
         table.write_bytes(bytes(data))
     db = Database.open(tmp_path / "db", write_buffer_mb=1)
     with pytest.raises(DatabaseCorrupt) as info:
-        for round_ in range(200):  # overlapping tables until LevelDB compacts them with the damaged one
+        for round_ in range(200):  # overlapping level-0 tables until LevelDB compacts them with the damaged one
             with db.batch() as b:
-                for i in range(0, 3000, 3):
+                for i in range(1000):
                     b.put(b"k%05d" % i, value + b"%d" % round_)
     assert "damaged table data" in info.value.message and "resync from peers" in info.value.message
     with pytest.raises(DatabaseCorrupt):
