@@ -14,6 +14,7 @@ from pathlib import Path
 
 from protocol import codec
 from protocol.block import Block
+from protocol.consensus import CommitCertificate
 from protocol.crypto import PrivateKey
 from protocol.tx import SignedTx
 from storage.blocks import BlockStore
@@ -65,7 +66,8 @@ def main(blocks: int = 10, accounts: int = ACCOUNTS) -> None:
             t0 = time.perf_counter()
             staged = state.stage(changes)
             t1 = time.perf_counter()
-            store.commit(block, b"cert" * 100, receipts, staged, block_bytes=raw,
+            cert = CommitCertificate(h, 0, block.hash, tuple((i, bytes([i]) * 64) for i in range(3)))
+            store.commit(block, codec.encode(cert.to_value()), receipts, staged, block_bytes=raw,
                          tx_hashes=[tx.hash for tx in txs])
             t2 = time.perf_counter()
             stage_ms.append((t1 - t0) * 1000)

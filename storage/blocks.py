@@ -26,7 +26,8 @@ from storage.errors import DatabaseCorrupt, HeightMismatch, StorageError
 from storage.records import VerifiedBlocks, check_certificate, check_receipt, decode_block, tx_hash_of
 from storage.state import StagedState, StateStore
 
-HEAD_CHECK_BLOCKS = 16  # blocks below the head that `check_head` verifies at open (bounded work)
+HEAD_CHECK_BLOCKS = 16  # blocks at the head that `check_head` verifies at open (bounded work) ...
+HEAD_CHECK_TXS = 20_000  # ... stopping early once this many txs were checked (after the head block)
 BLOCK_CACHE_BYTES = 32 * 1024 * 1024  # verified blocks kept for tx and receipt lookups (raw + decoded)
 u64 = schema.u64
 
@@ -279,9 +280,10 @@ class BlockStore:
 
     def check_head(self, tail: int = HEAD_CHECK_BLOCKS) -> None:
         """Check the head region: the head meta values, nothing stored above the head, and the top `tail`
-        blocks with their certificates, receipts, tx index entries and state roots, following parent
-        hashes down from the head hash (to height 1 or the height a state sync installed). Bounded work:
-        the rest of the chain is checked when it is read. Raises DatabaseCorrupt."""
+        blocks (fewer once HEAD_CHECK_TXS txs were checked) with their certificates, receipts, tx index
+        entries and state roots, following parent hashes down from the head hash (to height 1 or the
+        height a state sync installed). Bounded work: the rest of the chain is checked when it is read.
+        Raises DatabaseCorrupt."""
         if self.db.get(schema.META_HEIGHT) is None:
             return  # an empty database: genesis not applied yet
         head = self.height()
@@ -299,7 +301,10 @@ class BlockStore:
             if above is not None:
                 raise self._corrupt(f"a record above the head height {head}", above[0])
         expect = last
+        txs = 0
         for h in range(head, max(0, head - tail), -1):
+            if txs >= HEAD_CHECK_TXS:
+                return
             cert_key = schema.certificate_key(h)
             got = self._read_block(h)
             cert = self.db.get(cert_key)
@@ -313,6 +318,7 @@ class BlockStore:
                 raise self._corrupt(f"block {h} is not the parent named by the block above it (or the head "
                                     "hash)", schema.block_key(h))
             self._check_tx_records(h, block)
+            txs += len(block.txs)
             below = self.state_root_at(h - 1)
             if below is not None and block.header.state_root != below:
                 raise self._corrupt(f"block {h} does not start from the state root stored for height {h - 1}",
