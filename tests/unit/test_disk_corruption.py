@@ -27,10 +27,10 @@ from typing import Any
 import aiohttp
 import pytest
 
-from node import testnet as testnet_mod
+from client.wallet import Wallet, read_password
+from devtools import testnet as testnet_mod
 from node.config import Config
 from node.service import Node
-from node.wallet import Wallet, read_password
 from protocol.tx import SignedTx
 from storage.errors import StorageError
 from tests.conftest import ephemeral, free_port_block, load_home

@@ -1,6 +1,6 @@
 """What a running node does with `db_corrupt`: the API answers 503 `db_corrupt` for damaged data (never a
 different block or a guessed tx status), and a corrupt read on the commit path stops the node (fail-stop,
-DESIGN section 7) with one JSON log line naming the key and the way out."""
+DESIGN section 7) with one JSON log line (`node_failed`) naming the key and the way out."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from typing import Any
 import aiohttp
 import pytest
 
+from client.wallet import Wallet, read_password
 from node.executor import BlockExecutor
 from node.service import Node
-from node.wallet import Wallet, read_password
 from protocol.tx import SignedTx
 from storage import schema
 from storage.errors import DatabaseCorrupt
@@ -58,8 +58,8 @@ async def _until_height(s: aiohttp.ClientSession, url: str, height: int) -> int:
 async def test_the_api_answers_503_db_corrupt_for_a_damaged_block_or_receipt_never_other_data(
         single_home: Path, start_node: Any) -> None:
     node: Node = await start_node(ephemeral(load_home(single_home / "banka")))
-    assert node.api is not None and node.ctx is not None and node.ctx.db is not None
-    url, db = node.api.url, node.ctx.db
+    assert node.api is not None and node.parts is not None
+    url, db = node.api.url, node.parts.store.db
     a, b = _wallets(single_home)
     first, second = _transfers(a, b, 0, 2), _transfers(a, b, 2, 2)
     async with aiohttp.ClientSession() as s:
@@ -106,8 +106,8 @@ async def test_a_corrupt_read_on_the_commit_path_stops_the_node_with_one_log_lin
         await asyncio.wait_for(task, 10)
     assert info.value.key == damaged
     lines = [json.loads(line) for line in logs.getvalue().splitlines()]  # every line is JSON
-    fatal = [x for x in lines if x.get("event") == "storage_corrupt"]
-    assert len(fatal) == 1, fatal
-    assert fatal[0]["key"] == schema.describe(damaged) and "resync from peers" in fatal[0]["error"]
-    assert fatal[0]["level"] in ("critical", "error")
-    assert node.ctx is not None and node.ctx.db is not None and node.ctx.db.closed
+    fatal = [x for x in lines if x.get("level") in ("error", "critical")]
+    assert [x["event"] for x in fatal] == ["node_failed"], fatal
+    assert fatal[0]["code"] == "db_corrupt" and fatal[0]["component"] == "consensus"
+    assert schema.describe(damaged) in fatal[0]["error"] and "resync from peers" in fatal[0]["error"]
+    assert node.parts is not None and node.parts.store.db.closed
