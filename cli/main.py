@@ -21,11 +21,12 @@ from typing import Any
 
 from client.client import Client, verify_account_proof
 from client.errors import ClientError, UsageError, WalletError
-from client.wallet import KDF_LIMITS, Wallet, keystore_info, read_password, write_secret
+from client.wallet import KDF_LIMITS, Wallet, keystore_info, read_password
 from devtools import load as load_mod
 from devtools import testnet as testnet_mod
 from node import config as config_mod
 from node.errors import NodeError
+from node.files import make_private_dir, write_private, write_public
 from node.keyfile import generate_token, save_node_key
 from protocol.errors import ProtocolError
 from storage.errors import StorageError
@@ -50,14 +51,14 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg_path = home / config_mod.CONFIG_FILE
     if cfg_path.exists():
         raise NodeError(f"{cfg_path} already exists; refusing to overwrite a node home", code="exists")
-    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    make_private_dir(home, parents=True)
     wallet = Wallet.generate()
     save_node_key(home / "node_key.json", wallet.key)
-    write_secret(home / "admin.token", (generate_token() + "\n").encode())
+    write_private(home / "admin.token", (generate_token() + "\n").encode())
     doc = {"node": {"name": args.name, "chain_id": args.chain_id},
            "p2p": {"host": args.p2p_host, "port": args.p2p_port, "observers": [], "peers": []},
            "api": {"host": "127.0.0.1", "port": args.api_port}, "logging": {"level": "info"}}
-    cfg_path.write_text(config_mod.render(doc), encoding="utf-8")
+    write_public(cfg_path, config_mod.render(doc).encode("utf-8"))
     info = {"home": str(home.resolve()), "public_key": wallet.account, "config": str(cfg_path),
             "next": "put genesis.json in the home, list peers in config.toml, then: smeledger run --home HOME"}
     out(args, info, f"initialised {info['home']}\nnode public key: {wallet.account}\n"

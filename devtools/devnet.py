@@ -26,6 +26,7 @@ from client.client import Client
 from client.errors import ClientError
 from client.wallet import Wallet, read_password
 from devtools import testnet as testnet_mod
+from node.files import PUBLIC_FILE, write_public
 from protocol.tx import SignedTx
 
 
@@ -93,13 +94,14 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 
 def start_node(home: Path) -> int:
     home = home.resolve()
-    log = (home / LOG_FILE).open("ab")
+    log = os.open(home / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PUBLIC_FILE)
     try:
+        os.fchmod(log, PUBLIC_FILE)  # whatever the umask (node/files.py)
         proc = subprocess.Popen(_command(home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, cwd=str(home))
     finally:
-        log.close()
-    (home / PID_FILE).write_text(f"{proc.pid}\n")
+        os.close(log)
+    write_public(home / PID_FILE, f"{proc.pid}\n".encode())
     return proc.pid
 
 

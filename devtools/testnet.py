@@ -5,7 +5,8 @@ Layout of `D/`: `genesis.json`, `nodes.json` ([{name, role, admin_url, p2p, home
 (keystores) plus `wallets/PASSWORD`. Ports: p2p `base+1..`, admin API `base+1001..` on 127.0.0.1.
 
 Rule: generation is all-or-nothing into a directory that does not exist yet (or is empty), so a
-half-written testnet is never mistaken for a usable one; every secret file is 0600.
+half-written testnet is never mistaken for a usable one; every file and directory gets its mode from
+node/files.py (directories 0700, secrets 0600, config and genesis 0644), whatever the umask.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from client.errors import ClientError
 from client.wallet import Wallet, write_secret
 from node import config as config_mod
 from node import genesis as genesis_mod
+from node.files import make_private_dir, write_private, write_public
 from node.keyfile import generate_token, save_node_key
 from protocol.crypto import PrivateKey
 
@@ -95,7 +97,7 @@ def create(directory: str | Path, *, validators: int = 4, observers: int = 1, ac
         raise ClientError(f"testnet: {d} already exists and is not empty", code="exists")
     tmp = d.with_name(f".{d.name}.partial")
     shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
+    make_private_dir(tmp, parents=True)
     try:
         rows = _write(tmp, d.resolve(), validators, observers, accounts, base_port, kdf, host, chain_id)
         if d.exists():
@@ -116,7 +118,7 @@ def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: in
     # demo wallets
     wallets = {name: Wallet.generate(name, roles) for name, roles, _k in _wallet_cast(accounts)}
     wdir = tmp / "wallets"
-    wdir.mkdir()
+    make_private_dir(wdir)
     password = nacl.utils.random(12).hex()
     write_secret(wdir / "PASSWORD", (password + "\n").encode())
     for name, w in wallets.items():
@@ -133,10 +135,10 @@ def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: in
     rows = []
     for s in specs:
         home = tmp / s.name
-        home.mkdir(mode=0o700)
+        make_private_dir(home)
         save_node_key(home / "node_key.json", s.key)
-        write_secret(home / "admin.token", (generate_token() + "\n").encode())
-        shutil.copyfile(tmp / "genesis.json", home / "genesis.json")
+        write_private(home / "admin.token", (generate_token() + "\n").encode())
+        write_public(home / "genesis.json", (tmp / "genesis.json").read_bytes())
         doc: dict[str, dict[str, Any]] = {
             "node": {"name": s.name, "chain_id": chain_id},
             "p2p": {"host": host, "port": s.p2p_port, "observers": observer_keys,
@@ -146,12 +148,12 @@ def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: in
             "logging": {"level": "info"},
             "testnet": {"allow_time_offset": True},
         }
-        (home / config_mod.CONFIG_FILE).write_text(config_mod.render(doc), encoding="utf-8")
+        write_public(home / config_mod.CONFIG_FILE, config_mod.render(doc).encode("utf-8"))
         config_mod.load(home)  # what we wrote must read back
         rows.append({"name": s.name, "role": s.role, "admin_url": f"http://{host}:{s.api_port}",
                      "p2p": f"{host}:{s.p2p_port}", "home": str(final / s.name),
                      "public_key": s.key.public_key.hex()})
-    (tmp / NODES_FILE).write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+    write_public(tmp / NODES_FILE, (json.dumps(rows, indent=2) + "\n").encode("utf-8"))
     return rows
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from node.errors import GenesisFileError
+from node.files import write_public
 from protocol import codec
 from protocol.consensus.params import MAX_VALIDATORS, ConsensusParams
 from protocol.crypto import sha256
@@ -137,4 +138,4 @@ def load(path: str | Path) -> Genesis:
 
 
 def save(genesis: Genesis, path: str | Path) -> None:
-    Path(path).write_text(json.dumps(genesis.to_value(), indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    write_public(path, (json.dumps(genesis.to_value(), indent=2, sort_keys=True) + "\n").encode("utf-8"))

@@ -4,35 +4,22 @@ The node key file is `{"version": 1, "public_key": hex, "seed": hex}`: unencrypt
 unattended, protected by mode 0600. Participants' wallets are encrypted keystores and live on the client
 side (`client/wallet.py`); the daemon never reads them.
 
-Rule: secret files are created 0600 from the first byte (O_CREAT with the mode, then an atomic rename),
-and a secret file that others can read is refused with the chmod that fixes it; no seed is ever logged.
+Rule: secret files are created 0600 from the first byte (node/files.py), and a secret file that others
+can read is refused with the chmod that fixes it: the node key at load, the token at start and at each
+operator request; no seed is ever logged.
 """
 
 from __future__ import annotations
 
 import json
-import os
 import secrets
 from pathlib import Path
 
 from node.errors import KeyFileError
+from node.files import check_private, write_private
 from protocol.crypto import PrivateKey
 
 MAX_KEY_FILE_BYTES = 64 * 1024
-
-
-def write_private(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` with mode 0600 from creation on, atomically (temp file + rename)."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, data)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, p)
 
 
 def save_node_key(path: str | Path, key: PrivateKey) -> None:
@@ -44,11 +31,15 @@ def generate_token() -> str:
     return secrets.token_hex(32)
 
 
-def check_private(p: Path, what: str) -> None:
-    """Refuse a secret file that group or others may read."""
-    mode = p.stat().st_mode
-    if mode & 0o077:
-        raise KeyFileError(f"{what} {p} is readable by others (mode {oct(mode & 0o777)}); run: chmod 600 {p}")
+def check_admin_token(path: str | Path) -> None:
+    """At start: a token file others can read is refused; a missing one leaves operator routes disabled."""
+    p = Path(path)
+    try:
+        check_private(p, "admin token file")
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise KeyFileError(f"cannot read admin token file {p}: {exc.strerror}") from None
 
 
 def load_node_key(path: str | Path) -> PrivateKey:

@@ -37,7 +37,7 @@ from node.config import Config
 from node.consensus import ConsensusDriver, ConsensusInbox
 from node.errors import ConfigError, NodeError
 from node.genesis import Genesis
-from node.keyfile import load_node_key
+from node.keyfile import check_admin_token, load_node_key
 from node.logging import Position, Throttle, install_loop_handler, node_logger
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
@@ -228,6 +228,7 @@ class Node:
                               f"{cfg.node.genesis_file} is for chain {gen.chain_id!r}")
         params, limits, frame = chain_limits(cfg, gen)
         key = load_node_key(cfg.node.key_file)
+        check_admin_token(cfg.token_path)
         position = Position()
         log = node_logger(cfg.node.name, position, cfg.logging.level, self._log_stream)
         self.log = log

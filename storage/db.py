@@ -9,6 +9,9 @@ Integrity: the database is opened with `paranoid_checks` (a damaged log record o
 instead of being skipped) and every read, live or from a snapshot, verifies the block checksums, so a
 flipped byte in a table file is `db_corrupt` naming the key read, never a different value.
 
+Modes: the directory is created 0700 (with any missing parent) and LevelDB's info log is set to 0644
+like its other files, whatever the umask; the seal file is 0600.
+
 One gap is LevelDB's by design: a log record cut short at the very end of the log reads as a write that
 never finished (a torn write in a power cut), so a damaged length field there silently drops the newest
 writes. A clean close therefore seals the database: its last write is a random `META_SEAL`, also written
@@ -52,6 +55,30 @@ def _read_error(exc: BaseException, what: str, key: bytes | None, path: str) -> 
     if isinstance(exc, RuntimeError):
         return DatabaseClosed(f"{what}: the database is closed")
     return DatabaseCorrupt(f"{what}: {_text(exc)}", key=key, path=path)
+
+
+def _make_private_dirs(path: str) -> None:
+    """Create `path` and each missing parent with mode 0700, whatever the umask: only the node's user
+    goes in (LevelDB creates its files 0644 inside)."""
+    missing = []
+    d = os.path.abspath(path)
+    while not os.path.isdir(d):
+        missing.append(d)
+        d = os.path.dirname(d)
+    for d in reversed(missing):
+        os.mkdir(d, 0o700)
+        os.chmod(d, 0o700)
+
+
+def _fix_info_log_modes(path: str) -> None:
+    """LevelDB creates its info log (`LOG`, `LOG.old`) with the umask's mode, its other files 0644."""
+    for name in ("LOG", "LOG.old"):
+        try:
+            os.chmod(os.path.join(path, name), 0o644)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise DatabaseUnavailable(f"cannot set the mode of {os.path.join(path, name)}: {exc.strerror}") from exc
 
 
 def _sync_dir(path: str) -> None:
@@ -202,7 +229,7 @@ class Database:
         p = os.fspath(path)
         try:
             if create and not os.path.exists(p):
-                os.makedirs(p, mode=0o700, exist_ok=True)
+                _make_private_dirs(p)
         except OSError as exc:
             raise DatabaseUnavailable(f"cannot create database directory {p}: {exc.strerror}") from exc
         try:
@@ -231,6 +258,7 @@ class Database:
             raise DatabaseCorrupt(f"cannot open database at {p}: {text}", path=p) from exc
         db = cls(raw, p)
         try:
+            _fix_info_log_modes(p)
             db._unseal()
         except BaseException:
             raw.close()

@@ -18,7 +18,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.api import openapi
 from node.api.keys import ApiDeps, deps, parse_uint, read_off_loop
-from node.errors import ApiError, NotFound, Unavailable
+from node.errors import ApiError, KeyFileError, NotFound, Unavailable
+from node.files import check_private
 from protocol import codec
 from protocol.errors import ProtocolError
 from protocol.ledger.model import jsonable
@@ -252,8 +253,12 @@ async def index(request: web.Request) -> web.Response:
 
 def require_token(request: web.Request) -> None:
     header = request.headers.get("Authorization", "")
+    path = deps(request).token_path
     try:
-        expected = deps(request).token_path.read_text(encoding="utf-8").strip()
+        check_private(path, "admin token file")  # made readable by others since the start: not a secret now
+        expected = path.read_text(encoding="utf-8").strip()
+    except KeyFileError as exc:
+        raise ApiError(f"operator routes are disabled: {exc.message}", code="forbidden", http_status=403) from None
     except OSError:
         raise ApiError("operator routes are disabled: no admin token file", code="forbidden",
                        http_status=403) from None
