@@ -62,20 +62,26 @@ def ephemeral(cfg: Config, **api: Any) -> Config:
                                p2p=dataclasses.replace(cfg.p2p, port=0, peers=()))
 
 
+async def run_node(cfg: Config) -> tuple[Node, asyncio.Task[None]]:
+    """Start an in-process Node and wait until it is ready; raises its start error. The caller stops it."""
+    node = Node(cfg, log_stream=io.StringIO())
+    task = asyncio.create_task(node.run())
+    ready = asyncio.create_task(node.ready.wait())
+    done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
+    if task in done:
+        ready.cancel()
+        task.result()  # raises the start error
+    assert ready in done, "node did not start within 20 s"
+    return node, task
+
+
 @pytest.fixture
 async def start_node() -> AsyncIterator[Callable[..., Any]]:
     """`await start_node(config)` -> a running in-process Node (stopped at teardown)."""
     running: list[tuple[Node, asyncio.Task[None]]] = []
 
     async def start(cfg: Config) -> Node:
-        node = Node(cfg, log_stream=io.StringIO())
-        task = asyncio.create_task(node.run())
-        ready = asyncio.create_task(node.ready.wait())
-        done, _ = await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-        if task in done:
-            ready.cancel()
-            task.result()  # raises the start error
-        assert ready in done, "node did not start within 20 s"
+        node, task = await run_node(cfg)
         running.append((node, task))
         return node
 

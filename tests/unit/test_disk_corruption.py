@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import io
 import json
 import os
 import random
@@ -33,7 +32,7 @@ from node.config import Config
 from node.service import Node
 from protocol.tx import SignedTx
 from storage.errors import StorageError
-from tests.conftest import ephemeral, free_port_block, load_home
+from tests.conftest import ephemeral, free_port_block, load_home, run_node
 
 KINDS = (".log", ".ldb", "MANIFEST", "CURRENT")
 SEEDS = int(os.environ.get("SMELEDGER_CORRUPTION_SEEDS", "2"))
@@ -81,15 +80,7 @@ class _Running:
 
 
 async def _start(cfg: Config) -> _Running:
-    node = Node(cfg, log_stream=io.StringIO())
-    task = asyncio.create_task(node.run())
-    ready = asyncio.create_task(node.ready.wait())
-    await asyncio.wait({task, ready}, timeout=20, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()  # raises the start error
-    assert ready.done(), "node did not start within 20 s"
-    return _Running(node, task)
+    return _Running(*await run_node(cfg))
 
 
 def _paths(txs: list[str], height: int) -> list[str]:
