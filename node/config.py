@@ -25,6 +25,13 @@ DEFAULT_SEND_QUEUE_FRAMES = 4096
 DEFAULT_SEND_QUEUE_BYTES = 16 * 1024 * 1024
 DEFAULT_API_MAX_BODY = 8 * 1024 * 1024
 DEFAULT_API_MAX_BATCH = 10_000
+DEFAULT_API_MAX_CONNECTIONS = 1024  # the descriptor budget may allow fewer (node/fdbudget.py)
+DEFAULT_API_MAX_PER_ADDRESS = 128
+DEFAULT_API_IDLE_TIMEOUT_S = 10  # a request head must be complete this long after connecting or the last answer
+DEFAULT_API_BODY_TIMEOUT_S = 30  # a whole request body must arrive within this
+DEFAULT_API_MAX_REQUESTS = 1000  # per connection, then Connection: close
+DEFAULT_P2P_PENDING = 64  # inbound handshakes in progress, all addresses together
+DEFAULT_P2P_PENDING_PER_ADDRESS = 8
 DEFAULT_MEMPOOL_TXS = 20_000  # ten full blocks: beyond that clients get 503 + Retry-After
 DEFAULT_MEMPOOL_BYTES = 64 * 1024 * 1024
 DEFAULT_MEMPOOL_PER_SENDER = 1_000
@@ -63,6 +70,8 @@ class P2PSection:
     max_frame: int = DEFAULT_MAX_FRAME
     send_queue_frames: int = DEFAULT_SEND_QUEUE_FRAMES
     send_queue_bytes: int = DEFAULT_SEND_QUEUE_BYTES
+    max_pending_handshakes: int = DEFAULT_P2P_PENDING
+    max_pending_handshakes_per_address: int = DEFAULT_P2P_PENDING_PER_ADDRESS
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +81,11 @@ class ApiSection:
     token_file: Path = Path("admin.token")
     max_body_bytes: int = DEFAULT_API_MAX_BODY
     max_batch_txs: int = DEFAULT_API_MAX_BATCH
+    max_connections: int = DEFAULT_API_MAX_CONNECTIONS
+    max_connections_per_address: int = DEFAULT_API_MAX_PER_ADDRESS
+    max_requests_per_connection: int = DEFAULT_API_MAX_REQUESTS
+    idle_timeout_s: int = DEFAULT_API_IDLE_TIMEOUT_S
+    body_timeout_s: int = DEFAULT_API_BODY_TIMEOUT_S
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,7 +250,11 @@ def _p2p(m: dict[str, Any]) -> P2PSection:
                       peers=tuple(peers), observers=observers,
                       max_frame=_int(m, "max_frame", "p2p", d.max_frame, 0, 256 * 1024 * 1024),
                       send_queue_frames=_int(m, "send_queue_frames", "p2p", d.send_queue_frames, 1, 1_000_000),
-                      send_queue_bytes=_int(m, "send_queue_bytes", "p2p", d.send_queue_bytes, 1024, 2**34))
+                      send_queue_bytes=_int(m, "send_queue_bytes", "p2p", d.send_queue_bytes, 1024, 2**34),
+                      max_pending_handshakes=_int(m, "max_pending_handshakes", "p2p", d.max_pending_handshakes,
+                                                  1, 100_000),
+                      max_pending_handshakes_per_address=_int(m, "max_pending_handshakes_per_address", "p2p",
+                                                              d.max_pending_handshakes_per_address, 1, 100_000))
 
 
 def _api(m: dict[str, Any]) -> ApiSection:
@@ -245,7 +263,14 @@ def _api(m: dict[str, Any]) -> ApiSection:
     return ApiSection(host=_host(m, "host", "api", d.host), port=_int(m, "port", "api", d.port, *_PORT),
                       token_file=Path(_str(m, "token_file", "api", str(d.token_file), 4096)),
                       max_body_bytes=_int(m, "max_body_bytes", "api", d.max_body_bytes, 1024, 2**31),
-                      max_batch_txs=_int(m, "max_batch_txs", "api", d.max_batch_txs, 1, 1_000_000))
+                      max_batch_txs=_int(m, "max_batch_txs", "api", d.max_batch_txs, 1, 1_000_000),
+                      max_connections=_int(m, "max_connections", "api", d.max_connections, 1, 1_000_000),
+                      max_connections_per_address=_int(m, "max_connections_per_address", "api",
+                                                       d.max_connections_per_address, 1, 1_000_000),
+                      max_requests_per_connection=_int(m, "max_requests_per_connection", "api",
+                                                       d.max_requests_per_connection, 1, 2**31),
+                      idle_timeout_s=_int(m, "idle_timeout_s", "api", d.idle_timeout_s, 1, 3600),
+                      body_timeout_s=_int(m, "body_timeout_s", "api", d.body_timeout_s, 1, 3600))
 
 
 def _mempool(m: dict[str, Any]) -> MempoolSection:

@@ -8,8 +8,9 @@ loop on more than a bounded read.
 
 from __future__ import annotations
 
+import functools
 import hmac
-import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -17,6 +18,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from node.api import openapi
+from node.api.bodies import bodies, check_msgpack_shape, loads_json
 from node.api.keys import ApiDeps, deps, parse_uint, read_off_loop
 from node.errors import ApiError, KeyFileError, NotFound, Unavailable
 from node.files import check_private
@@ -80,16 +82,11 @@ async def peers(request: web.Request) -> web.Response:
 
 # --- transactions -----------------------------------------------------------------------------------
 
-async def _read_body(request: web.Request) -> bytes:
-    body = await request.read()  # aiohttp enforces client_max_size: 413 beyond it
-    if not body:
-        raise ApiError("empty request body", code="empty_body")
-    return body
-
-
 def _raw_txs_from_msgpack(body: bytes, max_batch: int, max_bytes: int) -> list[bytes]:
     limits = codec.Limits(max_bytes=max_bytes, max_depth=3, max_str=1024, max_bin=MAX_TX_BYTES,
                           max_array=max_batch, max_map=8)
+    # a list of {sig, tx} maps: 5 values per tx plus the list, walked before anything is built
+    check_msgpack_shape(body, max_depth=3, max_items=5 * max_batch + 1, max_str=1024, max_bin=MAX_TX_BYTES)
     try:
         value = codec.decode(body, limits)
     except ProtocolError as exc:
@@ -106,10 +103,7 @@ def _raw_txs_from_msgpack(body: bytes, max_batch: int, max_bytes: int) -> list[b
 
 
 def _raw_txs_from_json(body: bytes, max_batch: int) -> list[bytes]:
-    try:
-        doc = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(f"body is not valid JSON: {exc}", code="bad_json") from None
+    doc = loads_json(body, max_containers=2, max_items=max_batch + 1)
     if not isinstance(doc, dict) or not isinstance(doc.get("txs"), list) or set(doc) != {"txs"}:
         raise ApiError('JSON body must be {"txs": ["<hex of a signed tx>", ...]}', code="bad_json")
     items = doc["txs"]
@@ -132,15 +126,16 @@ async def submit_txs(request: web.Request) -> web.Response:
     if not d.status.health.accepting:
         raise Unavailable("the node is not accepting transactions (starting or stopping)")
     ctype = request.content_type
-    body = await _read_body(request)
     cfg = d.settings
+    parse: Callable[[bytes], list[bytes]]
     if ctype == MSGPACK:
-        raws = _raw_txs_from_msgpack(body, cfg.max_batch_txs, cfg.max_body_bytes)
+        parse = functools.partial(_raw_txs_from_msgpack, max_batch=cfg.max_batch_txs, max_bytes=cfg.max_body_bytes)
     elif ctype == "application/json":
-        raws = _raw_txs_from_json(body, cfg.max_batch_txs)
+        parse = functools.partial(_raw_txs_from_json, max_batch=cfg.max_batch_txs)
     else:
         raise ApiError(f"Content-Type must be {MSGPACK} or application/json", code="unsupported_media_type",
                        http_status=415)
+    raws = await bodies(request).load(request, parse)
     results = await d.mempool.add_many(raws, None)
     rows = [{"hash": r.hash.hex() if r.hash is not None else None,
              "status": "accepted" if r.accepted else "rejected",
@@ -278,10 +273,7 @@ async def set_time_offset(request: web.Request) -> web.Response:
     if not d.time_offset.allowed:
         raise ApiError("time offset is only allowed on testnet configs ([testnet] allow_time_offset)",
                        code="forbidden", http_status=403)
-    try:
-        doc = json.loads(await _read_body(request))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise ApiError(f"body is not valid JSON: {exc}", code="bad_json") from None
+    doc = await bodies(request).load(request, lambda b: loads_json(b, max_containers=1, max_items=2))
     v = doc.get("offset_ms") if isinstance(doc, dict) else None
     if not isinstance(v, int) or isinstance(v, bool) or not 0 <= v <= MAX_TIME_OFFSET_MS:
         raise ApiError(f'body must be {{"offset_ms": int 0..{MAX_TIME_OFFSET_MS}}}', code="bad_field")

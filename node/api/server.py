@@ -1,6 +1,9 @@
-"""The aiohttp application and its lifetime: routes, the error middleware, bind and drain.
+"""The aiohttp application and its lifetime: routes, the middlewares, bind and drain.
 
-Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
+Connections are aiohttp's protocol with the node's rules (node/api/connections.py: caps, timeouts,
+JSON errors before a handler); the listener is created here with that protocol instead of aiohttp's
+`TCPSite`, and request bodies go through `BodyReader` (node/api/bodies.py: no inflating, bounded reads,
+bounded decoding off the loop). Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
 `{"error": code, "message": text}`. Known error roots (NodeError, ProtocolError, StorageError) map to
 their code; an aiohttp HTTP exception keeps its status with a JSON body; anything else is a bug in a
 handler: logged (throttled per path, so a request that trips it cannot flood the log) and answered
@@ -17,7 +20,18 @@ from typing import Any
 from aiohttp import web
 
 from node.api import ledger_routes, routes
+from node.api.bodies import BODIES, BodyReader
+from node.api.connections import (
+    BACKLOG,
+    LINGER_S,
+    MAX_HEADERS,
+    MAX_LINE,
+    ConnectionGuard,
+    HttpProtocol,
+    connection_middleware,
+)
 from node.api.keys import DEPS, MAX_READ_THREADS, READS, ApiDeps
+from node.connslots import ConnectionSlots
 from node.errors import NodeError
 from node.logging import Throttle
 from protocol.errors import ProtocolError
@@ -74,22 +88,36 @@ THROTTLE: web.AppKey[Throttle] = web.AppKey("throttle", Throttle)
 
 
 def make_app(d: ApiDeps) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=d.settings.max_body_bytes)
+    app = web.Application(middlewares=[connection_middleware, errors_middleware],
+                          client_max_size=d.settings.max_body_bytes)
     app[DEPS] = d
     app[THROTTLE] = Throttle()
     app[READS] = asyncio.Semaphore(MAX_READ_THREADS)
+    bodies = app[BODIES] = BodyReader(d.settings.max_body_bytes, d.settings.body_timeout_s)
+
+    async def close_bodies(_app: web.Application) -> None:
+        bodies.close()
+
+    app.on_cleanup.append(close_bodies)
     routes.setup(app)
     ledger_routes.setup(app)
     return app
 
 
 class ApiServer:
-    """Binds the app on the configured host/port (127.0.0.1 by default; port 0 = ephemeral)."""
+    """Binds the app on the configured host/port (127.0.0.1 by default; port 0 = ephemeral), holding at
+    most `max_connections` client connections (the node's descriptor budget may set fewer than the
+    config's `api.max_connections`)."""
 
-    def __init__(self, d: ApiDeps) -> None:
+    def __init__(self, d: ApiDeps, *, max_connections: int | None = None) -> None:
         self.deps = d
         self.app = make_app(d)
+        cfg = d.settings
+        total = min(cfg.max_connections, max_connections or cfg.max_connections)
+        self.guard = ConnectionGuard(ConnectionSlots(total=total, per_address=min(total, cfg.max_connections_per_address)),
+                                     max_requests=cfg.max_requests_per_connection, log=d.log, throttle=Throttle())
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.Server | None = None
         self.port: int | None = None
 
     @property
@@ -111,13 +139,36 @@ class ApiServer:
         cfg = self.deps.settings
         self._runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=DRAIN_S)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
-        await site.start()
-        server: Any = site._server
-        self.port = server.sockets[0].getsockname()[1] if server is not None else cfg.port
-        self.deps.log.info("api_listening", host=cfg.host, port=self.port)
+        server = self._runner.server
+        assert server is not None
+        loop = asyncio.get_running_loop()
+        guard = self.guard
+        kwargs: dict[str, Any] = {"keepalive_timeout": cfg.idle_timeout_s, "lingering_time": LINGER_S,
+                                  "max_line_size": MAX_LINE, "max_field_size": MAX_LINE,
+                                  "max_headers": MAX_HEADERS, "auto_decompress": False, "access_log": None}
+
+        def protocol() -> HttpProtocol:
+            return HttpProtocol(server, loop=loop, guard=guard, **kwargs)
+
+        try:
+            self._listener = await loop.create_server(protocol, cfg.host, cfg.port, reuse_address=True,
+                                                      backlog=BACKLOG)
+        except BaseException:
+            await self._runner.cleanup()
+            self._runner = None
+            raise
+        self.port = self._listener.sockets[0].getsockname()[1]
+        slots = guard.slots
+        self.deps.log.info("api_listening", host=cfg.host, port=self.port, max_connections=slots.total,
+                           max_per_address=slots.per_address, idle_timeout_s=cfg.idle_timeout_s,
+                           body_timeout_s=cfg.body_timeout_s)
 
     async def stop(self) -> None:
+        listener, self._listener = self._listener, None
+        if listener is not None:
+            listener.close()  # no new connections; open ones are drained and closed by the runner
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
+        if listener is not None:
+            await listener.wait_closed()
