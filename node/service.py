@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from node import failpoints
+from node import failpoints, fdbudget
 from node import genesis as genesis_mod
 from node.api.keys import ApiDeps
 from node.api.server import ApiServer
@@ -239,15 +239,20 @@ class Node:
         if failpoints.armed():
             log.warning("failpoints_armed", points=failpoints.armed())
 
-        store = await asyncio.to_thread(self._open_store, gen, limits, log)
+        p = cfg.p2p
+        budget = fdbudget.plan(fdbudget.raise_soft_limit(), api_wanted=cfg.api.max_connections,
+                               p2p=fdbudget.p2p_descriptors(len(gen.validator_keys) + len(p.observers), len(p.peers),
+                                                            p.max_pending_handshakes))
+        log.info("descriptor_budget", **budget.as_log())
+        store = await asyncio.to_thread(self._open_store, gen, limits, log, budget.db_files)
         try:
-            return self._wire(cfg, gen, key, log, position, store, params, frame)
+            return self._wire(cfg, gen, key, log, position, store, params, frame, budget.api_connections)
         except BaseException:
             store.close_now()
             raise
 
-    def _open_store(self, gen: Genesis, limits: SizeLimits, log: Any) -> ChainStore:
-        db = Database.open(self.config.node.data_dir)
+    def _open_store(self, gen: Genesis, limits: SizeLimits, log: Any, db_files: int) -> ChainStore:
+        db = Database.open(self.config.node.data_dir, max_open_files=db_files)
         try:
             ChainMeta(db).bind(gen.chain_id, gen.hash)
             state = StateStore(db, index_prefixes=ledger_keys.INDEX_PREFIXES)
@@ -267,7 +272,7 @@ class Node:
         return store
 
     def _wire(self, cfg: Config, gen: Genesis, key: PrivateKey, log: Any, position: Position, store: ChainStore,
-              params: ConsensusParams, frame: int) -> Components:
+              params: ConsensusParams, frame: int, api_connections: int) -> Components:
         registry = CollectorRegistry()
         chain, time_offset = ChainStatus(), TimeOffset(allowed=cfg.testnet.allow_time_offset)
         health = Health(stall_after_s=cfg.health.stall_after_s)
@@ -288,7 +293,9 @@ class Node:
 
         p = cfg.p2p
         settings = P2PSettings(listen_host=p.host, listen_port=p.port, max_frame=frame,
-                               send_queue_frames=p.send_queue_frames, send_queue_bytes=p.send_queue_bytes)
+                               send_queue_frames=p.send_queue_frames, send_queue_bytes=p.send_queue_bytes,
+                               max_pending_handshakes=p.max_pending_handshakes,
+                               max_pending_handshakes_per_address=p.max_pending_handshakes_per_address)
         p2p = P2P(key, gen.chain_id, validators=gen.validator_keys, observers=p.observers,
                   dial=[PeerAddr(x.public_key, x.host, x.port, x.name) for x in p.peers],
                   names={v.public_key: v.name for v in gen.validators}, settings=settings,
@@ -307,7 +314,7 @@ class Node:
         registry.register(NodeCollector(status))
         api = ApiServer(ApiDeps(settings=cfg.api, token_path=cfg.token_path, genesis=gen, store=store,
                                 mempool=mempool, p2p=p2p, status=status, time_offset=time_offset,
-                                registry=registry, log=log))
+                                registry=registry, log=log), max_connections=api_connections)
         return Components(genesis=gen, key=key, log=log, registry=registry, store=store, mempool=mempool,
                           p2p=p2p, gossip=gossip, sync=sync, consensus=consensus, api=api, status=status,
                           health=health, chain=chain, time_offset=time_offset)

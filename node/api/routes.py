@@ -85,8 +85,8 @@ async def peers(request: web.Request) -> web.Response:
 def _raw_txs_from_msgpack(body: bytes, max_batch: int, max_bytes: int) -> list[bytes]:
     limits = codec.Limits(max_bytes=max_bytes, max_depth=3, max_str=1024, max_bin=MAX_TX_BYTES,
                           max_array=max_batch, max_map=8)
-    # a list of {sig, tx} maps: 5 values per tx plus the list, walked before anything is built
-    check_msgpack_shape(body, max_depth=3, max_items=5 * max_batch + 1, max_str=1024, max_bin=MAX_TX_BYTES)
+    # a list of {sig, tx} maps: 5 values per tx (the map, 2 keys, 2 values), walked before anything is built
+    check_msgpack_shape(body, max_depth=3, max_items=5 * max_batch, max_str=1024, max_bin=MAX_TX_BYTES)
     try:
         value = codec.decode(body, limits)
     except ProtocolError as exc:

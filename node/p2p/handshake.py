@@ -71,12 +71,15 @@ async def _exchange(stream: FrameStream, writer: asyncio.StreamWriter, msg_type:
 
 async def handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: PrivateKey, chain_id: str, *,
                     initiator: bool, is_allowed: Callable[[bytes], bool], timeout: float,
-                    expected_peer: bytes | None = None, version: int = PROTOCOL_VERSION) -> HandshakeResult:
-    """Run the handshake on a fresh connection; on success the stream's frame limit is left to the caller."""
+                    expected_peer: bytes | None = None, version: int = PROTOCOL_VERSION,
+                    on_hello: Callable[[bytes], None] | None = None) -> HandshakeResult:
+    """Run the handshake on a fresh connection; on success the stream's frame limit is left to the caller.
+    `on_hello(key)` is called once the peer's hello names an allowed key (before its signature is seen)."""
     try:
         async with asyncio.timeout(timeout):
             return await _handshake(stream, writer, key, chain_id, initiator=initiator,
-                                    is_allowed=is_allowed, expected_peer=expected_peer, version=version)
+                                    is_allowed=is_allowed, expected_peer=expected_peer, version=version,
+                                    on_hello=on_hello)
     except TimeoutError as exc:
         raise HandshakeError("handshake timed out", reason="timeout") from exc
     except FrameTooLarge as exc:
@@ -87,7 +90,7 @@ async def handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: Priv
 
 async def _handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: PrivateKey, chain_id: str, *,
                      initiator: bool, is_allowed: Callable[[bytes], bool], expected_peer: bytes | None,
-                     version: int) -> HandshakeResult:
+                     version: int, on_hello: Callable[[bytes], None] | None) -> HandshakeResult:
     stream.max_frame = HANDSHAKE_MAX_FRAME
     eph_secret = bytes(X25519PrivateKey.generate())
     mine = Hello(version=version, chain=chain_id, public_key=key.public_key, ephemeral=x25519_public(eph_secret))
@@ -102,6 +105,8 @@ async def _handshake(stream: FrameStream, writer: asyncio.StreamWriter, key: Pri
         raise HandshakeError("peer key is not a validator or configured observer", reason="unknown_key")
     if expected_peer is not None and theirs.public_key != expected_peer:
         raise HandshakeError("peer key differs from the dialed entry", reason="unexpected_key")
+    if on_hello is not None:
+        on_hello(theirs.public_key)
 
     i_hello, r_hello = (mine, theirs) if initiator else (theirs, mine)
     th = handshake_transcript(chain_id, version, i_hello, r_hello)

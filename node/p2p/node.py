@@ -4,6 +4,9 @@ Peers are identified by their Ed25519 node key; only genesis validators and conf
 past the handshake. Each pair of peers keeps one connection: when two exist, both sides keep the one
 dialed by the lower public key (for two links dialed by the same side, the newer one). Messages are
 routed by envelope type to handlers registered with `register`; `ping`/`pong` are answered here.
+Inbound handshakes in progress are capped in total and per client address (node/connslots.py): at a
+cap, a newcomer takes the place of a connection whose peer has stayed silent (named no allowed key)
+for over a second, else it is refused, so idle strangers cannot keep a restarting validator out.
 
 Rule: this class owns every socket and task of the P2P layer; `run()` (the component's task) starts them
 and `stop()` cancels and closes all of them within `stop_timeout`. Handlers run in the receiving
@@ -24,6 +27,7 @@ from typing import Any
 
 import structlog
 
+from node.connslots import ConnectionSlots, Slot, address_group
 from node.logging import Throttle
 from node.p2p.channel import OVERHEAD
 from node.p2p.errors import HandshakeError, P2PError
@@ -45,7 +49,7 @@ class P2P:
     def __init__(self, key: PrivateKey, chain_id: str, *, validators: Iterable[bytes],
                  observers: Iterable[bytes] = (), dial: Iterable[PeerAddr] = (),
                  names: Mapping[bytes, str] | None = None, settings: P2PSettings | None = None,
-                 log: Any = None, stop_timeout: float = 2.0, max_pending_handshakes: int = 64) -> None:
+                 log: Any = None, stop_timeout: float = 2.0) -> None:
         self.key = key
         self.public_key = key.public_key
         self.chain_id = chain_id
@@ -60,7 +64,6 @@ class P2P:
         self.stats = P2PStats()
         self.log = log if log is not None else structlog.get_logger("smeledger.p2p")
         self.stop_timeout = stop_timeout
-        self.max_pending_handshakes = max_pending_handshakes
         self._io = PeerIO(self.settings, self.stats)
         self._handlers: dict[str, Handler] = {}
         self._listeners: list[PeerListener] = []
@@ -68,7 +71,8 @@ class P2P:
         self._gone: dict[bytes, asyncio.Event] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._server: asyncio.Server | None = None
-        self._pending_handshakes = 0
+        self._inbound = ConnectionSlots(total=self.settings.max_pending_handshakes,
+                                        per_address=self.settings.max_pending_handshakes_per_address)
         self._stopping = False
         self._rng = random.Random()
         self._failed: asyncio.Future[None] | None = None
@@ -237,32 +241,44 @@ class P2P:
 
     def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback: the link runs in a task this class owns (and can cancel on stop).
-        if self._stopping or self._pending_handshakes >= self.max_pending_handshakes:
+        group = address_group(writer.get_extra_info("peername"))
+        slot = None if self._stopping else self._inbound.admit(
+            group, asyncio.get_running_loop().time(), writer.transport.abort)
+        if slot is None:
             self.stats.handshake_failures["too_many_pending"] += 1
+            self._throttle(self.log.warning, "p2p_inbound_refused", group, address=group,
+                           pending=len(self._inbound), from_address=self._inbound.held_by(group))
             writer.transport.abort()
             return
-        self._spawn(self._serve(reader, writer, initiator=False, expected=None), "p2p-inbound")
+        self._spawn(self._serve(reader, writer, initiator=False, expected=None, slot=slot), "p2p-inbound")
+
+    def pending_handshakes(self) -> int:
+        """Inbound handshakes in progress."""
+        return len(self._inbound)
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, *, initiator: bool,
-                     expected: bytes | None) -> bool:
-        """Handshake, adopt, run the link until it ends; True when the link was adopted."""
+                     expected: bytes | None, slot: Slot | None = None) -> bool:
+        """Handshake, adopt, run the link until it ends; True when the link was adopted. An inbound link
+        holds `slot` until its handshake ends; the slot stops being evictable once the peer names an
+        allowed key."""
         s = self.settings
         peername = writer.get_extra_info("peername")
         address = f"{peername[0]}:{peername[1]}" if isinstance(peername, tuple) else str(peername)
         stream = FrameStream(reader, s.max_frame, s.read_chunk)
-        self._pending_handshakes += 1
         try:
             res = await handshake(stream, writer, self.key, self.chain_id, initiator=initiator,
                                   is_allowed=self.allowed.__contains__, timeout=s.handshake_timeout,
-                                  expected_peer=expected)
+                                  expected_peer=expected, on_hello=None if slot is None else lambda _k: slot.busy())
         except HandshakeError as exc:
-            self.stats.handshake_failures[exc.reason] += 1
-            self._throttle(self.log.warning, "p2p_handshake_failed", exc.reason, reason=exc.reason,
+            reason = "evicted" if slot is not None and slot.released else exc.reason
+            self.stats.handshake_failures[reason] += 1
+            self._throttle(self.log.warning, "p2p_handshake_failed", reason, reason=reason,
                            error=str(exc), address=address, direction="out" if initiator else "in")
             writer.transport.abort()
             return False
         finally:
-            self._pending_handshakes -= 1
+            if slot is not None:
+                self._inbound.release(slot)
         pk = res.peer_key
         log = self.log.bind(peer=pk.hex()[:16], peer_name=self.names.get(pk, ""))
         conn = Connection(pk, self.public_key if initiator else pk, "out" if initiator else "in", stream,

@@ -1,0 +1,147 @@
+"""Raw HTTP/1.1 over asyncio streams, for tests that must send what no HTTP client library would.
+
+Rule: every call is bounded by its `wait`; every socket opened here is closed before the call returns
+(or by `SlowClients.close()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class Answer:
+    raw: bytes
+    closed_by_node: bool  # the node closed (or reset) the connection within the wait
+    seconds: float  # from the last byte sent to the end of the answer (or of the wait)
+
+    @property
+    def status(self) -> int:
+        line = self.raw.split(b"\r\n", 1)[0].split()
+        return int(line[1]) if len(line) > 1 and line[1].isdigit() else 0
+
+    @property
+    def headers(self) -> dict[str, str]:
+        head = self.raw.split(b"\r\n\r\n", 1)[0].decode("latin-1").split("\r\n")[1:]
+        return {k.strip().lower(): v.strip() for k, _, v in (h.partition(":") for h in head)}
+
+    @property
+    def body(self) -> bytes:
+        return self.raw.split(b"\r\n\r\n", 1)[1] if b"\r\n\r\n" in self.raw else b""
+
+    def json(self) -> Any:
+        assert self.headers.get("content-type", "").startswith("application/json"), self.raw[:300]
+        n = int(self.headers.get("content-length", len(self.body)))
+        return json.loads(self.body[:n])
+
+
+async def exchange(port: int, parts: bytes | list[bytes], *, gap: float = 0.0, wait: float = 5.0,
+                   until_close: bool = False) -> Answer:
+    """Send `parts` (pausing `gap` between them), then read one answer (or, with `until_close`, until
+    the node closes the connection); stop after `wait` seconds."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        for i, part in enumerate([parts] if isinstance(parts, bytes) else parts):
+            if i and gap:
+                await asyncio.sleep(gap)
+            writer.write(part)
+            try:
+                await writer.drain()
+            except ConnectionError:
+                break
+        return await _read(reader, wait, until_close)
+    finally:
+        writer.transport.abort()
+
+
+async def _read(reader: asyncio.StreamReader, wait: float, until_close: bool) -> Answer:
+    t0 = time.monotonic()
+    raw = b""
+    closed = False
+    try:
+        async with asyncio.timeout(wait):
+            while True:
+                try:
+                    chunk = await reader.read(65536)
+                except ConnectionError:
+                    chunk = b""
+                if not chunk:
+                    closed = True
+                    break
+                raw += chunk
+                if not until_close and _complete(raw):
+                    break
+    except TimeoutError:
+        pass
+    return Answer(raw, closed, time.monotonic() - t0)
+
+
+def _complete(raw: bytes) -> bool:
+    head, sep, body = raw.partition(b"\r\n\r\n")
+    if not sep:
+        return False
+    for line in head.split(b"\r\n")[1:]:
+        k, _, v = line.partition(b":")
+        if k.strip().lower() == b"content-length":
+            return len(body) >= int(v.strip())
+    return False
+
+
+def request(method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b"") -> bytes:
+    h = {"Host": "node", **(headers or {})}
+    if body and "Transfer-Encoding" not in h:
+        h.setdefault("Content-Length", str(len(body)))
+    return (f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode() + body
+
+
+@dataclass
+class SlowClients:
+    """Connections that send a request head one byte at a time and never finish it; each one's end (the
+    node closing it, or answering and closing) is recorded as it happens."""
+
+    port: int
+    writers: list[asyncio.StreamWriter] = field(default_factory=list)
+    ends: list[asyncio.Task[bytes]] = field(default_factory=list)
+    failed_to_connect: int = 0
+
+    async def open(self, n: int) -> None:
+        for _ in range(n):
+            try:
+                reader, w = await asyncio.open_connection("127.0.0.1", self.port)
+            except OSError:
+                self.failed_to_connect += 1
+                continue
+            w.write(b"GET /health HTTP/1.1\r\nX-Slow: ")
+            self.writers.append(w)
+            self.ends.append(asyncio.ensure_future(_drain(reader)))
+
+    def drip(self) -> None:
+        """One more header byte on every connection still open."""
+        for w, end in zip(self.writers, self.ends, strict=True):
+            if not end.done() and not w.transport.is_closing():
+                w.write(b"a")
+
+    def still_open(self) -> int:
+        return sum(1 for end in self.ends if not end.done())
+
+    def answers(self) -> list[bytes]:
+        """What the node sent on the connections it has ended (empty bytes: closed without an answer)."""
+        return [end.result() for end in self.ends if end.done()]
+
+    def close(self) -> None:
+        for w, end in zip(self.writers, self.ends, strict=True):
+            w.transport.abort()
+            end.cancel()
+        self.writers.clear()
+        self.ends.clear()
+
+
+async def _drain(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await reader.read(-1)
+    except ConnectionError:
+        return b""

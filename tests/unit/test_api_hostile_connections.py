@@ -1,0 +1,106 @@
+"""What aiohttp answers before any handler runs is the JSON error format too, and connections are held
+within bounds: slow heads are closed after the idle timeout, clients over the per-address cap are refused
+with a JSON 503 (or make room by closing an idle connection), and keep-alive ends after a request limit."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from node.service import Node
+from tests import rawhttp
+from tests.conftest import ephemeral, load_home
+from tests.unit.test_api_hostile_bodies import MSG, NOT_STALLED_S, health_ms, log_events, port
+
+CHUNKED = {**MSG, "Transfer-Encoding": "chunked"}
+
+
+@pytest.fixture
+async def node(single_home: Path, start_node: Any) -> Node:
+    cfg = ephemeral(load_home(single_home / "banka"), idle_timeout_s=1, max_connections_per_address=50,
+                    max_requests_per_connection=3)
+    n: Node = await start_node(cfg)
+    return n
+
+
+@pytest.mark.parametrize(("raw", "code"), [
+    (b"GET /" + b"a" * 9000 + b" HTTP/1.1\r\nHost: x\r\n\r\n", "line_too_long"),
+    (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 9000 + b"\r\n\r\n", "line_too_long"),
+    (b"GET /health HTTP/1.1\r\n" + b"".join(b"X-%d: 1\r\n" % i for i in range(40)) + b"\r\n", "bad_http_message"),
+    (b"G@T /health HTTP/1.1\r\nHost: x\r\n\r\n", "bad_method"),
+    (b"GET /health HTTP/9.9\r\nHost: x\r\n\r\n", "bad_request_line"),
+    (b"POST /txs HTTP/1.1\r\nHost: x\r\nContent-Length: 12abc\r\n\r\n", "bad_http_message"),
+    (b"POST /txs HTTP/1.1\r\nHost: x\r\nContent-Length: 99999999999999999999999\r\n\r\n", "bad_http_message"),
+    (b"POST /txs HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n", "bad_http_message"),
+    (rawhttp.request("POST", "/txs", CHUNKED) + b"5\r\n\x90\x90\x90\x90\x90\r\nZZ\r\n", "bad_http_message"),
+    (b"\x16\x03\x01\x02\x00\x01\x00\x01\xfc\x03\x03" + bytes(64), "bad_method"),  # a TLS hello on the HTTP port
+])
+async def test_errors_aiohttp_answers_before_a_handler_are_json_with_a_stable_code(
+        node: Node, raw: bytes, code: str) -> None:
+    answer = await rawhttp.exchange(port(node), raw, wait=5, until_close=True)
+    assert answer.status == 400, answer.raw[:200]
+    doc = answer.json()
+    assert doc["error"] == code and doc["message"] and "Traceback" not in doc["message"]
+    assert answer.closed_by_node
+    events = log_events(node)  # the node's log: JSON lines only, the client's fault at info level
+    assert any(e["event"] == "api_bad_http" and e["level"] == "info" for e in events)
+    assert not [e for e in events if e["level"] == "error"]
+
+
+async def test_chunked_framing_that_breaks_while_a_handler_reads_the_body_is_a_400_at_once(node: Node) -> None:
+    parts = [rawhttp.request("POST", "/txs", CHUNKED) + b"5\r\n\x90\x90\x90\x90\x90\r\n", b"ZZ\r\n"]
+    answer = await rawhttp.exchange(port(node), parts, gap=0.2, wait=5)  # far below the 30 s body timeout
+    assert (answer.status, answer.json()["error"]) == (400, "bad_body")
+    assert "chunk" in answer.json()["message"]
+
+
+async def test_slow_heads_are_closed_by_the_node_after_the_idle_timeout_and_health_stays_fast(node: Node) -> None:
+    slow = rawhttp.SlowClients(port(node))
+    try:
+        await slow.open(200)
+        await asyncio.sleep(1.1)  # the admitted ones are now evictable: a new client makes room for itself
+        assert await health_ms(node) < NOT_STALLED_S * 1000
+        for _ in range(40):  # ~2 s: the idle timeout (1 s) closes every connection that is still dripping
+            slow.drip()
+            await asyncio.sleep(0.05)
+            if not slow.still_open():
+                break
+        assert slow.still_open() == 0
+        ends = slow.answers()
+    finally:
+        slow.close()
+    refused = [a for a in ends if a]  # the rest were closed without an answer: timed out, or made room
+    assert len(ends) == 200 and len(refused) >= 140  # 50 fit under the per-address cap
+    for raw in refused:
+        answer = rawhttp.Answer(raw, True, 0)
+        assert (answer.status, answer.json()["error"]) == (503, "too_many_connections")
+        assert answer.headers["retry-after"] == "1"
+    assert node.api is not None and len(node.api.guard.slots) == 0
+
+
+async def test_a_connection_is_closed_after_its_last_allowed_request(node: Node) -> None:
+    four = rawhttp.request("GET", "/health") * 4
+    answer = await rawhttp.exchange(port(node), four, wait=5, until_close=True)
+    heads = [h for h in answer.raw.split(b"HTTP/1.1 ")[1:]]
+    assert len(heads) == 3 and all(h.startswith(b"200") for h in heads)
+    assert b"Connection: close" in heads[2] and answer.closed_by_node
+
+
+async def test_a_refused_connection_gets_a_json_503_and_the_node_keeps_serving(
+        single_home: Path, start_node: Any) -> None:
+    node = await start_node(ephemeral(load_home(single_home / "banka"), max_connections=2))
+    slow = rawhttp.SlowClients(port(node))
+    try:
+        await slow.open(3)
+        await asyncio.sleep(0.2)
+        answers = slow.answers()
+        assert len(answers) == 1 and json.loads(answers[0].split(b"\r\n\r\n")[1])["error"] == "too_many_connections"
+        await asyncio.sleep(1.0)  # the two held connections are now idle past the grace: one makes room
+        assert await health_ms(node) < NOT_STALLED_S * 1000
+    finally:
+        slow.close()
+    assert any(e["event"] == "api_connection_refused" for e in log_events(node))

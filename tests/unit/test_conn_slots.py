@@ -1,0 +1,94 @@
+"""Connection slots (node/connslots.py) and the descriptor budget (node/fdbudget.py) at their edges."""
+
+from __future__ import annotations
+
+import pytest
+
+from node import fdbudget
+from node.connslots import ConnectionSlots, Slot, address_group
+from node.errors import ConfigError
+
+
+class Closed:
+    def __init__(self) -> None:
+        self.names: list[str] = []
+
+    def __call__(self, name: str) -> object:
+        return lambda: self.names.append(name)
+
+
+def test_the_per_address_cap_admits_up_to_the_cap_and_refuses_one_more_while_all_are_fresh() -> None:
+    slots, closed = ConnectionSlots(total=100, per_address=3), Closed()
+    held = [slots.admit("a", 0.0, closed(f"a{i}")) for i in range(3)]
+    assert all(isinstance(s, Slot) for s in held)
+    assert slots.admit("a", 0.5, closed("a3")) is None  # within the grace: nobody can be evicted
+    assert slots.admit("b", 0.5, closed("b0")) is not None  # another address is not affected
+    assert slots.stats.refused["per_address"] == 1 and closed.names == []
+
+
+def test_a_newcomer_evicts_the_longest_idle_connection_of_its_address_once_past_the_grace() -> None:
+    slots, closed = ConnectionSlots(total=100, per_address=3), Closed()
+    a0, a1, a2 = (slots.admit("a", t, closed(f"a{i}")) for i, t in enumerate((0.0, 0.1, 0.2)))
+    assert a0 is not None and a1 is not None and a2 is not None
+    a0.busy()  # in a request (API) or named a known key (P2P): never evicted
+    assert slots.admit("a", 1.05, closed("late")) is None  # a1 idle for 0.95 s only
+    newcomer = slots.admit("a", 1.1, closed("a3"))
+    assert newcomer is not None and closed.names == ["a1"] and a1.released
+    assert slots.held_by("a") == 3 and slots.stats.evicted == 1
+    slots.release(a1)  # its connection ends later: releasing twice is a no-op
+    assert slots.held_by("a") == 3 and len(slots) == 3
+
+
+def test_at_the_total_cap_the_busiest_address_gives_up_its_longest_idle_connection() -> None:
+    slots, closed = ConnectionSlots(total=4, per_address=4), Closed()
+    for name, t in (("a0", 0.0), ("a1", 0.0), ("a2", 0.0), ("b0", 0.0)):
+        assert slots.admit(name[0], t, closed(name)) is not None
+    assert slots.admit("c", 0.5, closed("c0")) is None
+    assert slots.stats.refused["total"] == 1
+    assert slots.admit("c", 2.0, closed("c0")) is not None
+    assert closed.names == ["a0"] and slots.held_by("a") == 2 and len(slots) == 4
+
+
+def test_released_slots_are_free_again() -> None:
+    slots, closed = ConnectionSlots(total=1, per_address=1), Closed()
+    s = slots.admit("a", 0.0, closed("a0"))
+    assert s is not None and slots.admit("a", 0.0, closed("a1")) is None
+    slots.release(s)
+    assert slots.admit("a", 0.0, closed("a1")) is not None and len(slots) == 1
+
+
+@pytest.mark.parametrize(("peer", "group"), [
+    (("203.0.113.7", 5555), "203.0.113.7"),
+    (("::ffff:203.0.113.7", 5555, 0, 0), "203.0.113.7"),
+    (("2001:db8:1:2:aaaa::1", 5555, 0, 0), "2001:db8:1:2::/64"),
+    (("2001:db8:1:2:bbbb::9", 5555, 0, 0), "2001:db8:1:2::/64"),
+    (("fe80::1%eth0", 5555, 0, 2), "fe80::/64"),
+    ("/run/smeledger.sock", "/run/smeledger.sock"),
+    (None, "unix"),
+])
+def test_clients_are_grouped_by_ipv4_address_or_ipv6_slash_64(peer: object, group: str) -> None:
+    assert address_group(peer) == group
+
+
+def test_the_descriptor_budget_gives_the_api_what_is_left_and_refuses_a_limit_too_small() -> None:
+    p2p = fdbudget.p2p_descriptors(allowed_peers=5, dial_targets=4, pending_handshakes=64)
+    assert p2p == 2 * 5 + 4 + 64
+    need = fdbudget.DB_FILES + p2p + fdbudget.RESERVE + fdbudget.API_MIN
+    assert fdbudget.plan(need, p2p=p2p, api_wanted=1024).api_connections == fdbudget.API_MIN
+    assert fdbudget.plan(65536, p2p=p2p, api_wanted=1024).api_connections == 1024
+    with pytest.raises(ConfigError, match="LimitNOFILE") as err:
+        fdbudget.plan(need - 1, p2p=p2p, api_wanted=1024)
+    assert str(need) in err.value.message
+
+
+def test_the_soft_descriptor_limit_is_raised_to_the_hard_one() -> None:
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, 1024), hard))
+        now = fdbudget.raise_soft_limit()
+        assert now == (hard if hard != resource.RLIM_INFINITY else fdbudget.UNLIMITED)
+        assert resource.getrlimit(resource.RLIMIT_NOFILE)[0] == now
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
