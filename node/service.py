@@ -28,7 +28,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry
 
-from node import failpoints, fdbudget
+from node import failpoints, fdbudget, memory
 from node import genesis as genesis_mod
 from node.api.keys import ApiDeps
 from node.api.server import ApiServer
@@ -243,7 +243,7 @@ class Node:
         budget = fdbudget.plan(fdbudget.raise_soft_limit(), api_wanted=cfg.api.max_connections,
                                p2p=fdbudget.p2p_descriptors(len(gen.validator_keys) + len(p.observers), len(p.peers),
                                                             p.max_pending_handshakes))
-        log.info("descriptor_budget", **budget.as_log())
+        log.info("descriptor_budget", **budget.as_log(), large_buffers_returned=memory.return_large_buffers())
         store = await asyncio.to_thread(self._open_store, gen, limits, log, budget.db_files)
         try:
             return self._wire(cfg, gen, key, log, position, store, params, frame, budget.api_connections)

@@ -1,7 +1,6 @@
 """Raw HTTP/1.1 over asyncio streams, for tests that must send what no HTTP client library would.
 
-Rule: every call is bounded by its `wait`; every socket opened here is closed before the call returns
-(or by `SlowClients.close()`).
+Rule: every call is bounded by its `wait`; every socket opened here is closed before the call returns.
 """
 
 from __future__ import annotations
@@ -9,7 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -96,52 +95,3 @@ def request(method: str, path: str, headers: dict[str, str] | None = None, body:
     if body and "Transfer-Encoding" not in h:
         h.setdefault("Content-Length", str(len(body)))
     return (f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in h.items()) + "\r\n").encode() + body
-
-
-@dataclass
-class SlowClients:
-    """Connections that send a request head one byte at a time and never finish it; each one's end (the
-    node closing it, or answering and closing) is recorded as it happens."""
-
-    port: int
-    writers: list[asyncio.StreamWriter] = field(default_factory=list)
-    ends: list[asyncio.Task[bytes]] = field(default_factory=list)
-    failed_to_connect: int = 0
-
-    async def open(self, n: int) -> None:
-        for _ in range(n):
-            try:
-                reader, w = await asyncio.open_connection("127.0.0.1", self.port)
-            except OSError:
-                self.failed_to_connect += 1
-                continue
-            w.write(b"GET /health HTTP/1.1\r\nX-Slow: ")
-            self.writers.append(w)
-            self.ends.append(asyncio.ensure_future(_drain(reader)))
-
-    def drip(self) -> None:
-        """One more header byte on every connection still open."""
-        for w, end in zip(self.writers, self.ends, strict=True):
-            if not end.done() and not w.transport.is_closing():
-                w.write(b"a")
-
-    def still_open(self) -> int:
-        return sum(1 for end in self.ends if not end.done())
-
-    def answers(self) -> list[bytes]:
-        """What the node sent on the connections it has ended (empty bytes: closed without an answer)."""
-        return [end.result() for end in self.ends if end.done()]
-
-    def close(self) -> None:
-        for w, end in zip(self.writers, self.ends, strict=True):
-            w.transport.abort()
-            end.cancel()
-        self.writers.clear()
-        self.ends.clear()
-
-
-async def _drain(reader: asyncio.StreamReader) -> bytes:
-    try:
-        return await reader.read(-1)
-    except ConnectionError:
-        return b""

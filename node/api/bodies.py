@@ -23,6 +23,7 @@ Rule: handlers read bodies only through `BodyReader.load` and never call `reques
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -38,8 +39,9 @@ T = TypeVar("T")
 
 SMALL_BODY = 64 * 1024  # read and decoded on the loop up to this size
 BODY_BUFFER_BYTES = 64 * 1024 * 1024  # large bodies held at once, all clients together
-DECODE_THREADS = 2
+DECODE_THREADS = 1  # decoding shares the GIL with the loop: one decoder at a time competes with it
 MAX_INT_DIGITS = 40
+READ_SIZE = 64 * 1024  # the msgpack walk reads the body through a window this large, not a copy of it
 
 
 class BodyReader:
@@ -153,33 +155,31 @@ def check_msgpack_shape(body: bytes, *, max_depth: int, max_items: int, max_str:
     """Walk a msgpack document's headers without building it: ApiError(bad_msgpack) when it nests deeper
     than `max_depth`, holds more than `max_items` values in all, is truncated or has trailing bytes.
     Work is bounded by `max_items` whatever the input; `codec.decode` then does the strict decoding."""
-    u = msgpack.Unpacker(max_buffer_size=max(len(body), 1), max_str_len=max_str, max_bin_len=max_bin,
-                         max_array_len=max_items, max_map_len=max_items)
-    u.feed(body)
+    u = msgpack.Unpacker(io.BytesIO(body), read_size=READ_SIZE, max_buffer_size=max(max_str, max_bin) + READ_SIZE,
+                         max_str_len=max_str, max_bin_len=max_bin, max_array_len=max_items, max_map_len=max_items)
     budget = max_items
-
-    def walk(depth: int) -> None:
-        nonlocal budget
-        pos = u.tell()
-        if pos >= len(body):
-            raise ApiError("msgpack body is truncated", code="bad_msgpack")
-        kind = _container(body[pos])
-        if kind is None:
-            u.skip()
-            return
-        n = u.read_array_header() if kind == "array" else 2 * u.read_map_header()
-        if n and depth >= max_depth:
-            raise ApiError(f"msgpack body nests deeper than {max_depth}", code="bad_msgpack")
-        budget -= n
-        if budget < 0:
-            raise ApiError(f"msgpack body holds more than {max_items} values", code="bad_msgpack")
-        for _ in range(n):
-            walk(depth + 1)
-
+    pending = [1]  # values still to read in each open container, outermost first (no recursion, no closure)
     try:
-        walk(0)
-    except ApiError:
-        raise
+        while pending:
+            if not pending[-1]:
+                pending.pop()
+                continue
+            pending[-1] -= 1
+            depth = len(pending) - 1
+            pos = u.tell()
+            if pos >= len(body):
+                raise ApiError("msgpack body is truncated", code="bad_msgpack")
+            kind = _container(body[pos])
+            if kind is None:
+                u.skip()
+                continue
+            n = u.read_array_header() if kind == "array" else 2 * u.read_map_header()
+            if n and depth >= max_depth:
+                raise ApiError(f"msgpack body nests deeper than {max_depth}", code="bad_msgpack")
+            budget -= n
+            if budget < 0:
+                raise ApiError(f"msgpack body holds more than {max_items} values", code="bad_msgpack")
+            pending.append(n)
     except (msgpack.UnpackException, ValueError) as exc:
         raise ApiError(f"body is not valid msgpack: {_first_line(exc) or type(exc).__name__}",
                        code="bad_msgpack") from None

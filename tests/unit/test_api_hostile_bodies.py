@@ -5,10 +5,7 @@ only as "not stalled": the node answers, and /health answers, within generous bo
 from __future__ import annotations
 
 import asyncio
-import functools
-import gzip
 import json
-import struct
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +13,7 @@ from typing import Any
 import aiohttp
 import pytest
 
+from devtools.hostile import gzip_bomb, nested_msgpack
 from node.api.bodies import BODIES, SMALL_BODY, check_msgpack_shape, loads_json
 from node.errors import ApiError
 from node.service import Node
@@ -54,12 +52,6 @@ async def health_ms(node: Node) -> float:
     return (loop.time() - t0) * 1000
 
 
-@functools.cache
-def gzip_bomb(mib: int) -> bytes:
-    """About `mib` KiB of gzip that inflates to `mib` MiB of zeros (gzip members may be concatenated)."""
-    return gzip.compress(bytes(1024 * 1024), 9) * mib
-
-
 def log_events(node: Node) -> list[dict[str, Any]]:
     return [json.loads(line) for line in node._log_stream.getvalue().splitlines()]  # type: ignore[attr-defined]
 
@@ -96,13 +88,6 @@ async def test_a_chunked_body_is_counted_while_it_streams_413_one_byte_over_the_
             assert (r.status, (await r.json())["error"]) == (413, "body_too_large")
         async with s.post(url, data=_chunked(b"\x91" * BODY_LIMIT), headers=MSG) as r:  # at the limit: read, decoded
             assert (r.status, (await r.json())["error"]) == (400, "bad_msgpack")
-
-
-def nested_msgpack(total: int) -> bytes:
-    """A list of lists of empty lists, ~`total` bytes: what the 8.3 MB stall of issue 15 was made of."""
-    inner = b"\xdc" + struct.pack(">H", 800) + b"\x90" * 800
-    n = total // len(inner)
-    return b"\xdd" + struct.pack(">I", n) + inner * n
 
 
 async def test_an_8_mb_nested_msgpack_body_is_a_400_and_health_answers_meanwhile(node: Node) -> None:

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from devtools.hostile import SlowClients
 from node.service import Node
 from tests import rawhttp
 from tests.conftest import ephemeral, load_home
@@ -59,7 +60,7 @@ async def test_chunked_framing_that_breaks_while_a_handler_reads_the_body_is_a_4
 
 
 async def test_slow_heads_are_closed_by_the_node_after_the_idle_timeout_and_health_stays_fast(node: Node) -> None:
-    slow = rawhttp.SlowClients(port(node))
+    slow = SlowClients("127.0.0.1", port(node))
     try:
         await slow.open(200)
         await asyncio.sleep(1.1)  # the admitted ones are now evictable: a new client makes room for itself
@@ -93,7 +94,7 @@ async def test_a_connection_is_closed_after_its_last_allowed_request(node: Node)
 async def test_a_refused_connection_gets_a_json_503_and_the_node_keeps_serving(
         single_home: Path, start_node: Any) -> None:
     node = await start_node(ephemeral(load_home(single_home / "banka"), max_connections=2))
-    slow = rawhttp.SlowClients(port(node))
+    slow = SlowClients("127.0.0.1", port(node))
     try:
         await slow.open(3)
         await asyncio.sleep(0.2)
