@@ -39,10 +39,11 @@ class Answer:
 
 
 async def exchange(port: int, parts: bytes | list[bytes], *, gap: float = 0.0, wait: float = 5.0,
-                   until_close: bool = False) -> Answer:
+                   until_close: bool = False, source: str = "127.0.0.1") -> Answer:
     """Send `parts` (pausing `gap` between them), then read one answer (or, with `until_close`, until
-    the node closes the connection); stop after `wait` seconds."""
-    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    the node closes the connection); stop after `wait` seconds. `source`: the local address to connect
+    from (any of 127.0.0.0/8 on Linux), so a test can be several clients."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", port, local_addr=(source, 0))
     try:
         for i, part in enumerate([parts] if isinstance(parts, bytes) else parts):
             if i and gap:

@@ -2,10 +2,11 @@
 
 `HttpProtocol` is aiohttp's per-connection `RequestHandler` with the node's rules; `ApiServer` creates
 one per accepted socket (server.py). What it adds:
-- Slots (node/connslots.py): a connection over the total or per-address cap is answered a canned
-  `503 {"error": "too_many_connections"}` and closed before anything is parsed, unless an older idle
-  connection can be evicted for it. A connection is idle (evictable) while it waits for a request head:
-  a slow-header client is exactly that.
+- Slots (node/connslots.py): a connection over the per-address or the total cap first makes room by
+  closing the connection that has waited for its client the longest (a slow head, a slow body, an idle
+  keep-alive); only when every connection there is busy in a handler is it refused with a canned
+  `{"error": "too_many_connections"}`, 429 for its address's cap, 503 for the node's, and closed
+  before anything is parsed.
 - The head of every request must be complete within `idle_timeout_s` of the connection opening or of
   the previous answer (aiohttp's keep-alive timer: it fires while the connection waits for a head, also
   a partial one), so slow-header clients are closed by the node; bodies have their own deadline
@@ -36,6 +37,7 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from node.connslots import ConnectionSlots, Slot, address_group
 from node.logging import Throttle
 
+CONNECTION_SLOT: web.RequestKey[Slot] = web.RequestKey("connection_slot", Slot)
 LINGER_S = 2.0  # an unread body is drained (and discarded) this long after the answer, then the socket closes
 MAX_LINE = 8190  # request line and each header line
 MAX_HEADERS = 32
@@ -62,13 +64,16 @@ def first_line(exc: BaseException | None, default: str) -> str:
     return str(text).strip().split("\n", 1)[0].rstrip(":")[:200]
 
 
-def _refusal() -> bytes:
+def _refusal(status: str, whose: str) -> bytes:
     body = json.dumps({"error": "too_many_connections",
-                       "message": "too many open API connections (from your address or in total); retry "
-                                  "shortly"}).encode()
-    head = (f"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json; charset=utf-8\r\n"
+                       "message": f"too many open API connections {whose}, all busy; retry shortly"}).encode()
+    head = (f"HTTP/1.1 {status}\r\nContent-Type: application/json; charset=utf-8\r\n"
             f"Content-Length: {len(body)}\r\nRetry-After: 1\r\nConnection: close\r\n\r\n").encode()
     return head + body
+
+
+REFUSALS = {"per_address": _refusal("429 Too Many Requests", "from your address"),
+            "total": _refusal("503 Service Unavailable", "in total")}
 
 
 @dataclass
@@ -79,7 +84,6 @@ class ConnectionGuard:
     max_requests: int
     log: Any
     throttle: Throttle
-    refusal: bytes = _refusal()
 
     def client_fault(self, event: str, key: str, **fields: Any) -> None:
         self.throttle(self.log.info, event, key, **fields)
@@ -98,14 +102,15 @@ class HttpProtocol(RequestHandler):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         group = address_group(transport.get_extra_info("peername"))
-        self.slot = self.guard.slots.admit(group, self._loop.time(), self._evict)
-        if self.slot is None:
-            self.guard.client_fault("api_connection_refused", group, address=group,
+        slot = self.guard.slots.admit(group, self._loop.time(), self._evict)
+        if isinstance(slot, str):
+            self.guard.client_fault("api_connection_refused", group, address=group, cap=slot,
                                     open=len(self.guard.slots), from_address=self.guard.slots.held_by(group))
             tr: Any = transport
-            tr.write(self.guard.refusal)
+            tr.write(REFUSALS[slot])
             tr.close()
             return
+        self.slot = slot
         super().connection_made(transport)
 
     def connection_lost(self, exc: BaseException | None) -> None:
@@ -122,6 +127,7 @@ class HttpProtocol(RequestHandler):
     def request_started(self, request: web.Request) -> None:
         if self.slot is not None:
             self.slot.busy()
+            request[CONNECTION_SLOT] = self.slot  # the body reader marks it idle while it waits for the body
         self.body_in_flight = request.content if request.body_exists else None
 
     def request_done(self) -> bool:

@@ -5,8 +5,8 @@ past the handshake. Each pair of peers keeps one connection: when two exist, bot
 dialed by the lower public key (for two links dialed by the same side, the newer one). Messages are
 routed by envelope type to handlers registered with `register`; `ping`/`pong` are answered here.
 Inbound handshakes in progress are capped in total and per client address (node/connslots.py): at a
-cap, a newcomer takes the place of a connection whose peer has stayed silent (named no allowed key)
-for over a second, else it is refused, so idle strangers cannot keep a restarting validator out.
+cap, a newcomer takes the place of the connection whose peer has stayed silent (named no allowed key)
+the longest, else it is refused, so idle strangers cannot keep a restarting validator out.
 
 Rule: this class owns every socket and task of the P2P layer; `run()` (the component's task) starts them
 and `stop()` cancels and closes all of them within `stop_timeout`. Handlers run in the receiving
@@ -242,11 +242,11 @@ class P2P:
     def _on_inbound(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         # A plain callback: the link runs in a task this class owns (and can cancel on stop).
         group = address_group(writer.get_extra_info("peername"))
-        slot = None if self._stopping else self._inbound.admit(
+        slot = "stopping" if self._stopping else self._inbound.admit(
             group, asyncio.get_running_loop().time(), writer.transport.abort)
-        if slot is None:
+        if isinstance(slot, str):
             self.stats.handshake_failures["too_many_pending"] += 1
-            self._throttle(self.log.warning, "p2p_inbound_refused", group, address=group,
+            self._throttle(self.log.warning, "p2p_inbound_refused", group, address=group, cap=slot,
                            pending=len(self._inbound), from_address=self._inbound.held_by(group))
             writer.transport.abort()
             return

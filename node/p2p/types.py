@@ -22,8 +22,8 @@ class P2PSettings:
     write_batch_bytes: int = 256 * 1024  # writer coalesces queued frames into writes up to this size
     slow_peer_timeout: float = 10.0  # send queue full for this long -> disconnect the peer
     handshake_timeout: float = 5.0
-    # inbound handshakes in progress (node/connslots.py): at either cap a newcomer replaces a connection
-    # whose peer has not named an allowed key for over a second, else it is refused
+    # inbound handshakes in progress (node/connslots.py): at either cap a newcomer replaces the connection
+    # whose peer has been silent (named no allowed key) the longest, else it is refused
     max_pending_handshakes: int = 64
     max_pending_handshakes_per_address: int = 8
     connect_timeout: float = 5.0

@@ -17,44 +17,52 @@ class Closed:
         return lambda: self.names.append(name)
 
 
-def test_the_per_address_cap_admits_up_to_the_cap_and_refuses_one_more_while_all_are_fresh() -> None:
+def test_the_per_address_cap_admits_up_to_the_cap_and_refuses_one_more_while_all_are_busy() -> None:
     slots, closed = ConnectionSlots(total=100, per_address=3), Closed()
     held = [slots.admit("a", 0.0, closed(f"a{i}")) for i in range(3)]
-    assert all(isinstance(s, Slot) for s in held)
-    assert slots.admit("a", 0.5, closed("a3")) is None  # within the grace: nobody can be evicted
-    assert slots.admit("b", 0.5, closed("b0")) is not None  # another address is not affected
+    for s in held:
+        assert isinstance(s, Slot)
+        s.busy()  # in a request (API) or named a known key (P2P): never evicted
+    assert slots.admit("a", 0.5, closed("a3")) == "per_address"
+    assert isinstance(slots.admit("b", 0.5, closed("b0")), Slot)  # another address is not affected
     assert slots.stats.refused["per_address"] == 1 and closed.names == []
 
 
-def test_a_newcomer_evicts_the_longest_idle_connection_of_its_address_once_past_the_grace() -> None:
+def test_a_newcomer_evicts_the_connection_of_its_address_that_has_waited_longest() -> None:
     slots, closed = ConnectionSlots(total=100, per_address=3), Closed()
     a0, a1, a2 = (slots.admit("a", t, closed(f"a{i}")) for i, t in enumerate((0.0, 0.1, 0.2)))
-    assert a0 is not None and a1 is not None and a2 is not None
-    a0.busy()  # in a request (API) or named a known key (P2P): never evicted
-    assert slots.admit("a", 1.05, closed("late")) is None  # a1 idle for 0.95 s only
-    newcomer = slots.admit("a", 1.1, closed("a3"))
-    assert newcomer is not None and closed.names == ["a1"] and a1.released
-    assert slots.held_by("a") == 3 and slots.stats.evicted == 1
+    assert isinstance(a0, Slot) and isinstance(a1, Slot) and isinstance(a2, Slot)
+    a0.busy()
+    a2.busy()
+    a2.idle(0.05)  # answered and idle again: it has waited since 0.05, longer than a1
+    assert isinstance(slots.admit("a", 0.3, closed("a3")), Slot)
+    assert closed.names == ["a2"] and a2.released
+    assert isinstance(slots.admit("a", 0.4, closed("a4")), Slot)
+    assert closed.names == ["a2", "a1"] and slots.held_by("a") == 3 and slots.stats.evicted == 2
     slots.release(a1)  # its connection ends later: releasing twice is a no-op
     assert slots.held_by("a") == 3 and len(slots) == 3
 
 
-def test_at_the_total_cap_the_busiest_address_gives_up_its_longest_idle_connection() -> None:
+def test_at_the_total_cap_the_busiest_address_gives_up_its_longest_waiting_connection() -> None:
     slots, closed = ConnectionSlots(total=4, per_address=4), Closed()
-    for name, t in (("a0", 0.0), ("a1", 0.0), ("a2", 0.0), ("b0", 0.0)):
-        assert slots.admit(name[0], t, closed(name)) is not None
-    assert slots.admit("c", 0.5, closed("c0")) is None
-    assert slots.stats.refused["total"] == 1
-    assert slots.admit("c", 2.0, closed("c0")) is not None
-    assert closed.names == ["a0"] and slots.held_by("a") == 2 and len(slots) == 4
+    held = [slots.admit(name[0], t, closed(name)) for name, t in (("a0", 0.0), ("a1", 0.1), ("a2", 0.2), ("b0", 0.0))]
+    c0 = slots.admit("c", 0.5, closed("c0"))
+    assert isinstance(c0, Slot) and closed.names == ["a0"] and slots.held_by("a") == 2 and len(slots) == 4
+    for s in (*held[1:], c0):
+        assert isinstance(s, Slot)
+        s.busy()
+    assert slots.admit("d", 0.6, closed("d0")) == "total" and slots.stats.refused["total"] == 1
+    assert closed.names == ["a0"]
 
 
 def test_released_slots_are_free_again() -> None:
     slots, closed = ConnectionSlots(total=1, per_address=1), Closed()
     s = slots.admit("a", 0.0, closed("a0"))
-    assert s is not None and slots.admit("a", 0.0, closed("a1")) is None
+    assert isinstance(s, Slot)
+    s.busy()
+    assert slots.admit("a", 0.0, closed("a1")) == "per_address"
     slots.release(s)
-    assert slots.admit("a", 0.0, closed("a1")) is not None and len(slots) == 1
+    assert isinstance(slots.admit("a", 0.0, closed("a1")), Slot) and len(slots) == 1
 
 
 @pytest.mark.parametrize(("peer", "group"), [

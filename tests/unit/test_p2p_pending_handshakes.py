@@ -1,5 +1,5 @@
 """Inbound handshakes in progress are capped per client address, so idle strangers cannot crowd out a
-validator: they hold at most the per-address cap, and a stranger silent past the grace makes room."""
+validator: they hold at most the per-address cap, and the longest-silent stranger makes room for a newcomer."""
 
 from __future__ import annotations
 
@@ -60,19 +60,18 @@ async def test_600_idle_strangers_hold_at_most_the_per_address_cap_and_a_validat
         validator = await start(nodes, make(1, dial=[target]))
         await until(lambda: target.is_connected(validator.public_key), timeout=5)  # "not crowded out"
         assert target.pending_handshakes() <= 8
-    refused = target.stats.handshake_failures["too_many_pending"]
-    assert refused >= 600 - 8
+    failures = target.stats.handshake_failures  # each stranger past the cap pushed out the longest-silent one
+    await until(lambda: failures["evicted"] >= 600 - 8)
 
 
-async def test_a_stranger_silent_past_the_grace_makes_room_for_a_peer_from_its_own_address(
+async def test_the_longest_silent_stranger_makes_room_for_a_peer_from_its_own_address(
         nodes: list[P2P], target: P2P) -> None:
     assert target.listen_port is not None
     idle = []
     for _ in range(8):  # the per-address cap, from the validator's own address, then silence
         idle.append(await asyncio.open_connection("127.0.0.1", target.listen_port))
     try:
-        await until(lambda: target.pending_handshakes() == 8)
-        await asyncio.sleep(1.1)  # past the grace, well before the 5 s handshake timeout
+        await until(lambda: target.pending_handshakes() == 8)  # the cap; the 5 s handshake timeout is far off
         validator = await start(nodes, make(1, dial=[target]))
         await until(lambda: target.is_connected(validator.public_key), timeout=3)
         assert target.stats.handshake_failures["evicted"] >= 1
