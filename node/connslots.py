@@ -4,12 +4,11 @@ Both listeners of a node use it: the API for its open connections, P2P for its i
 pending. A newcomer gets a `Slot` or is refused (the caller closes it at once, which is a clean refusal,
 never an error anywhere else). At a cap the table first makes room by evicting the connection that has
 been *idle* the longest: from the newcomer's own address when that address is at its cap, else from the
-address holding the most slots. What is idle is the caller's call: an API connection waiting for the
-client (a request head, a request body), a handshake whose peer has not yet named a known key. So a
-flood of silent strangers, even from the address a validator or a health probe shares with them, only
-ever pushes out the stalest stranger: a client that speaks at once becomes busy within a round trip and
-is never the longest idle. Only when every slot of an address (or of all of them) is busy is a newcomer
-refused.
+address holding the most slots. What is idle is the caller's call: an API connection waiting for a
+request head, a handshake whose peer has not yet named a known key. So a flood of silent strangers, even
+from the address a validator or a health probe shares with them, only ever pushes out the stalest
+stranger: a client that speaks at once becomes busy within a round trip and is never the longest idle.
+Only when every slot of an address (or of all of them) is busy is a newcomer refused.
 
 Addresses are grouped: an IPv4 address (also IPv4-mapped IPv6) is its own group, an IPv6 address counts
 by its /64 (one host usually holds a whole /64). Rule: this module is plain data and arithmetic, no I/O

@@ -33,7 +33,6 @@ import msgpack
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
-from node.api.connections import CONNECTION_SLOT
 from node.errors import ApiError
 
 T = TypeVar("T")
@@ -91,12 +90,8 @@ class BodyReader:
         stream = request.content
         chunks: list[bytes] = []
         n = 0
-        loop = asyncio.get_running_loop()
         if deadline is None:
-            deadline = loop.time() + self.timeout_s
-        slot = request.get(CONNECTION_SLOT)
-        if slot is not None:
-            slot.idle(loop.time())  # waiting for the client: its connection may make room for a newcomer
+            deadline = asyncio.get_running_loop().time() + self.timeout_s
         try:
             async with asyncio.timeout_at(deadline):
                 while chunk := await stream.readany():
@@ -109,9 +104,6 @@ class BodyReader:
                            http_status=408) from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
             raise ApiError(f"the request body is broken: {_first_line(exc)}", code="bad_body") from None
-        finally:
-            if slot is not None:
-                slot.busy()
         if not chunks:
             raise ApiError("empty request body", code="empty_body")
         return b"".join(chunks)

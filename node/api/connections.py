@@ -3,8 +3,9 @@
 `HttpProtocol` is aiohttp's per-connection `RequestHandler` with the node's rules; `ApiServer` creates
 one per accepted socket (server.py). What it adds:
 - Slots (node/connslots.py): a connection over the per-address or the total cap first makes room by
-  closing the connection that has waited for its client the longest (a slow head, a slow body, an idle
-  keep-alive); only when every connection there is busy in a handler is it refused with a canned
+  closing the connection that has waited longest for a request head (a slow head, or an idle keep-alive
+  since its last answer). A connection in a handler (reading its body included, which `body_timeout_s`
+  bounds) is busy; only when every connection there is busy is a newcomer refused with a canned
   `{"error": "too_many_connections"}`, 429 for its address's cap, 503 for the node's, and closed
   before anything is parsed.
 - The head of every request must be complete within `idle_timeout_s` of the connection opening or of
@@ -37,7 +38,6 @@ from aiohttp.web_protocol import RequestHandler, RequestPayloadError, _ErrInfo
 from node.connslots import ConnectionSlots, Slot, address_group
 from node.logging import Throttle
 
-CONNECTION_SLOT: web.RequestKey[Slot] = web.RequestKey("connection_slot", Slot)
 LINGER_S = 2.0  # an unread body is drained (and discarded) this long after the answer, then the socket closes
 MAX_LINE = 8190  # request line and each header line
 MAX_HEADERS = 32
@@ -127,7 +127,6 @@ class HttpProtocol(RequestHandler):
     def request_started(self, request: web.Request) -> None:
         if self.slot is not None:
             self.slot.busy()
-            request[CONNECTION_SLOT] = self.slot  # the body reader marks it idle while it waits for the body
         self.body_in_flight = request.content if request.body_exists else None
 
     def request_done(self) -> bool:

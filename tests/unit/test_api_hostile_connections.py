@@ -113,3 +113,19 @@ async def test_when_every_connection_is_busy_a_newcomer_gets_a_json_refusal_and_
     assert [a.status for a in await asyncio.gather(*busy)] == [200, 200]
     assert await health_ms(node) < NOT_STALLED_S * 1000
     assert any(e["event"] == "api_connection_refused" for e in log_events(node))
+
+
+async def test_a_body_streaming_in_is_not_pushed_out_by_a_flood_of_slow_heads_from_its_address(
+        single_home: Path, start_node: Any) -> None:
+    node = await start_node(ephemeral(load_home(single_home / "banka"), max_connections_per_address=5))
+    parts = [rawhttp.request("POST", "/txs", CHUNKED)] + [b"4000\r\n" + b"\x90" * 0x4000 + b"\r\n"] * 20 + [b"0\r\n\r\n"]
+    upload = asyncio.ensure_future(rawhttp.exchange(port(node), parts, gap=0.05, wait=10))
+    slow = SlowClients("127.0.0.1", port(node))
+    try:
+        for _ in range(10):  # 50 slow heads while the body streams in: each pushes out the stalest one
+            await slow.open(5)
+            await asyncio.sleep(0.1)
+        answer = await upload
+    finally:
+        slow.close()
+    assert (answer.status, answer.json()["error"]) == (400, "bad_msgpack")  # read to its end and decoded
