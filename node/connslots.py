@@ -8,7 +8,10 @@ address holding the most slots. What is idle is the caller's call: an API connec
 request head, a handshake whose peer has not yet named a known key. So a flood of silent strangers, even
 from the address a validator or a health probe shares with them, only ever pushes out the stalest
 stranger: a client that speaks at once becomes busy within a round trip and is never the longest idle.
-Only when every slot of an address (or of all of them) is busy is a newcomer refused.
+A new connection counts as waiting only from `FRESH_S` after it opened (or from its first bytes, when
+the caller says so with `heard`): the event loop accepts connections in bursts of up to its backlog
+before it reads any of them, and a client in such a burst must get the chance to speak. Only when
+every slot of an address (or of all of them) is busy or fresh is a newcomer refused.
 
 Addresses are grouped: an IPv4 address (also IPv4-mapped IPv6) is its own group, an IPv6 address counts
 by its /64 (one host usually holds a whole /64). Rule: this module is plain data and arithmetic, no I/O
@@ -21,6 +24,8 @@ import ipaddress
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
+
+FRESH_S = 0.25  # a new connection that has sent nothing is not evictable for this long
 
 
 def address_group(peername: object) -> str:
@@ -41,7 +46,8 @@ def address_group(peername: object) -> str:
 
 @dataclass(eq=False, slots=True)
 class Slot:
-    """One admitted connection. `idle_since` is when it began waiting for its peer (None: busy)."""
+    """One admitted connection. `idle_since` is when it began waiting for its peer (None: busy; in the
+    future: fresh, see `FRESH_S`)."""
 
     group: str
     close: Callable[[], None]
@@ -53,6 +59,11 @@ class Slot:
 
     def idle(self, now: float) -> None:
         self.idle_since = now
+
+    def heard(self, now: float) -> None:
+        """The peer sent its first bytes: a fresh connection counts as waiting from now."""
+        if self.idle_since is not None and self.idle_since > now:
+            self.idle_since = now
 
 
 @dataclass
@@ -81,14 +92,14 @@ class ConnectionSlots:
     def admit(self, group: str, now: float, close: Callable[[], None]) -> Slot | str:
         """A slot for a new connection from `group`, evicting the longest idle connection if a cap requires
         it; else the cap that refuses the newcomer: "per_address" or "total". A new slot starts idle (it
-        waits for its peer); its `close` is called if it is ever evicted."""
+        waits for its peer, fresh for `FRESH_S`); its `close` is called if it is ever evicted."""
         for cap, full, make_room in (("per_address", self.held_by(group) >= self.per_address,
-                                      lambda: self._evict_from(group)),
-                                     ("total", self._count >= self.total, self._evict_busiest)):
+                                      lambda: self._evict_from(group, now)),
+                                     ("total", self._count >= self.total, lambda: self._evict_busiest(now))):
             if full and not make_room():
                 self.stats.refused[cap] += 1
                 return cap
-        slot = Slot(group, close, now)
+        slot = Slot(group, close, now + FRESH_S)
         self._groups.setdefault(group, []).append(slot)
         self._count += 1
         self.stats.admitted += 1
@@ -105,8 +116,8 @@ class ConnectionSlots:
             del self._groups[slot.group]
         self._count -= 1
 
-    def _evict_from(self, group: str) -> bool:
-        idle = [s for s in self._groups.get(group, ()) if s.idle_since is not None]
+    def _evict_from(self, group: str, now: float) -> bool:
+        idle = [s for s in self._groups.get(group, ()) if s.idle_since is not None and s.idle_since <= now]
         if not idle:
             return False
         victim = min(idle, key=lambda s: s.idle_since or 0.0)
@@ -115,5 +126,5 @@ class ConnectionSlots:
         victim.close()
         return True
 
-    def _evict_busiest(self) -> bool:
-        return any(self._evict_from(g) for g in sorted(self._groups, key=lambda g: (-len(self._groups[g]), g)))
+    def _evict_busiest(self, now: float) -> bool:
+        return any(self._evict_from(g, now) for g in sorted(self._groups, key=lambda g: (-len(self._groups[g]), g)))

@@ -140,6 +140,8 @@ class HttpProtocol(RequestHandler):
     # -- aiohttp hooks -----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self.slot is not None:
+            self.slot.heard(self._loop.time())
         queued = len(self._messages)
         super().data_received(data)
         body = self.body_in_flight

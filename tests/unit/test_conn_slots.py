@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from node import fdbudget
-from node.connslots import ConnectionSlots, Slot, address_group
+from node.connslots import FRESH_S, ConnectionSlots, Slot, address_group
 from node.errors import ConfigError
 
 
@@ -53,6 +53,16 @@ def test_at_the_total_cap_the_busiest_address_gives_up_its_longest_waiting_conne
         s.busy()
     assert slots.admit("d", 0.6, closed("d0")) == "total" and slots.stats.refused["total"] == 1
     assert closed.names == ["a0"]
+
+
+def test_a_fresh_connection_is_not_pushed_out_before_it_had_the_chance_to_speak() -> None:
+    slots, closed = ConnectionSlots(total=100, per_address=2), Closed()
+    a0, a1 = slots.admit("a", 0.0, closed("a0")), slots.admit("a", 0.0, closed("a1"))
+    assert isinstance(a0, Slot) and isinstance(a1, Slot)
+    assert slots.admit("a", FRESH_S - 0.01, closed("a2")) == "per_address"  # both still fresh
+    a1.heard(0.1)  # its first bytes (a partial head): waiting from then on
+    assert isinstance(slots.admit("a", 0.2, closed("a2")), Slot) and closed.names == ["a1"]
+    assert isinstance(slots.admit("a", FRESH_S, closed("a3")), Slot) and closed.names == ["a1", "a0"]
 
 
 def test_released_slots_are_free_again() -> None:
