@@ -104,6 +104,10 @@ class BodyReader:
                            http_status=408) from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
             raise ApiError(f"the request body is broken: {_first_line(exc)}", code="bad_body") from None
+        except RuntimeError:  # aiohttp's StreamReader once the client has gone: "Connection closed."
+            if request.transport is None or request.transport.is_closing():
+                raise ApiError("the connection closed before the body arrived", code="bad_body") from None
+            raise
         if not chunks:
             raise ApiError("empty request body", code="empty_body")
         return b"".join(chunks)

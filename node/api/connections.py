@@ -133,7 +133,7 @@ class HttpProtocol(RequestHandler):
         """Mark the connection idle again; True when it has served its last request."""
         self.body_in_flight = None
         self.served += 1
-        if self.slot is not None:
+        if self.slot is not None and not self._messages:  # nothing pipelined behind it: waiting again
             self.slot.idle(self._loop.time())
         return self.served >= self.guard.max_requests
 
@@ -144,6 +144,8 @@ class HttpProtocol(RequestHandler):
             self.slot.heard(self._loop.time())
         queued = len(self._messages)
         super().data_received(data)
+        if self.slot is not None and len(self._messages) > queued:
+            self.slot.busy()  # a whole request head is in: no longer waiting for the client
         body = self.body_in_flight
         if body is None or body.is_eof() or len(self._messages) <= queued:
             return

@@ -168,3 +168,17 @@ def test_the_json_counts_bound_containers_items_and_digits_at_their_edges() -> N
     assert loads_json(b"-" + b"9" * 40, max_containers=0, max_items=1) == -int("9" * 40)
     with pytest.raises(ApiError, match="more than 40 digits"):
         loads_json(b"9" * 41, max_containers=0, max_items=1)
+
+
+async def test_clients_that_hang_up_in_the_middle_of_a_body_leave_no_error_in_the_log(node: Node) -> None:
+    async def hang_up(size: int, pause: float) -> None:
+        _, writer = await asyncio.open_connection("127.0.0.1", port(node))
+        writer.write(rawhttp.request("POST", "/txs", {**MSG, "Content-Length": str(2 * size)}) + b"\x91" * size)
+        if pause:
+            await asyncio.sleep(pause)  # while the handler reads; without a pause: before it starts
+        writer.transport.abort()
+
+    await asyncio.gather(*(hang_up(size, i * 0.002) for i in range(25) for size in (1000, 4 * SMALL_BODY)))
+    await asyncio.sleep(0.3)
+    assert await health_ms(node) < NOT_STALLED_S * 1000
+    assert not [e for e in log_events(node) if e["level"] == "error"]
