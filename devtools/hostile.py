@@ -6,8 +6,9 @@
 While the drill runs, /health is probed every 100 ms on a kept-alive connection (as a monitor would) and
 every second on a fresh one; the node's RSS (`--pid`) is sampled; every node in `--nodes` is asked for
 its view before and after. Drills, all at once: gzip bombs (1 MiB inflating to 1 GiB, one after the
-other), clients posting 8 MB of nested msgpack in a loop, and connections that send a request head one
-byte per second and never finish it (when the node closed each one, and what it answered, is recorded).
+other), clients posting 8 MB of nested msgpack (in a loop, or `--nested-posts` times each), and
+connections that send a request head one byte per second and never finish it (when the node closed each
+one, and what it answered, is recorded).
 Prints one JSON report. Rule: every loop here ends by `--duration`; every socket is closed on return.
 """
 
@@ -176,11 +177,13 @@ class Drill:
                 await self._post(s, "gzip_bomb", bomb, {**MSGPACK, "Content-Encoding": "gzip"})
                 await asyncio.sleep(1.0)
 
-    async def nested(self) -> None:
+    async def nested(self, count: int) -> None:
         body = nested_msgpack(8 * 1024 * 1024 - 64)
         async with aiohttp.ClientSession() as s:
-            while self.running():
+            n = 0
+            while self.running() and (not count or n < count):
                 await self._post(s, "nested_msgpack", body, MSGPACK)
+                n += 1
 
     async def slow_headers(self, n: int, report: dict[str, Any]) -> None:
         u = urlsplit(self.url)
@@ -191,9 +194,9 @@ class Drill:
                 slow.drip()
                 await asyncio.sleep(1.0)
             answers = slow.answers()
-            refused = [a for a in answers if a.startswith(b"HTTP/1.1 503")]
+            refused = [a for a in answers if a.startswith((b"HTTP/1.1 429", b"HTTP/1.1 503"))]
             report.update(opened=len(slow.writers), failed_to_connect=slow.failed_to_connect,
-                          still_open_at_end=slow.still_open(), refused_503=len(refused),
+                          still_open_at_end=slow.still_open(), refused=len(refused),
                           closed_without_answer=sum(1 for a in answers if not a),
                           other_answers=len(answers) - len(refused) - sum(1 for a in answers if not a),
                           closed_after_s=_summary(slow.closed_after()))
@@ -225,7 +228,7 @@ class Drill:
         self.deadline = time.monotonic() + a.duration
         slow: dict[str, Any] = {}
         jobs = [self.probe_health(), self.sample_rss() if a.pid else asyncio.sleep(0),
-                self.gzip_bombs(a.gzip_bombs), *(self.nested() for _ in range(a.nested_clients))]
+                self.gzip_bombs(a.gzip_bombs), *(self.nested(a.nested_posts) for _ in range(a.nested_clients))]
         if a.slow_headers:
             jobs.append(self.slow_headers(a.slow_headers, slow))
         await asyncio.gather(*jobs)
@@ -246,6 +249,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--duration", type=float, default=30.0)
     p.add_argument("--gzip-bombs", type=int, default=3)
     p.add_argument("--nested-clients", type=int, default=4)
+    p.add_argument("--nested-posts", type=int, default=0, help="per client; 0: post in a loop until the end")
     p.add_argument("--slow-headers", type=int, default=2000)
     args = p.parse_args(argv)
     args.nodes = [u for u in args.nodes.split(",") if u] or [args.node]
