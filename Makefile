@@ -33,7 +33,7 @@ testnet-clean: testnet-stop
 	@echo "removed $(TESTNET_DIR)"
 
 test: venv
-	@$(BIN)/pytest -p no:cacheprovider tests
+	@$(BIN)/pytest -p no:cacheprovider -m "not chaos" tests
 
 lint: venv
 	@$(BIN)/ruff check protocol storage node client cli devtools tests examples

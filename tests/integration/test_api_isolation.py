@@ -20,7 +20,7 @@ import pytest
 from devtools.hostile import Drill
 from tests.integration.harness import ROOT, Net
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.chaos]
 
 
 @pytest.fixture
