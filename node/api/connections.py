@@ -18,7 +18,7 @@ one per accepted socket (server.py). What it adds:
   while a handler reads it fails that read at once (`data_received`) instead of leaving it to time out.
 - aiohttp's own logging calls (`log_exception`) go to the node's JSON log, throttled per message.
 Relies on `aiohttp.web_protocol.RequestHandler` internals of aiohttp 3.14 (`_messages`, `_ErrInfo`):
-tests/unit/test_api_hostile_clients.py fails if they change.
+tests/unit/test_api_hostile_connections.py fails if they change.
 Rule: a client cannot get a 500, a plain-text answer or an unbounded hold on a descriptor from here.
 """
 

@@ -3,7 +3,9 @@
 Connections are aiohttp's protocol with the node's rules (node/api/connections.py: caps, timeouts,
 JSON errors before a handler); the listener is created here with that protocol instead of aiohttp's
 `TCPSite`, and request bodies go through `BodyReader` (node/api/bodies.py: no inflating, bounded reads,
-bounded decoding off the loop). Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
+bounded decoding off the loop).
+
+Rule: every answer is JSON (or msgpack/Prometheus text where asked); a bad request gets a 4xx
 `{"error": code, "message": text}`. Known error roots (NodeError, ProtocolError, StorageError) map to
 their code; an aiohttp HTTP exception keeps its status with a JSON body; anything else is a bug in a
 handler: logged (throttled per path, so a request that trips it cannot flood the log) and answered
@@ -14,7 +16,6 @@ component's task: it serves until cancelled, then drains in-flight requests for 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -27,6 +28,7 @@ from node.api.connections import (
     MAX_HEADERS,
     MAX_LINE,
     ConnectionGuard,
+    Handler,
     HttpProtocol,
     connection_middleware,
 )
@@ -38,7 +40,6 @@ from protocol.errors import ProtocolError
 from storage.errors import StorageError
 
 DRAIN_S = 1.0  # in-flight requests get this long to finish at shutdown
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
                405: "method_not_allowed", 413: "body_too_large", 415: "unsupported_media_type",
@@ -114,8 +115,9 @@ class ApiServer:
         self.app = make_app(d)
         cfg = d.settings
         total = min(cfg.max_connections, max_connections or cfg.max_connections)
-        self.guard = ConnectionGuard(ConnectionSlots(total=total, per_address=min(total, cfg.max_connections_per_address)),
-                                     max_requests=cfg.max_requests_per_connection, log=d.log, throttle=Throttle())
+        slots = ConnectionSlots(total=total, per_address=min(total, cfg.max_connections_per_address))
+        self.guard = ConnectionGuard(slots, max_requests=cfg.max_requests_per_connection, log=d.log,
+                                     throttle=Throttle())
         self._runner: web.AppRunner | None = None
         self._listener: asyncio.Server | None = None
         self.port: int | None = None
