@@ -10,7 +10,7 @@ The loop that serves the API also runs consensus, so a body never costs it more 
 - The whole body must arrive within `timeout_s` (408); a body above `SMALL_BODY` first takes one of a few
   large-body slots (`BODY_BUFFER_BYTES` of them all together), so clients cannot make the node buffer
   more than that at once; no slot within the timeout is a 503 with Retry-After.
-- Decoding of a body above `SMALL_BODY` runs on the API's decode threads, and every decoder bounds its
+- Decoding of a body above `SMALL_BODY` runs on the API's decode thread, and every decoder bounds its
   work before building anything: JSON by counting its containers and items in the raw bytes (so depth
   and size are bounded before `json.loads`, which has no depth limit) and refusing integers longer than
   `MAX_INT_DIGITS` (Python's int conversion limit is a ValueError at 4,300 digits, far beyond any
@@ -33,6 +33,7 @@ import msgpack
 from aiohttp import hdrs, web
 from aiohttp.http_exceptions import HttpProcessingError
 
+from node.api.connections import first_line
 from node.errors import ApiError
 
 T = TypeVar("T")
@@ -103,7 +104,8 @@ class BodyReader:
             raise ApiError(f"the request body did not arrive within {self.timeout_s:g} s", code="body_timeout",
                            http_status=408) from None
         except (web.RequestPayloadError, HttpProcessingError, ConnectionError) as exc:
-            raise ApiError(f"the request body is broken: {_first_line(exc)}", code="bad_body") from None
+            why = first_line(exc, type(exc).__name__)
+            raise ApiError(f"the request body is broken: {why}", code="bad_body") from None
         except RuntimeError:  # aiohttp's StreamReader once the client has gone: "Connection closed."
             if request.transport is None or request.transport.is_closing():
                 raise ApiError("the connection closed before the body arrived", code="bad_body") from None
@@ -115,11 +117,6 @@ class BodyReader:
 
 def _too_large(limit: int) -> ApiError:
     return ApiError(f"request body too large (limit {limit} bytes)", code="body_too_large", http_status=413)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = getattr(exc, "message", None) or str(exc) or type(exc).__name__
-    return str(text).strip().split("\n", 1)[0].rstrip(":")[:200]
 
 
 # --- JSON ------------------------------------------------------------------------------------------
@@ -142,7 +139,8 @@ def loads_json(body: bytes, *, max_containers: int, max_items: int) -> Any:
     try:
         return json.loads(body, parse_int=_bounded_int)
     except ValueError as exc:  # JSONDecodeError, UnicodeDecodeError and _bounded_int's refusal
-        raise ApiError(f"body is not valid JSON: {_first_line(exc)}", code="bad_json") from None
+        why = first_line(exc, type(exc).__name__)
+        raise ApiError(f"body is not valid JSON: {why}", code="bad_json") from None
 
 
 # --- msgpack ---------------------------------------------------------------------------------------
@@ -185,7 +183,7 @@ def check_msgpack_shape(body: bytes, *, max_depth: int, max_items: int, max_str:
                 raise ApiError(f"msgpack body holds more than {max_items} values", code="bad_msgpack")
             pending.append(n)
     except (msgpack.UnpackException, ValueError) as exc:
-        raise ApiError(f"body is not valid msgpack: {_first_line(exc) or type(exc).__name__}",
+        raise ApiError(f"body is not valid msgpack: {first_line(exc, type(exc).__name__)}",
                        code="bad_msgpack") from None
     if u.tell() != len(body):
         raise ApiError("trailing bytes after the msgpack value", code="bad_msgpack")
