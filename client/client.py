@@ -1,202 +1,246 @@
-"""Python client SDK for the node API (synchronous, stdlib urllib): the CLI, load tools and tests use it.
+"""The synchronous Python SDK (`Client`, stdlib urllib): the CLI, the dev tools and the tests use it.
 
-`Client(url)` submits signed txs (msgpack), reads status, txs, blocks and ledger objects, verifies an
-account's Merkle proofs against a state root (`verify_account_proof`) and waits for commits.
-Rule: every failure is a `ClientError` carrying the node's error code and HTTP status (or `unreachable`
-when the node cannot be reached); no urllib exception escapes.
+    c = Client("http://127.0.0.1:8701")                 # or a list of node URLs: failover in order
+    receipt = c.transfer(wallet, to=bob, asset="CNY.BANKA", amount=150_00).wait()
+
+Every call is an operation of `client.ops` driven here with blocking I/O; `client.aio.AsyncClient`
+drives the same operations with aiohttp, so the two have one surface and one behaviour. Answers are the
+typed documents of `protocol.api` (`Status`, `TxStatus`, `Receipt`, `Account`, ...).
+Rule: every failure is a `ClientError` subclass carrying a stable code (the node's error code, the
+receipt's code, or `unreachable`/`timeout`/`bad_response`); no urllib exception escapes. A node that
+cannot be reached is skipped for the next URL, and a followed tx is re-submitted there by its bytes.
 """
 
 from __future__ import annotations
 
-import json
 import time
 import urllib.error
-import urllib.parse
 import urllib.request
 from collections.abc import Sequence
-from typing import Any
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
-from client.errors import ClientError
-from protocol import codec
-from protocol.errors import ProtocolError
-from protocol.merkle import Proof, verify_proof
+from client import ops
+from client.errors import ClientError, Unreachable
+from client.kinds import KindBuilders
+from client.proofs import verify_account_proof
+from client.wallet import Wallet
+from protocol import api
 from protocol.tx import SignedTx
 
+__all__ = ["Client", "Submitted", "verify_account_proof"]
+
+T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
 MAX_RESPONSE_BYTES = 64 * 1024 * 1024
-MSGPACK = "application/msgpack"
 
 
-class Client:
-    def __init__(self, url: str, *, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            url = "http://" + url
-        self.url = url.rstrip("/")
+def normalize_urls(url: str | Sequence[str]) -> list[str]:
+    urls = [url] if isinstance(url, str) else list(url)
+    if not urls:
+        raise ClientError("no node URL given", code="usage")
+    return [(u if u.startswith(("http://", "https://")) else "http://" + u).rstrip("/") for u in urls]
+
+
+class NodeList:
+    """The node URLs a client may use, the one that answered last first (shared by both drivers)."""
+
+    def __init__(self, url: str | Sequence[str], timeout: float, token: str | None) -> None:
+        self.urls = normalize_urls(url)
+        self.current = 0
         self.timeout = timeout
         self.token = token
 
-    # ---- transport ---------------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        return self.urls[self.current]
 
-    def request(self, method: str, path: str, *, body: bytes | None = None, content_type: str | None = None,
-                ok_statuses: Sequence[int] = (200,), auth: bool = False) -> tuple[int, Any]:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        if auth and self.token:
-            headers["Authorization"] = f"Bearer {self.token}"
-        req = urllib.request.Request(self.url + path, data=body, method=method, headers=headers)
-        try:
-            with urllib.request.urlopen(req, timeout=self.timeout) as resp:
-                status, raw, ctype = resp.status, resp.read(MAX_RESPONSE_BYTES), resp.headers.get_content_type()
-        except urllib.error.HTTPError as exc:
-            status, raw, ctype = exc.code, exc.read(MAX_RESPONSE_BYTES), exc.headers.get_content_type()
-        except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise ClientError(f"cannot reach {self.url}: {reason}", code="unreachable") from None
-        doc: Any = raw
-        if ctype == "application/json":
+    def order(self) -> list[int]:
+        n = len(self.urls)
+        return [(self.current + i) % n for i in range(n)]
+
+    def headers(self, req: ops.Request) -> dict[str, str]:
+        h = {"Accept": "application/json"}
+        if req.content_type:
+            h["Content-Type"] = req.content_type
+        if req.auth and self.token:
+            h["Authorization"] = f"Bearer {self.token}"
+        return h
+
+    def answered(self, i: int, req: ops.Request, status: int, ctype: str, body: bytes) -> ops.Response:
+        self.current = i
+        if status not in req.ok:
+            raise ops.error_of(status, ctype, body, f"{req.method} {req.path.split('?')[0]}")
+        return ops.Response(status, ctype, body, self.urls[i])
+
+    def unreachable(self, errors: list[str]) -> Unreachable:
+        return Unreachable("cannot reach " + "; ".join(errors))
+
+
+@dataclass(frozen=True, slots=True)
+class Submitted:
+    """A tx a node accepted: `wait()` follows it to a final status and returns its `Receipt`."""
+
+    client: Client
+    tx: SignedTx
+    sender: bytes | None = None
+
+    @property
+    def hash(self) -> str:
+        return self.tx.hash_hex
+
+    def status(self) -> api.TxStatus:
+        return self.client.tx(self.hash)
+
+    def follow(self, timeout: float = ops.DEFAULT_WAIT_S) -> api.TxStatus:
+        """The final status (committed, failed or dropped) without raising for failed or dropped."""
+        return self.client.run(ops.follow(self.hash, self.tx.raw, timeout))
+
+    def wait(self, timeout: float = ops.DEFAULT_WAIT_S) -> api.Receipt:
+        """The receipt once committed; raises TxFailed (receipt code), TxDropped or TxTimeout."""
+        return self.client.run(ops.wait(self.hash, self.tx.raw, timeout, self.client.session, self.sender))
+
+
+class Client(KindBuilders):
+    """Blocking client of one node (or several, for failover). Not for sharing between threads."""
+
+    def __init__(self, url: str | Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
+        self.nodes = NodeList(url, timeout, token)
+        self.session = ops.Session()
+
+    @property
+    def url(self) -> str:
+        return self.nodes.url
+
+    # ---- the driver -------------------------------------------------------------------------------
+
+    def _http(self, req: ops.Request) -> ops.Response:
+        errors = []
+        for i in self.nodes.order():
+            url = self.nodes.urls[i]
+            r = urllib.request.Request(url + req.path, data=req.body, method=req.method,
+                                       headers=self.nodes.headers(req))
             try:
-                doc = json.loads(raw)
-            except (json.JSONDecodeError, UnicodeDecodeError):
-                raise ClientError(f"{self.url}{path}: invalid JSON in the response", code="bad_response",
-                                  http_status=status) from None
-        if status not in ok_statuses:
-            code = doc.get("error", "http_error") if isinstance(doc, dict) else "http_error"
-            msg = doc.get("message", f"HTTP {status}") if isinstance(doc, dict) else f"HTTP {status}"
-            raise ClientError(f"{method} {path}: {msg}", code=code, http_status=status, body=doc)
-        return status, doc
+                with urllib.request.urlopen(r, timeout=self.nodes.timeout) as resp:
+                    status, body, ctype = resp.status, resp.read(MAX_RESPONSE_BYTES), resp.headers.get_content_type()
+            except urllib.error.HTTPError as exc:
+                status, body, ctype = exc.code, exc.read(MAX_RESPONSE_BYTES), exc.headers.get_content_type()
+            except (urllib.error.URLError, ConnectionError, TimeoutError, OSError) as exc:
+                errors.append(f"{url}: {getattr(exc, 'reason', exc)}")
+                continue
+            return self.nodes.answered(i, req, status, ctype, body)
+        raise self.nodes.unreachable(errors)
 
-    def get(self, path: str, **params: Any) -> Any:
-        q = {k: v for k, v in params.items() if v is not None}
-        if q:
-            path += "?" + urllib.parse.urlencode(q)
-        return self.request("GET", path)[1]
+    def run(self, op: ops.Op[T]) -> T:
+        """Drive one operation of `client.ops` to its result."""
+        try:
+            item = next(op)
+            while True:
+                try:
+                    if isinstance(item, ops.Request):
+                        value: Any = self._http(item)
+                    elif isinstance(item, ops.Sleep):
+                        time.sleep(item.seconds)
+                        value = None
+                    else:
+                        value = time.monotonic()
+                except ClientError as exc:
+                    item = op.throw(exc)
+                    continue
+                item = op.send(value)
+        except StopIteration as stop:
+            result: T = stop.value
+            return result
 
-    # ---- node ------------------------------------------------------------------------------------
+    # ---- node --------------------------------------------------------------------------------------
 
-    def health(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("/health")
-        return out
+    def health(self) -> api.Health:
+        return self.run(ops.get("/health", api.Health))
 
-    def status(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("/status")
-        return out
+    def status(self) -> api.Status:
+        """Height, view, primary, peers, mempool size, sync state (DESIGN section 6)."""
+        return self.run(ops.get("/status", api.Status))
 
     def peers(self) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("/peers")
-        return out
+        return self.run(ops.get("/peers", dict))
 
-    # ---- txs -------------------------------------------------------------------------------------
+    def metrics(self) -> str:
+        """The node's Prometheus text."""
+        return self.run(ops.text("/metrics"))
 
-    def submit(self, txs: SignedTx | bytes | Sequence[SignedTx | bytes]) -> dict[str, Any]:
-        """POST one signed tx or a batch as msgpack; returns {accepted, rejected, results}.
+    # ---- txs ---------------------------------------------------------------------------------------
 
-        A full mempool (503) returns the document too, with `error: mempool_full` (retry the rejected)."""
-        if isinstance(txs, (SignedTx, bytes)):
-            body = txs.raw if isinstance(txs, SignedTx) else txs
-        else:
-            items = [t.raw if isinstance(t, SignedTx) else t for t in txs]
-            try:
-                body = codec.encode([codec.decode(r) for r in items])
-            except ProtocolError as exc:
-                raise ClientError(f"a tx in the batch is not canonical msgpack: {exc.message}",
-                                  code="bad_tx") from None
-        _status, doc = self.request("POST", "/txs", body=body, content_type=MSGPACK, ok_statuses=(200, 503))
-        return doc if isinstance(doc, dict) else {"results": []}
+    def _send(self, wallet: Wallet, kind: str, values: dict[str, Any], nonce: int | None) -> Submitted:
+        tx = self.run(ops.send(self.session, wallet, kind, values, nonce))
+        return Submitted(self, tx, wallet.public_key if nonce is None else None)
 
-    def tx(self, tx_hash: str | bytes) -> dict[str, Any]:
+    def send(self, tx: SignedTx) -> Submitted:
+        """Submit one signed tx (built elsewhere); raises TxRejected when the node refuses it."""
+        self.run(ops.submit_one(tx.raw, f"{tx.kind} {tx.hash_hex}"))
+        return Submitted(self, tx)
+
+    def submit(self, txs: SignedTx | bytes | Sequence[SignedTx | bytes]) -> api.SubmitResult:
+        """POST one signed tx or a batch; the per-tx rows (accepted or rejected with a code)."""
+        items = [txs] if isinstance(txs, (SignedTx, bytes)) else list(txs)
+        return self.run(ops.submit([t.raw if isinstance(t, SignedTx) else t for t in items]))
+
+    def tx(self, tx_hash: str | bytes) -> api.TxStatus:
+        """`pending`, `committed`, `failed`, `dropped` or `unknown` (never raises for a 404)."""
+        return self.run(ops.tx_status(tx_hash))
+
+    def follow(self, tx_hash: str | bytes, timeout: float = ops.DEFAULT_WAIT_S) -> api.TxStatus:
+        """Poll until the tx is final (committed, failed or dropped); raises TxTimeout."""
         h = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash
-        _s, doc = self.request("GET", f"/txs/{h}", ok_statuses=(200, 404))
-        if isinstance(doc, dict) and doc.get("error") not in (None, "not_found"):
-            raise ClientError(doc.get("message", "bad answer"), code=doc["error"])
-        out: dict[str, Any] = doc
-        return out
+        return self.run(ops.follow(h, None, timeout))
 
-    def wait_for_commit(self, tx_hash: str | bytes, timeout: float = 30.0, poll: float = 0.1) -> dict[str, Any]:
-        """Poll until the tx is committed or failed; raises ClientError(code="timeout") otherwise."""
-        deadline = time.monotonic() + timeout
-        while True:
-            doc = self.tx(tx_hash)
-            if doc.get("status") in ("committed", "failed"):
-                return doc
-            if time.monotonic() >= deadline:
-                raise ClientError(f"tx {doc.get('hash')} not committed within {timeout} s "
-                                  f"(last status: {doc.get('status')})", code="timeout")
-            time.sleep(poll)
+    def wait(self, tx_hash: str | bytes, timeout: float = ops.DEFAULT_WAIT_S) -> api.Receipt:
+        """The receipt of a committed tx; raises TxFailed, TxDropped or TxTimeout."""
+        h = tx_hash.hex() if isinstance(tx_hash, bytes) else tx_hash
+        return self.run(ops.wait(h, None, timeout))
 
-    # ---- chain and ledger ----------------------------------------------------------------------------
+    def next_nonce(self, wallet: Wallet) -> int:
+        """Reserve the wallet's next nonce (asked of the node once, then counted here)."""
+        return self.run(ops.reserve_nonce(self.session, wallet.public_key))
 
-    def block(self, height: int) -> dict[str, Any]:
-        out: dict[str, Any] = self.get(f"/blocks/{int(height)}")
-        return out
+    def reset_nonces(self) -> None:
+        self.session.nonces.clear()
 
-    def blocks(self, limit: int = 20) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("/blocks", limit=limit)
-        return out
+    def open_memo(self, wallet: Wallet, tx_hash: str | bytes) -> str:
+        """The text of a committed transfer's memo, opened with the recipient's wallet."""
+        return self.run(ops.open_memo(wallet, tx_hash))
 
-    def account(self, account_id: str | bytes, proof: bool = False) -> dict[str, Any]:
-        aid = account_id.hex() if isinstance(account_id, bytes) else account_id
-        out: dict[str, Any] = self.get(f"/accounts/{aid}", proof=1 if proof else None)
-        return out
+    # ---- chain and ledger --------------------------------------------------------------------------
 
-    def verified_account(self, account_id: str | bytes, timeout: float = 10.0) -> dict[str, Any]:
-        """The account, with its proofs checked against a committed header (see `check_account_proof`)."""
-        return self.check_account_proof(self.account(account_id, proof=True), timeout)
+    def block(self, height: int) -> api.Block:
+        return self.run(ops.get(f"/blocks/{int(height)}", api.Block))
 
-    def check_account_proof(self, doc: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """Check an `/accounts/{id}?proof=1` answer against the header of block height+1, which commits
-        to the state root after `height` (waits up to `timeout` for that block to be committed).
-        Raises ClientError (code `bad_proof`) when the root or a proof does not match."""
-        proof = doc.get("proof")
-        if not isinstance(proof, dict):
-            raise ClientError("the answer carries no proof (ask with proof=1)", code="no_proof")
-        deadline = time.monotonic() + timeout
-        while True:
-            try:
-                header = self.block(int(proof["height"]) + 1)["header"]
-                break
-            except ClientError as exc:
-                if exc.code != "not_found" or time.monotonic() >= deadline:
-                    raise
-                time.sleep(0.1)
-        if header["state_root"] != proof["state_root"] or not verify_account_proof(doc, header["state_root"]):
-            raise ClientError("account proof does not match the committed header", code="bad_proof")
-        doc["verified_height"] = int(proof["height"]) + 1
-        return doc
+    def blocks(self, limit: int = 20, before: int | None = None) -> api.BlockList:
+        return self.run(ops.get("/blocks", api.BlockList, limit=limit, before=before))
 
-    def query(self, thing: str, ident: str) -> dict[str, Any]:
-        out: dict[str, Any] = self.get(f"/{thing}/{urllib.parse.quote(ident, safe='')}")
-        return out
+    def block_bytes(self, height: int) -> bytes:
+        return self.run(ops.block_bytes(height))
+
+    def account(self, account_id: str | bytes, proof: bool = False) -> api.Account:
+        return self.run(ops.account(account_id, proof))
+
+    def verified_account(self, account_id: str | bytes, timeout: float = 10.0) -> api.Account:
+        """The account with its Merkle proofs checked against the header of the next committed block."""
+        return self.run(ops.verified_account(account_id, timeout))
+
+    def query(self, thing: str, ident: str | bytes) -> dict[str, Any]:
+        """A ledger object: thing is assets, receivables, loans, campaigns, collateral, fx-quotes, credit,
+        trace (by tx hash)."""
+        return self.run(ops.query(thing, ident))
 
     def events(self, account: str | None = None, kind: str | None = None, from_height: int | None = None,
                limit: int | None = None) -> dict[str, Any]:
-        out: dict[str, Any] = self.get("/events", account=account, kind=kind, from_height=from_height, limit=limit)
-        return out
+        return self.run(ops.get("/events", dict, account=account, kind=kind, from_height=from_height,
+                                limit=limit))
+
+    # ---- operator (testnet) ------------------------------------------------------------------------
+
+    def time_offset(self) -> dict[str, Any]:
+        return self.run(ops.get("/admin/time-offset", dict))
 
     def set_time_offset(self, offset_ms: int) -> dict[str, Any]:
-        body = json.dumps({"offset_ms": offset_ms}).encode()
-        _s, doc = self.request("POST", "/admin/time-offset", body=body, content_type="application/json", auth=True)
-        out: dict[str, Any] = doc
-        return out
-
-
-def verify_account_proof(doc: dict[str, Any], state_root: str | bytes | None = None) -> bool:
-    """Check every proof in an `/accounts/{id}?proof=1` answer against `state_root` (hex or bytes;
-    default: the root the answer names; pass a root from a committed header to trust only the chain)."""
-    proof = doc.get("proof")
-    if not isinstance(proof, dict) or not isinstance(proof.get("proofs"), list):
-        raise ClientError("the answer carries no proof (ask with proof=1)", code="no_proof")
-    root_hex = state_root.hex() if isinstance(state_root, bytes) else (state_root or proof.get("state_root"))
-    try:
-        root = bytes.fromhex(str(root_hex))
-        for item in proof["proofs"]:
-            value = item.get("value")
-            p = Proof.from_value({"key": bytes.fromhex(item["key"]),
-                                  "value": bytes.fromhex(value) if value is not None else None,
-                                  "entries": [bytes.fromhex(e) for e in item["entries"]],
-                                  "siblings": [bytes.fromhex(s) for s in item["siblings"]]})
-            if not verify_proof(root, p):
-                return False
-    except (ValueError, KeyError, TypeError, ProtocolError):
-        return False
-    return True
+        return self.run(ops.post_json("/admin/time-offset", {"offset_ms": offset_ms}, auth=True))
