@@ -133,7 +133,8 @@ class AsyncClient(AsyncKindBuilders):
 
     # ---- txs ---------------------------------------------------------------------------------------
 
-    async def _send(self, wallet: Wallet, kind: str, values: dict[str, Any], nonce: int | None) -> AsyncSubmitted:
+    async def send_kind(self, wallet: Wallet, kind: str, values: dict[str, Any], nonce: int | None = None) -> AsyncSubmitted:
+        """Check, build, sign and submit a tx of any kind from its field values (what every builder calls)."""
         tx = await self.run(ops.send(self.session, wallet, kind, values, nonce))
         return AsyncSubmitted(self, tx, wallet.public_key if nonce is None else None)
 

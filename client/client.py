@@ -170,7 +170,9 @@ class Client(KindBuilders):
 
     # ---- txs ---------------------------------------------------------------------------------------
 
-    def _send(self, wallet: Wallet, kind: str, values: dict[str, Any], nonce: int | None) -> Submitted:
+    def send_kind(self, wallet: Wallet, kind: str, values: dict[str, Any], nonce: int | None = None) -> Submitted:
+        """Check, build, sign and submit a tx of any kind from its field values (what every builder calls);
+        the nonce is the wallet's next one, tracked here, unless given."""
         tx = self.run(ops.send(self.session, wallet, kind, values, nonce))
         return Submitted(self, tx, wallet.public_key if nonce is None else None)
 

@@ -97,7 +97,7 @@ def _method(spec: KindSpec, is_async: bool) -> str:
     values = ", ".join(f'"{fs.name}": {fs.name}' for fs in spec.fields)
     ret = "AsyncSubmitted" if is_async else "Submitted"
     head = "async def" if is_async else "def"
-    call = "await self._send" if is_async else "self._send"
+    call = "await self.send_kind" if is_async else "self.send_kind"
     doc = textwrap.indent(_doc(spec), " " * 8).lstrip()
     sig = _fill(["self", "wallet: Wallet", "*", *params, "nonce: int | None = None"])
     return (f"    {head} {method_name(spec.name)}(\n{sig}\n    ) -> {ret}:\n"
@@ -110,8 +110,9 @@ def _class(name: str, is_async: bool) -> str:
     head = "async def" if is_async else "def"
     out = [f"class {name}:",
            f'    """One {"coroutine" if is_async else "method"} per tx kind (generated)."""', "",
-           f"    {head} _send(self, wallet: Wallet, kind: str, values: dict[str, Any],",
-           f"              nonce: int | None) -> {ret}:",
+           f"    {head} send_kind(self, wallet: Wallet, kind: str, values: dict[str, Any],",
+           f"                  nonce: int | None = None) -> {ret}:",
+           '        """Check, build, sign and submit a tx of any kind from its field values."""',
            "        raise NotImplementedError", ""]
     for kind in sorted(KINDS):
         out.append(_method(KINDS[kind], is_async))

@@ -23,8 +23,9 @@ if TYPE_CHECKING:
 class KindBuilders:
     """One method per tx kind (generated)."""
 
-    def _send(self, wallet: Wallet, kind: str, values: dict[str, Any],
-              nonce: int | None) -> Submitted:
+    def send_kind(self, wallet: Wallet, kind: str, values: dict[str, Any],
+                  nonce: int | None = None) -> Submitted:
+        """Check, build, sign and submit a tx of any kind from its field values."""
         raise NotImplementedError
 
     def campaign_contribute(
@@ -39,7 +40,7 @@ class KindBuilders:
         `insufficient_funds`.
         Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`.
         """
-        return self._send(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
+        return self.send_kind(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
 
     def campaign_create(
         self, wallet: Wallet, *, asset: str, target: int, minimum: int, deadline: int,
@@ -56,7 +57,7 @@ class KindBuilders:
         Failure codes: `unknown_asset`, `bad_amount`, `past_due`, `bad_field`.
         Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`.
         """
-        return self._send(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
+        return self.send_kind(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
 
     def collateral_register(
         self, wallet: Wallet, *, owner: Id, category: str, valuation: int, asset: str, doc: Id,
@@ -73,7 +74,7 @@ class KindBuilders:
         Failure codes: `not_registered`, `recipient_frozen`, `unknown_asset`, `bad_field`.
         Events: `collateral_registered`.
         """
-        return self._send(wallet, "collateral-register", {"owner": owner, "category": category, "valuation": valuation, "asset": asset, "doc": doc}, nonce)
+        return self.send_kind(wallet, "collateral-register", {"owner": owner, "category": category, "valuation": valuation, "asset": asset, "doc": doc}, nonce)
 
     def credit_limit(
         self, wallet: Wallet, *, borrower: Id, asset: str, limit: int, nonce: int | None = None,
@@ -88,7 +89,7 @@ class KindBuilders:
         `asset_mismatch`.
         Events: `credit_limit_set`, `risk_limit_utilisation`.
         """
-        return self._send(wallet, "credit-limit", {"borrower": borrower, "asset": asset, "limit": limit}, nonce)
+        return self.send_kind(wallet, "credit-limit", {"borrower": borrower, "asset": asset, "limit": limit}, nonce)
 
     def freeze(
         self, wallet: Wallet, *, account: Id, reason: str | None = None, nonce: int | None = None,
@@ -101,7 +102,7 @@ class KindBuilders:
         Failure codes: `not_registered`, `already_frozen`.
         Events: `participant_frozen`.
         """
-        return self._send(wallet, "freeze", {"account": account, "reason": reason}, nonce)
+        return self.send_kind(wallet, "freeze", {"account": account, "reason": reason}, nonce)
 
     def fx_accept(
         self, wallet: Wallet, *, quote_id: Id, amount: int, nonce: int | None = None,
@@ -115,7 +116,7 @@ class KindBuilders:
         `insufficient_funds`.
         Events: `funds_moved`, `funds_released`, `fx_accepted`.
         """
-        return self._send(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
+        return self.send_kind(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
 
     def fx_quote(
         self, wallet: Wallet, *, base: str, quote: str, rate: int, amount: int, expiry: int,
@@ -132,7 +133,7 @@ class KindBuilders:
         Failure codes: `unknown_asset`, `asset_mismatch`, `past_due`, `insufficient_funds`.
         Events: `funds_escrowed`, `fx_quoted`, `fx_expired`.
         """
-        return self._send(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
+        return self.send_kind(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
 
     def issue(
         self, wallet: Wallet, *, asset: str, amount: int, to: Id | None = None,
@@ -148,7 +149,7 @@ class KindBuilders:
         Failure codes: `bad_asset`, `not_issuer`, `supply_overflow`, `not_registered`, `recipient_frozen`.
         Events: `asset_created`, `minted`.
         """
-        return self._send(wallet, "issue", {"asset": asset, "amount": amount, "to": to, "decimals": decimals}, nonce)
+        return self.send_kind(wallet, "issue", {"asset": asset, "amount": amount, "to": to, "decimals": decimals}, nonce)
 
     def loan_apply(
         self, wallet: Wallet, *, lender: Id, asset: str, amount: int, term_ms: int,
@@ -166,7 +167,7 @@ class KindBuilders:
         `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`.
         Events: `loan_applied`, `collateral_pledged`.
         """
-        return self._send(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
+        return self.send_kind(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
 
     def loan_approve(
         self, wallet: Wallet, *, loan: Id, rate_bps: int, penalty_bps: int, nonce: int | None = None,
@@ -182,7 +183,7 @@ class KindBuilders:
         Events: `loan_approved`, `funds_moved`, `loan_disbursed`, `credit_limit_used`,
         `risk_limit_utilisation`.
         """
-        return self._send(wallet, "loan-approve", {"loan": loan, "rate_bps": rate_bps, "penalty_bps": penalty_bps}, nonce)
+        return self.send_kind(wallet, "loan-approve", {"loan": loan, "rate_bps": rate_bps, "penalty_bps": penalty_bps}, nonce)
 
     def loan_reject(
         self, wallet: Wallet, *, loan: Id, reason: str | None = None, nonce: int | None = None,
@@ -195,7 +196,7 @@ class KindBuilders:
         Failure codes: `not_found`, `not_lender`, `bad_state`.
         Events: `loan_rejected`, `collateral_released`.
         """
-        return self._send(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
+        return self.send_kind(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
 
     def loan_repay(
         self, wallet: Wallet, *, loan: Id, amount: int, nonce: int | None = None,
@@ -208,7 +209,7 @@ class KindBuilders:
         Failure codes: `not_found`, `not_borrower`, `bad_state`, `insufficient_funds`, `recipient_frozen`.
         Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `credit_score_changed`.
         """
-        return self._send(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
+        return self.send_kind(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
 
     def pledge(
         self, wallet: Wallet, *, item: Id, to: Id, nonce: int | None = None,
@@ -222,7 +223,7 @@ class KindBuilders:
         `recipient_frozen`, `bad_role`.
         Events: `collateral_pledged`.
         """
-        return self._send(wallet, "pledge", {"item": item, "to": to}, nonce)
+        return self.send_kind(wallet, "pledge", {"item": item, "to": to}, nonce)
 
     def receivable_accept(
         self, wallet: Wallet, *, receivable: Id, nonce: int | None = None,
@@ -234,7 +235,7 @@ class KindBuilders:
         Failure codes: `not_found`, `not_debtor`, `bad_state`, `past_due`.
         Events: `receivable_accepted`.
         """
-        return self._send(wallet, "receivable-accept", {"receivable": receivable}, nonce)
+        return self.send_kind(wallet, "receivable-accept", {"receivable": receivable}, nonce)
 
     def receivable_discount(
         self, wallet: Wallet, *, receivable: Id, buyer: Id, price: int, nonce: int | None = None,
@@ -249,7 +250,7 @@ class KindBuilders:
         `recipient_frozen`, `bad_role`, `bad_price`, `offer_mismatch`, `insufficient_funds`.
         Events: `receivable_offered`, `receivable_discounted`, `funds_moved`.
         """
-        return self._send(wallet, "receivable-discount", {"receivable": receivable, "buyer": buyer, "price": price}, nonce)
+        return self.send_kind(wallet, "receivable-discount", {"receivable": receivable, "buyer": buyer, "price": price}, nonce)
 
     def receivable_issue(
         self, wallet: Wallet, *, debtor: Id, face: int, asset: str, due: int, doc: Id,
@@ -266,7 +267,7 @@ class KindBuilders:
         Failure codes: `unknown_asset`, `self_transfer`, `not_registered`, `bad_role`, `past_due`.
         Events: `receivable_issued`.
         """
-        return self._send(wallet, "receivable-issue", {"debtor": debtor, "face": face, "asset": asset, "due": due, "doc": doc}, nonce)
+        return self.send_kind(wallet, "receivable-issue", {"debtor": debtor, "face": face, "asset": asset, "due": due, "doc": doc}, nonce)
 
     def receivable_reject(
         self, wallet: Wallet, *, receivable: Id, nonce: int | None = None,
@@ -278,7 +279,7 @@ class KindBuilders:
         Failure codes: `not_found`, `not_debtor`, `bad_state`.
         Events: `receivable_rejected`.
         """
-        return self._send(wallet, "receivable-reject", {"receivable": receivable}, nonce)
+        return self.send_kind(wallet, "receivable-reject", {"receivable": receivable}, nonce)
 
     def receivable_settle(
         self, wallet: Wallet, *, receivable: Id, amount: int, nonce: int | None = None,
@@ -292,7 +293,7 @@ class KindBuilders:
         `recipient_frozen`.
         Events: `funds_moved`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
         """
-        return self._send(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
+        return self.send_kind(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
 
     def receivable_split(
         self, wallet: Wallet, *, receivable: Id, amount: int, to: Id, nonce: int | None = None,
@@ -307,7 +308,7 @@ class KindBuilders:
         `recipient_frozen`.
         Events: `receivable_split`.
         """
-        return self._send(wallet, "receivable-split", {"receivable": receivable, "amount": amount, "to": to}, nonce)
+        return self.send_kind(wallet, "receivable-split", {"receivable": receivable, "amount": amount, "to": to}, nonce)
 
     def receivable_transfer(
         self, wallet: Wallet, *, receivable: Id, to: Id, nonce: int | None = None,
@@ -321,7 +322,7 @@ class KindBuilders:
         `recipient_frozen`.
         Events: `receivable_transferred`.
         """
-        return self._send(wallet, "receivable-transfer", {"receivable": receivable, "to": to}, nonce)
+        return self.send_kind(wallet, "receivable-transfer", {"receivable": receivable, "to": to}, nonce)
 
     def redeem(
         self, wallet: Wallet, *, asset: str, amount: int, nonce: int | None = None,
@@ -334,7 +335,7 @@ class KindBuilders:
         Failure codes: `unknown_asset`, `not_issuer`, `insufficient_funds`.
         Events: `burned`.
         """
-        return self._send(wallet, "redeem", {"asset": asset, "amount": amount}, nonce)
+        return self.send_kind(wallet, "redeem", {"asset": asset, "amount": amount}, nonce)
 
     def register(
         self, wallet: Wallet, *, id: Id, name: str, roles: Sequence[str], kyc: int,
@@ -350,7 +351,7 @@ class KindBuilders:
         Failure codes: `already_registered`, `bad_role`.
         Events: `participant_registered`.
         """
-        return self._send(wallet, "register", {"id": id, "name": name, "roles": roles, "kyc": kyc}, nonce)
+        return self.send_kind(wallet, "register", {"id": id, "name": name, "roles": roles, "kyc": kyc}, nonce)
 
     def release(
         self, wallet: Wallet, *, item: Id, nonce: int | None = None,
@@ -362,7 +363,7 @@ class KindBuilders:
         Failure codes: `not_found`, `bad_state`, `not_pledgee`, `collateral_in_use`.
         Events: `collateral_released`.
         """
-        return self._send(wallet, "release", {"item": item}, nonce)
+        return self.send_kind(wallet, "release", {"item": item}, nonce)
 
     def rotate_key(
         self, wallet: Wallet, *, new_key: Id, nonce: int | None = None,
@@ -374,7 +375,7 @@ class KindBuilders:
         Failure codes: `already_registered`.
         Events: `key_rotated`.
         """
-        return self._send(wallet, "rotate-key", {"new_key": new_key}, nonce)
+        return self.send_kind(wallet, "rotate-key", {"new_key": new_key}, nonce)
 
     def transfer(
         self, wallet: Wallet, *, to: Id, asset: str, amount: int, memo: str | bytes | None = None,
@@ -392,7 +393,7 @@ class KindBuilders:
         `insufficient_funds`.
         Events: `funds_moved`, `credit_score_changed`.
         """
-        return self._send(wallet, "transfer", {"to": to, "asset": asset, "amount": amount, "memo": memo}, nonce)
+        return self.send_kind(wallet, "transfer", {"to": to, "asset": asset, "amount": amount, "memo": memo}, nonce)
 
     def unfreeze(
         self, wallet: Wallet, *, account: Id, reason: str | None = None, nonce: int | None = None,
@@ -405,14 +406,15 @@ class KindBuilders:
         Failure codes: `not_registered`, `not_frozen`.
         Events: `participant_unfrozen`.
         """
-        return self._send(wallet, "unfreeze", {"account": account, "reason": reason}, nonce)
+        return self.send_kind(wallet, "unfreeze", {"account": account, "reason": reason}, nonce)
 
 
 class AsyncKindBuilders:
     """One coroutine per tx kind (generated)."""
 
-    async def _send(self, wallet: Wallet, kind: str, values: dict[str, Any],
-              nonce: int | None) -> AsyncSubmitted:
+    async def send_kind(self, wallet: Wallet, kind: str, values: dict[str, Any],
+                  nonce: int | None = None) -> AsyncSubmitted:
+        """Check, build, sign and submit a tx of any kind from its field values."""
         raise NotImplementedError
 
     async def campaign_contribute(
@@ -427,7 +429,7 @@ class AsyncKindBuilders:
         `insufficient_funds`.
         Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`.
         """
-        return await self._send(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
+        return await self.send_kind(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
 
     async def campaign_create(
         self, wallet: Wallet, *, asset: str, target: int, minimum: int, deadline: int,
@@ -444,7 +446,7 @@ class AsyncKindBuilders:
         Failure codes: `unknown_asset`, `bad_amount`, `past_due`, `bad_field`.
         Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`.
         """
-        return await self._send(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
+        return await self.send_kind(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
 
     async def collateral_register(
         self, wallet: Wallet, *, owner: Id, category: str, valuation: int, asset: str, doc: Id,
@@ -461,7 +463,7 @@ class AsyncKindBuilders:
         Failure codes: `not_registered`, `recipient_frozen`, `unknown_asset`, `bad_field`.
         Events: `collateral_registered`.
         """
-        return await self._send(wallet, "collateral-register", {"owner": owner, "category": category, "valuation": valuation, "asset": asset, "doc": doc}, nonce)
+        return await self.send_kind(wallet, "collateral-register", {"owner": owner, "category": category, "valuation": valuation, "asset": asset, "doc": doc}, nonce)
 
     async def credit_limit(
         self, wallet: Wallet, *, borrower: Id, asset: str, limit: int, nonce: int | None = None,
@@ -476,7 +478,7 @@ class AsyncKindBuilders:
         `asset_mismatch`.
         Events: `credit_limit_set`, `risk_limit_utilisation`.
         """
-        return await self._send(wallet, "credit-limit", {"borrower": borrower, "asset": asset, "limit": limit}, nonce)
+        return await self.send_kind(wallet, "credit-limit", {"borrower": borrower, "asset": asset, "limit": limit}, nonce)
 
     async def freeze(
         self, wallet: Wallet, *, account: Id, reason: str | None = None, nonce: int | None = None,
@@ -489,7 +491,7 @@ class AsyncKindBuilders:
         Failure codes: `not_registered`, `already_frozen`.
         Events: `participant_frozen`.
         """
-        return await self._send(wallet, "freeze", {"account": account, "reason": reason}, nonce)
+        return await self.send_kind(wallet, "freeze", {"account": account, "reason": reason}, nonce)
 
     async def fx_accept(
         self, wallet: Wallet, *, quote_id: Id, amount: int, nonce: int | None = None,
@@ -503,7 +505,7 @@ class AsyncKindBuilders:
         `insufficient_funds`.
         Events: `funds_moved`, `funds_released`, `fx_accepted`.
         """
-        return await self._send(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
+        return await self.send_kind(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
 
     async def fx_quote(
         self, wallet: Wallet, *, base: str, quote: str, rate: int, amount: int, expiry: int,
@@ -520,7 +522,7 @@ class AsyncKindBuilders:
         Failure codes: `unknown_asset`, `asset_mismatch`, `past_due`, `insufficient_funds`.
         Events: `funds_escrowed`, `fx_quoted`, `fx_expired`.
         """
-        return await self._send(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
+        return await self.send_kind(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
 
     async def issue(
         self, wallet: Wallet, *, asset: str, amount: int, to: Id | None = None,
@@ -536,7 +538,7 @@ class AsyncKindBuilders:
         Failure codes: `bad_asset`, `not_issuer`, `supply_overflow`, `not_registered`, `recipient_frozen`.
         Events: `asset_created`, `minted`.
         """
-        return await self._send(wallet, "issue", {"asset": asset, "amount": amount, "to": to, "decimals": decimals}, nonce)
+        return await self.send_kind(wallet, "issue", {"asset": asset, "amount": amount, "to": to, "decimals": decimals}, nonce)
 
     async def loan_apply(
         self, wallet: Wallet, *, lender: Id, asset: str, amount: int, term_ms: int,
@@ -554,7 +556,7 @@ class AsyncKindBuilders:
         `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`.
         Events: `loan_applied`, `collateral_pledged`.
         """
-        return await self._send(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
+        return await self.send_kind(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
 
     async def loan_approve(
         self, wallet: Wallet, *, loan: Id, rate_bps: int, penalty_bps: int, nonce: int | None = None,
@@ -570,7 +572,7 @@ class AsyncKindBuilders:
         Events: `loan_approved`, `funds_moved`, `loan_disbursed`, `credit_limit_used`,
         `risk_limit_utilisation`.
         """
-        return await self._send(wallet, "loan-approve", {"loan": loan, "rate_bps": rate_bps, "penalty_bps": penalty_bps}, nonce)
+        return await self.send_kind(wallet, "loan-approve", {"loan": loan, "rate_bps": rate_bps, "penalty_bps": penalty_bps}, nonce)
 
     async def loan_reject(
         self, wallet: Wallet, *, loan: Id, reason: str | None = None, nonce: int | None = None,
@@ -583,7 +585,7 @@ class AsyncKindBuilders:
         Failure codes: `not_found`, `not_lender`, `bad_state`.
         Events: `loan_rejected`, `collateral_released`.
         """
-        return await self._send(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
+        return await self.send_kind(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
 
     async def loan_repay(
         self, wallet: Wallet, *, loan: Id, amount: int, nonce: int | None = None,
@@ -596,7 +598,7 @@ class AsyncKindBuilders:
         Failure codes: `not_found`, `not_borrower`, `bad_state`, `insufficient_funds`, `recipient_frozen`.
         Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `credit_score_changed`.
         """
-        return await self._send(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
+        return await self.send_kind(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
 
     async def pledge(
         self, wallet: Wallet, *, item: Id, to: Id, nonce: int | None = None,
@@ -610,7 +612,7 @@ class AsyncKindBuilders:
         `recipient_frozen`, `bad_role`.
         Events: `collateral_pledged`.
         """
-        return await self._send(wallet, "pledge", {"item": item, "to": to}, nonce)
+        return await self.send_kind(wallet, "pledge", {"item": item, "to": to}, nonce)
 
     async def receivable_accept(
         self, wallet: Wallet, *, receivable: Id, nonce: int | None = None,
@@ -622,7 +624,7 @@ class AsyncKindBuilders:
         Failure codes: `not_found`, `not_debtor`, `bad_state`, `past_due`.
         Events: `receivable_accepted`.
         """
-        return await self._send(wallet, "receivable-accept", {"receivable": receivable}, nonce)
+        return await self.send_kind(wallet, "receivable-accept", {"receivable": receivable}, nonce)
 
     async def receivable_discount(
         self, wallet: Wallet, *, receivable: Id, buyer: Id, price: int, nonce: int | None = None,
@@ -637,7 +639,7 @@ class AsyncKindBuilders:
         `recipient_frozen`, `bad_role`, `bad_price`, `offer_mismatch`, `insufficient_funds`.
         Events: `receivable_offered`, `receivable_discounted`, `funds_moved`.
         """
-        return await self._send(wallet, "receivable-discount", {"receivable": receivable, "buyer": buyer, "price": price}, nonce)
+        return await self.send_kind(wallet, "receivable-discount", {"receivable": receivable, "buyer": buyer, "price": price}, nonce)
 
     async def receivable_issue(
         self, wallet: Wallet, *, debtor: Id, face: int, asset: str, due: int, doc: Id,
@@ -654,7 +656,7 @@ class AsyncKindBuilders:
         Failure codes: `unknown_asset`, `self_transfer`, `not_registered`, `bad_role`, `past_due`.
         Events: `receivable_issued`.
         """
-        return await self._send(wallet, "receivable-issue", {"debtor": debtor, "face": face, "asset": asset, "due": due, "doc": doc}, nonce)
+        return await self.send_kind(wallet, "receivable-issue", {"debtor": debtor, "face": face, "asset": asset, "due": due, "doc": doc}, nonce)
 
     async def receivable_reject(
         self, wallet: Wallet, *, receivable: Id, nonce: int | None = None,
@@ -666,7 +668,7 @@ class AsyncKindBuilders:
         Failure codes: `not_found`, `not_debtor`, `bad_state`.
         Events: `receivable_rejected`.
         """
-        return await self._send(wallet, "receivable-reject", {"receivable": receivable}, nonce)
+        return await self.send_kind(wallet, "receivable-reject", {"receivable": receivable}, nonce)
 
     async def receivable_settle(
         self, wallet: Wallet, *, receivable: Id, amount: int, nonce: int | None = None,
@@ -680,7 +682,7 @@ class AsyncKindBuilders:
         `recipient_frozen`.
         Events: `funds_moved`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
         """
-        return await self._send(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
+        return await self.send_kind(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
 
     async def receivable_split(
         self, wallet: Wallet, *, receivable: Id, amount: int, to: Id, nonce: int | None = None,
@@ -695,7 +697,7 @@ class AsyncKindBuilders:
         `recipient_frozen`.
         Events: `receivable_split`.
         """
-        return await self._send(wallet, "receivable-split", {"receivable": receivable, "amount": amount, "to": to}, nonce)
+        return await self.send_kind(wallet, "receivable-split", {"receivable": receivable, "amount": amount, "to": to}, nonce)
 
     async def receivable_transfer(
         self, wallet: Wallet, *, receivable: Id, to: Id, nonce: int | None = None,
@@ -709,7 +711,7 @@ class AsyncKindBuilders:
         `recipient_frozen`.
         Events: `receivable_transferred`.
         """
-        return await self._send(wallet, "receivable-transfer", {"receivable": receivable, "to": to}, nonce)
+        return await self.send_kind(wallet, "receivable-transfer", {"receivable": receivable, "to": to}, nonce)
 
     async def redeem(
         self, wallet: Wallet, *, asset: str, amount: int, nonce: int | None = None,
@@ -722,7 +724,7 @@ class AsyncKindBuilders:
         Failure codes: `unknown_asset`, `not_issuer`, `insufficient_funds`.
         Events: `burned`.
         """
-        return await self._send(wallet, "redeem", {"asset": asset, "amount": amount}, nonce)
+        return await self.send_kind(wallet, "redeem", {"asset": asset, "amount": amount}, nonce)
 
     async def register(
         self, wallet: Wallet, *, id: Id, name: str, roles: Sequence[str], kyc: int,
@@ -738,7 +740,7 @@ class AsyncKindBuilders:
         Failure codes: `already_registered`, `bad_role`.
         Events: `participant_registered`.
         """
-        return await self._send(wallet, "register", {"id": id, "name": name, "roles": roles, "kyc": kyc}, nonce)
+        return await self.send_kind(wallet, "register", {"id": id, "name": name, "roles": roles, "kyc": kyc}, nonce)
 
     async def release(
         self, wallet: Wallet, *, item: Id, nonce: int | None = None,
@@ -750,7 +752,7 @@ class AsyncKindBuilders:
         Failure codes: `not_found`, `bad_state`, `not_pledgee`, `collateral_in_use`.
         Events: `collateral_released`.
         """
-        return await self._send(wallet, "release", {"item": item}, nonce)
+        return await self.send_kind(wallet, "release", {"item": item}, nonce)
 
     async def rotate_key(
         self, wallet: Wallet, *, new_key: Id, nonce: int | None = None,
@@ -762,7 +764,7 @@ class AsyncKindBuilders:
         Failure codes: `already_registered`.
         Events: `key_rotated`.
         """
-        return await self._send(wallet, "rotate-key", {"new_key": new_key}, nonce)
+        return await self.send_kind(wallet, "rotate-key", {"new_key": new_key}, nonce)
 
     async def transfer(
         self, wallet: Wallet, *, to: Id, asset: str, amount: int, memo: str | bytes | None = None,
@@ -780,7 +782,7 @@ class AsyncKindBuilders:
         `insufficient_funds`.
         Events: `funds_moved`, `credit_score_changed`.
         """
-        return await self._send(wallet, "transfer", {"to": to, "asset": asset, "amount": amount, "memo": memo}, nonce)
+        return await self.send_kind(wallet, "transfer", {"to": to, "asset": asset, "amount": amount, "memo": memo}, nonce)
 
     async def unfreeze(
         self, wallet: Wallet, *, account: Id, reason: str | None = None, nonce: int | None = None,
@@ -793,4 +795,4 @@ class AsyncKindBuilders:
         Failure codes: `not_registered`, `not_frozen`.
         Events: `participant_unfrozen`.
         """
-        return await self._send(wallet, "unfreeze", {"account": account, "reason": reason}, nonce)
+        return await self.send_kind(wallet, "unfreeze", {"account": account, "reason": reason}, nonce)

@@ -17,6 +17,7 @@ Rule: bounded in time (`BENCH_SECONDS`, default 150), and every process it start
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -32,6 +33,8 @@ from typing import Any
 from client.client import Client
 from client.errors import ClientError
 from devtools import devnet
+from devtools.progress import Reporter
+from protocol.api import to_builtins
 from protocol.crypto import DOMAIN_TX, PrivateKey, verify
 
 VALIDATORS = 4
@@ -186,10 +189,9 @@ _NUMBER = re.compile(r"[-+]?[0-9]*\.?[0-9]+(e[-+]?[0-9]+)?", re.IGNORECASE)
 def node_metrics(url: str) -> dict[str, float]:
     """The few Prometheus samples the bench attributes time with (missing ones read as 0)."""
     try:
-        _s, raw = Client(url, timeout=5).request("GET", "/metrics")
+        text = Client(url, timeout=5).metrics()
     except ClientError:
         return dict.fromkeys(METRICS, 0.0)
-    text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw)
     out = dict.fromkeys(METRICS, 0.0)
     for line in text.splitlines():
         name, _, value = line.partition(" ")
@@ -235,8 +237,8 @@ def fetch_blocks(client: Client, lo: int, hi: int) -> list[dict[str, Any]]:
     out: list[dict[str, Any]] = []
     before = hi + 1
     while before - 1 > lo:
-        doc = client.get("/blocks", limit=100, before=before)
-        rows = [b for b in doc.get("blocks", []) if b["height"] > lo]
+        doc = client.blocks(limit=100, before=before)
+        rows = [to_builtins(b) for b in doc.blocks if b.height > lo]
         if not rows:
             break
         out += rows
@@ -245,12 +247,12 @@ def fetch_blocks(client: Client, lo: int, hi: int) -> list[dict[str, Any]]:
 
 
 def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate: int, duration: float,
-              settle: float) -> dict[str, Any]:
+              settle: float, progress: Reporter | None = None, t_start: float = 0.0) -> dict[str, Any]:
     urls = [n["admin_url"] for n in nodes if n["role"] == "validator"]
     client = Client(urls[0])
-    h0 = int(client.status()["height"])
+    h0 = client.status().height
     cmd = [sys.executable, "-m", "cli.main", "load", "--nodes", ",".join(urls), "--wallets", str(tn / "wallets"),
-           "--rate", str(rate), "--duration", str(duration), "--settle", str(settle), "--no-confirm", "--json"]
+           "--rate", str(rate), "--duration", str(duration), "--settle", str(settle), "--no-confirm", "--progress", "none", "--json"]
     m0 = [node_metrics(u) for u in urls]
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -262,6 +264,10 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
             samples.append((time.monotonic(), {n: v[0] for n, v in now.items()}))
             for n, v in now.items():
                 rss_max[n] = max(rss_max[n], v[1])
+            if progress is not None:
+                with contextlib.suppress(ClientError):
+                    progress.update(time.monotonic() - t_start, offered_tps=rate, level_s=round(time.monotonic() - t0),
+                                    blocks=Client(urls[0], timeout=2).status().height - h0)
             time.sleep(0.5)
         out, err = proc.communicate(timeout=5)
     finally:
@@ -279,7 +285,7 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], rate:
     cpu_b = {n: proc_sample(p)[0] for n, p in pids.items()}
     span = max(1e-6, t_end - t_a)
     cpu = {n: round((cpu_b[n] - cpu_a.get(n, cpu_b[n])) / span, 2) for n in pids}
-    h1 = int(client.status()["height"])
+    h1 = client.status().height
     res = {"offered_tps": rate, "duration_s": duration, **steady_rate(fetch_blocks(client, h0, h1)),
            **attribute(m0, [node_metrics(u) for u in urls]),
            "submitted": load["submitted"], "committed": load["committed"], "rejected": load["rejected"],
@@ -306,7 +312,7 @@ def drain(urls: list[str], timeout: float) -> None:
     """Wait (bounded) until every node's mempool is empty, so a level starts from committed nonces."""
     end = time.monotonic() + timeout
     while time.monotonic() < end:
-        if all(int(Client(u, timeout=5).status().get("mempool_size", 0)) == 0 for u in urls):
+        if all(Client(u, timeout=5).status().mempool_size == 0 for u in urls):
             return
         time.sleep(0.5)
 
@@ -326,7 +332,8 @@ def bench(budget: float, out_path: Path) -> dict[str, Any]:
           f"{limits['commit_us_per_tx']} us per tx) -> verify+execute ceiling for {VALIDATORS} validators on "
           f"{cores} cores: {limits['cpu_model_ceiling_tps']:,} tx/s", flush=True)
     levels: list[dict[str, Any]] = []
-    with tempfile.TemporaryDirectory(prefix="smeledger-bench-") as tmp:
+    with tempfile.TemporaryDirectory(prefix="smeledger-bench-") as tmp, \
+            Reporter("bench", round(budget), every=5.0) as progress:
         tn = Path(tmp) / "tn"
         base = free_base_port()
         try:
@@ -336,7 +343,7 @@ def bench(budget: float, out_path: Path) -> dict[str, Any]:
             good, bad, rate = 0, 0, 500
             while rate and time.monotonic() - t_start + duration + settle + 15 < budget:
                 drain([n["admin_url"] for n in nodes], timeout=20.0)
-                r = run_level(tn, nodes, pids, rate, duration, settle)
+                r = run_level(tn, nodes, pids, rate, duration, settle, progress, t_start)
                 r["ratio_to_ceiling"] = round(r["committed_tps"] / ceiling, 3) if r["committed_tps"] else None
                 r["ratio_to_cpu_model_ceiling"] = (round(r["committed_tps"] / limits["cpu_model_ceiling_tps"], 3)
                                                    if r["committed_tps"] else None)

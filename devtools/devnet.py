@@ -146,7 +146,7 @@ def up(directory: Path, base_port: int, *, validators: int = 4, observers: int =
                 raise DevnetError(f"node {name} exited during startup; last lines of {home / LOG_FILE}:\n"
                                   f"{tail(home / LOG_FILE)}")
             try:
-                if Client(n["admin_url"], timeout=1.0).health().get("ok"):
+                if Client(n["admin_url"], timeout=1.0).health().ok:
                     del pending[name]
             except ClientError:
                 pass
@@ -165,14 +165,14 @@ def wait_first_commit(directory: Path, nodes: list[dict[str, Any]], timeout: flo
     """Make sure the network commits: on a fresh chain submit one warm-up transfer (0.01 CNY.BANKA from
     the last demo user to itself) and wait until every node has committed a block. Returns the height."""
     clients = [Client(n["admin_url"], timeout=2.0) for n in nodes]
-    heights = [c.status()["height"] for c in clients]
+    heights = [c.status().height for c in clients]
     if min(heights) == 0 and max(heights) == 0:
         users = sorted((directory / "wallets").glob("user*.json"))
         if not users:
             return 0
         wallet = Wallet.load(users[-1], read_password(directory / "wallets" / "PASSWORD"))
-        chain = clients[0].status()["chain_id"]
-        nonce = int(clients[0].account(wallet.account)["nonce"])
+        chain = clients[0].status().chain_id
+        nonce = clients[0].account(wallet.account).nonce
         tx = SignedTx.create(wallet.key, {"chain": chain, "kind": "transfer", "nonce": nonce,
                                           "to": wallet.public_key, "asset": "CNY.BANKA", "amount": 1})
         clients[0].submit(tx)
@@ -181,7 +181,7 @@ def wait_first_commit(directory: Path, nodes: list[dict[str, Any]], timeout: flo
         heights = []
         for c in clients:
             try:
-                heights.append(int(c.status()["height"]))
+                heights.append(c.status().height)
             except ClientError:
                 heights.append(0)
         if min(heights) >= 1:
@@ -234,15 +234,31 @@ def table(nodes: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
+def start(directory: Path, base_port: int, *, timeout: float = HEALTH_TIMEOUT_S, **create: Any) -> dict[str, Any]:
+    """`up`, then wait for the first commit; returns what `smeledger testnet up` reports."""
+    t0 = time.monotonic()
+    nodes = up(directory, base_port, timeout=timeout, **create)
+    healthy = time.monotonic() - t0
+    height = wait_first_commit(directory, nodes, timeout)
+    return {"dir": str(directory), "nodes": nodes, "healthy_s": round(healthy, 1), "height": height,
+            "committing_s": round(time.monotonic() - t0, 1), "status_page": nodes[0]["admin_url"] + "/",
+            "wallets": str(directory / "wallets"), "password_file": str(directory / "wallets" / "PASSWORD")}
+
+
+def summary(doc: dict[str, Any]) -> str:
+    return (f"{table(doc['nodes'])}\nall {len(doc['nodes'])} nodes healthy after {doc['healthy_s']} s and "
+            f"committing (height {doc['height']}) after {doc['committing_s']} s; web status page: "
+            f"{doc['status_page']}  ·  smeledger status  ·  wallets: {doc['wallets']} "
+            f"(password in {doc['password_file']})")
+
+
 def main(argv: list[str] | None = None) -> int:
+    """`python -m devtools.devnet up|down` (kept for scripts; `smeledger testnet up|down` is the same)."""
     ap = argparse.ArgumentParser(prog="python -m devtools.devnet")
     sub = ap.add_subparsers(dest="cmd", required=True)
     u = sub.add_parser("up")
     u.add_argument("--dir", default=".testnet")
     u.add_argument("--base-port", type=int, default=7700)
-    u.add_argument("--validators", type=int, default=4)
-    u.add_argument("--observers", type=int, default=1)
-    u.add_argument("--accounts", type=int, default=8)
     u.add_argument("--timeout", type=float, default=HEALTH_TIMEOUT_S)
     d = sub.add_parser("down")
     d.add_argument("--dir", default=".testnet")
@@ -251,31 +267,13 @@ def main(argv: list[str] | None = None) -> int:
     directory = Path(args.dir)
     try:
         if args.cmd == "up":
-            t0 = time.monotonic()
-            nodes = up(directory, args.base_port, validators=args.validators, observers=args.observers,
-                       accounts=args.accounts, timeout=args.timeout)
-            healthy = time.monotonic() - t0
-            height = wait_first_commit(directory, nodes, args.timeout)
-            print(table(nodes))
-            print(f"all {len(nodes)} nodes healthy after {healthy:.1f} s and committing (height {height}) after "
-                  f"{time.monotonic() - t0:.1f} s; web status page: "
-                  f"{nodes[0]['admin_url']}/  ·  smeledger status --testnet {directory}  ·  "
-                  f"wallets: {directory / 'wallets'} (password in {directory / 'wallets' / 'PASSWORD'})")
+            print(summary(start(directory, args.base_port, timeout=args.timeout)))
             return 0
         rows = down(directory, args.timeout)
-        if not rows:
-            print(f"no testnet at {directory}: nothing is running")
-        for name, outcome in rows:
-            print(f"{name:<10} {outcome}")
+        print("\n".join(f"{name:<10} {outcome}" for name, outcome in rows) or f"no testnet at {directory}")
         return 0
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
     except ClientError as exc:
         print(f"error: {exc.message}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"error: {exc.strerror or exc} {exc.filename or ''}".rstrip(), file=sys.stderr)
         return 1
 
 

@@ -5,12 +5,15 @@ signing never limits the rate), released by a `Pacer` every `tick` and POSTed in
 or several nodes. Each sender's nonces are tracked locally from `GET /accounts`; a sender never has more
 than `max_inflight` txs admitted but not yet committed (the mempool's per-sender bound), and txs the node
 asks us to retry (full pool, sender limit, unreachable node) go back to their sender in nonce order. A
-follower reads every new block (`GET /blocks/{h}`) and matches its tx hashes; at the end the receipts of
-the matched txs are confirmed with `GET /txs/{hash}` and the committed ones are written to `--record`.
+follower reads every new block (`GET /blocks/{h}`) and matches its tx hashes. At the end every accepted
+tx is followed to its final status with `GET /txs/{hash}` (DESIGN section 7): `committed`, `failed`
+(with its receipt), `dropped` (with a reason), still `pending` somewhere, or `lost` — accepted, but
+neither final nor pending on any node. `--record` writes every accepted hash with that status; a run with
+lost txs exits non-zero. Progress is live: a bar on a terminal, JSON lines on stderr otherwise.
 
 Rule: the run is bounded in count (rate x duration, at most `MAX_TXS`) and in time (duration + settle +
 confirm); every failure is one line on stderr, never a traceback. Pure bookkeeping (`Pacer`,
-`SenderBook`, `Tally`) lives in `node/load_book.py`, without I/O.
+`SenderBook`, `Tally`) lives in `devtools/load_book.py`, without I/O.
 """
 
 from __future__ import annotations
@@ -19,16 +22,16 @@ import argparse
 import asyncio
 import json
 import math
-import sys
 import threading
 import time
-from collections import deque
+from collections import Counter, deque
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
+from client import discovery
 from client.errors import ClientError, UsageError
 from client.wallet import Wallet, keystore_info, read_password
 from devtools.load_book import (
@@ -44,6 +47,8 @@ from devtools.load_book import (
     block_tx_hashes,
     sign_transfer,
 )
+from devtools.progress import Reporter
+from protocol.api import FINAL_STATES
 
 # ---- setup --------------------------------------------------------------------------------------
 
@@ -85,7 +90,7 @@ class LoadRun:
         self.tally = Tally()
         self.by_hash: dict[bytes, PendingTx] = {}
         self.done: dict[bytes, float] = {}  # hash -> latency, found in a block
-        self.receipt_ok: list[bytes] = []
+        self.final: dict[bytes, str] = {}  # accepted hash -> final status (or pending / lost / unconfirmed)
         self.stop_signing = threading.Event()
         self.block_times: list[tuple[int, int, int]] = []  # (height, header time ms, tx count)
         self.down_until = [0.0] * len(self.nodes)
@@ -165,7 +170,9 @@ class LoadRun:
         for tx, row in zip(txs, rows, strict=True):
             code = row.get("code") or "unknown"
             if row.get("accepted") or code in DONE_DUPLICATE:
-                t.accepted += row.get("accepted") is True
+                if not tx.accepted:  # a retry answered `duplicate` is the same accepted tx
+                    tx.accepted = True
+                    t.accepted += 1
             elif code in RETRYABLE and tx.tries < self.a.max_tries:
                 self.book.give_back(tx)
             else:
@@ -202,6 +209,7 @@ class LoadRun:
                 k += 1
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
+            self.report()
             await asyncio.sleep(a.tick)
         self.stop_signing.set()
         if tasks:
@@ -235,36 +243,60 @@ class LoadRun:
                     self.book.committed(tx.sender)
             h += 1
 
+    def report(self) -> None:
+        t = self.tally
+        self.progress.update(self.pacer.released, submitted=t.submitted, accepted=t.accepted,
+                             committed=len(self.done), rejected=sum(t.rejected.values()), retried=t.retried,
+                             backlog=self.book.backlog())
+
+    async def _status_at(self, session: Any, url: str, h: bytes) -> str:
+        async with session.get(f"{url}/txs/{h.hex()}") as r:
+            if r.status not in (200, 404):
+                raise ClientError(f"GET {url}/txs: HTTP {r.status}", code="http_error")
+            doc = await r.json(content_type=None)
+        return str(doc.get("status", "unknown")) if isinstance(doc, dict) else "unknown"
+
+    async def status_anywhere(self, session: Any, h: bytes, first: int) -> str:
+        """The tx's final status on the first node that has one; else `pending` if some node holds it,
+        `lost` if every node that answered does not know it, `unconfirmed` if none answered."""
+        seen: list[str] = []
+        for j in range(len(self.nodes)):
+            url = self.nodes[(first + j) % len(self.nodes)]
+            try:
+                st = await self._status_at(session, url, h)
+            except (TimeoutError, OSError, aiohttp.ClientError, ClientError, ValueError):
+                continue
+            if st in FINAL_STATES:
+                return st
+            seen.append(st)
+        if "pending" in seen:
+            return "pending"
+        return "lost" if seen else "unconfirmed"
+
     async def confirm(self, session: Any) -> None:
-        """Receipts of the txs found in blocks: committed ones are recorded, failed ones counted."""
-        hashes = list(self.done)
+        """The final status of every accepted tx (bounded by `confirm_timeout`)."""
+        q: deque[bytes] = deque(h for h, tx in self.by_hash.items() if tx.accepted)
         deadline = time.monotonic() + self.a.confirm_timeout
-        q: deque[bytes] = deque(hashes)
 
         async def worker(i: int) -> None:
             while q and time.monotonic() < deadline:
                 h = q.popleft()
-                try:
-                    doc = await self._get(session, f"{self.nodes[i % len(self.nodes)]}/txs/{h.hex()}")
-                except (TimeoutError, OSError, aiohttp.ClientError, ClientError, ValueError):
-                    q.append(h)
-                    i += 1  # that node is down or confused: ask the next one
-                    await asyncio.sleep(0.05)
-                    continue
-                status = (doc or {}).get("status")
-                if status == "committed":
-                    self.receipt_ok.append(h)
-                elif status == "failed":
-                    self.tally.failed += 1
+                self.final[h] = await self.status_anywhere(session, h, i)
         await asyncio.gather(*(worker(i) for i in range(16)))
-        self.unconfirmed = len(q)
+        for h in q:
+            self.final[h] = "unconfirmed"
+
+    def tally_final(self) -> None:
+        counts = Counter(self.final.values())
+        t = self.tally
+        t.failed, t.dropped, t.pending, t.lost = counts["failed"], counts["dropped"], counts["pending"], counts["lost"]
+        t.unconfirmed = counts["unconfirmed"]
 
     async def main(self) -> dict[str, Any]:
         t0 = time.monotonic()
         timeout = aiohttp.ClientTimeout(total=self.a.request_timeout)
         conn = aiohttp.TCPConnector(limit=64)
         self.last_error = ""
-        self.unconfirmed = 0
         async with aiohttp.ClientSession(timeout=timeout, connector=conn) as session:
             try:
                 await self.setup(session)
@@ -277,12 +309,14 @@ class LoadRun:
             lead = min(total, max(1, int(self.a.rate * self.a.lead)))
             while self.signed < lead and signer.is_alive():
                 await asyncio.sleep(0.01)
+            self.progress = Reporter("load", total, self.a.progress)
             stop = asyncio.Event()
             follower = asyncio.create_task(self.follow(session, stop))
             run_t0, run_cpu0 = time.monotonic(), time.process_time()
             await self.submit_loop(session)
             settle_end = time.monotonic() + self.a.settle
             while time.monotonic() < settle_end and len(self.done) < self.tally.accepted:
+                self.report()
                 await asyncio.sleep(0.05)
             stop.set()
             run_s, run_cpu = time.monotonic() - run_t0, time.process_time() - run_cpu0
@@ -290,14 +324,18 @@ class LoadRun:
             signer.join(timeout=5)
             self.tally.committed = len(self.done)
             self.tally.latencies = list(self.done.values())
+            self.progress.close()
             if self.a.confirm:
                 await self.confirm(session)
+                self.tally.committed = sum(1 for v in self.final.values() if v == "committed")
             else:
-                self.receipt_ok = list(self.done)
+                self.final = {h: "committed" if h in self.done else "unconfirmed"
+                              for h, tx in self.by_hash.items() if tx.accepted}
+            self.tally_final()
         out = self.tally.summary(time.monotonic() - t0)
         out.update(run_s=round(run_s, 2), cpu_cores_during_run=round(run_cpu / run_s, 3) if run_s > 0 else None,
                    senders=len(self.wallets), stalled_senders=self.book.stalled(),
-                   committed_recorded=len(self.receipt_ok), unconfirmed=self.unconfirmed,
+                   final_checked=self.a.confirm,
                    start_height=self.start_height, blocks=len(self.block_times), nodes=self.nodes,
                    offered_rate=self.a.rate, duration_s=self.a.duration)
         if self.last_error:
@@ -306,30 +344,32 @@ class LoadRun:
 
 
 def _defaults(args: argparse.Namespace) -> argparse.Namespace:
+    """Fill unset options; nodes from `--nodes`, else the node `client.discovery` finds (`--node`,
+    `SMELEDGER_NODE`, the testnet directory). When the nodes are part of the testnet (`--testnet`, or
+    `.testnet`), its other nodes are the failover."""
     d = {"senders": None, "batch": 200, "tick": 0.015, "max_inflight": 400, "max_requests": 8, "settle": 15.0,
          "confirm": True, "confirm_timeout": 60.0, "request_timeout": 15.0, "poll": 0.05, "asset": "CNY.BANKA",
-         "amount": 1, "lead": 1.0, "max_tries": 50, "nodes": None, "record": None, "json": False}
+         "amount": 1, "lead": 1.0, "max_tries": 50, "nodes": None, "record": None, "json": False,
+         "node": None, "testnet": None, "wallets": None, "progress": "auto"}
     for k, v in d.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
-    if not args.nodes:
-        args.nodes = [args.node]
-        wallets = getattr(args, "wallets", None)
-        args.fallback = _testnet_fallbacks(Path(wallets), args.node) if wallets else []
-    elif isinstance(args.nodes, str):
+    target = discovery.resolve(args.node, args.testnet)
+    if isinstance(args.nodes, str):
         args.nodes = [u.strip() for u in args.nodes.split(",") if u.strip()]
+    if not args.nodes:
+        args.nodes = [target.url]
+    testnet = target.testnet or discovery.find_testnet(args.testnet)
+    urls = [str(n["admin_url"]).rstrip("/") for n in discovery.load_nodes(testnet)] if testnet else []
+    args.fallback = [u for u in urls if u not in args.nodes] if set(args.nodes) & set(urls) else []
+    if args.wallets is None:
+        args.wallets = str((testnet or Path(discovery.DEFAULT_TESTNET)) / "wallets")
     return args
 
 
-def _testnet_fallbacks(wallets: Path, node: str) -> list[str]:
-    """With one --node and wallets inside a testnet directory, the testnet's other nodes (from its
-    nodes.json) serve as failover, so a load keeps running when its node is killed."""
-    try:
-        nodes = json.loads((wallets.parent / "nodes.json").read_text())
-        urls = [str(n["admin_url"]).rstrip("/") for n in nodes]
-    except (OSError, ValueError, TypeError, KeyError):
-        return []
-    return [u for u in urls if u != node.rstrip("/")]
+def write_record(path: str, final: dict[bytes, str]) -> None:
+    """`<hash> <final status>` per accepted tx, in hash order."""
+    Path(path).write_text("".join(f"{h.hex()} {st}\n" for h, st in sorted(final.items())))
 
 
 def run(args: argparse.Namespace) -> int:
@@ -342,24 +382,26 @@ def run(args: argparse.Namespace) -> int:
     lr = LoadRun(args)
     res = asyncio.run(lr.main())
     if args.record:
-        Path(args.record).write_text("".join(h.hex() + "\n" for h in lr.receipt_ok))
+        write_record(args.record, lr.final)
         res["record"] = str(args.record)
     if args.json:
         print(json.dumps(res))
     else:
         rej = ", ".join(f"{k}={v}" for k, v in res["rejected_by_code"].items()) or "none"
-        print(f"submitted {res['submitted']}  accepted {res['accepted']}  rejected {res['rejected']} ({rej})  "
-              f"committed {res['committed']}  failed {res['failed']}  retried {res['retried']}")
+        print(f"submitted {res['submitted']}  accepted {res['accepted']}  committed {res['committed']}  "
+              f"failed {res['failed']}  dropped {res['dropped']}  pending {res['pending']}  lost {res['lost']}  "
+              f"rejected {res['rejected']} ({rej})  retried {res['retried']}")
         print(f"offered {args.rate:g} tx/s for {args.duration:g} s; submit rate {res['submit_rate']} tx/s; "
               f"commit latency p50 {res['latency_p50_ms']} ms, p95 {res['latency_p95_ms']} ms; "
               f"{res['senders']} senders ({res['stalled_senders']} stalled); {res['blocks']} blocks")
         if args.record:
-            print(f"{res['committed_recorded']} committed tx hashes written to {args.record}"
-                  + (f" ({res['unconfirmed']} found in blocks but not confirmed in time)" if res["unconfirmed"] else ""))
+            print(f"{res['accepted']} accepted tx hashes with their final status written to {args.record}")
         if res.get("last_error"):
             print(f"last submit error: {res['last_error']}")
+    if res["lost"]:
+        raise ClientError(f"{res['lost']} accepted txs were lost (neither final nor pending on any node)",
+                          code="lost")
     if res["submitted"] and not res["committed"]:
-        print(f"error: none of the {res['submitted']} submitted txs was committed within the run", file=sys.stderr)
-        return 1
+        raise ClientError(f"none of the {res['submitted']} submitted txs was committed within the run",
+                          code="none_committed")
     return 0
-

@@ -1,7 +1,7 @@
 """The load generator's bookkeeping, without I/O: rate pacing, per-sender queues and in-flight bounds,
 result accounting, and the wire helpers (signed transfers, batch bodies, block tx hashes).
 
-Rule: nothing here touches a socket, a file or the clock; `node/load.py` owns the run and feeds these
+Rule: nothing here touches a socket, a file or the clock; `devtools/load.py` owns the run and feeds these
 objects times and answers, so the unit tests drive them directly.
 """
 
@@ -57,6 +57,7 @@ class PendingTx:
     raw: bytes
     sent_at: float = 0.0
     tries: int = 0
+    accepted: bool = False  # some node answered accepted (or duplicate: it already had it)
 
 
 @dataclass(slots=True)
@@ -143,6 +144,10 @@ class Tally:
     rejected: Counter[str] = field(default_factory=Counter)
     committed: int = 0
     failed: int = 0  # in a block, but the receipt says failed
+    dropped: int = 0  # a node says it can never commit
+    pending: int = 0  # still pending on some node at the end
+    lost: int = 0  # accepted, but neither final nor pending on any node at the end
+    unconfirmed: int = 0  # no node answered for it at the end (or the final check was skipped)
     latencies: list[float] = field(default_factory=list)
     first_sent: float | None = None
     last_sent: float | None = None
@@ -152,7 +157,8 @@ class Tally:
         p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
         return {"submitted": self.submitted, "accepted": self.accepted, "retried": self.retried,
                 "rejected": sum(self.rejected.values()), "rejected_by_code": dict(sorted(self.rejected.items())),
-                "committed": self.committed, "failed": self.failed,
+                "committed": self.committed, "failed": self.failed, "dropped": self.dropped,
+                "pending": self.pending, "lost": self.lost, "unconfirmed": self.unconfirmed,
                 "submit_rate": round(self.submitted / span, 1) if span > 0 else None,
                 "latency_p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
                 "latency_p95_ms": round(p95 * 1000, 1) if p95 is not None else None,

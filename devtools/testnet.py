@@ -20,6 +20,7 @@ from typing import Any
 
 import nacl.utils
 
+from client import discovery
 from client.errors import ClientError
 from client.wallet import Wallet, write_secret
 from node import config as config_mod
@@ -35,7 +36,7 @@ UNIT = 100  # minor units per major unit (2 decimals)
 SME_FUNDS = 10_000_000 * UNIT
 BANK_FUNDS = 1_000_000_000 * UNIT
 API_OFFSET = 1000
-NODES_FILE = "nodes.json"
+NODES_FILE = discovery.NODES_FILE
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,14 +159,4 @@ def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: in
 
 
 def load_nodes(directory: str | Path) -> list[dict[str, Any]]:
-    p = Path(directory) / NODES_FILE
-    try:
-        rows = json.loads(p.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ClientError(f"no testnet at {directory} (missing {NODES_FILE}); create one with "
-                        f"`smeledger testnet --dir {directory}`", code="not_found") from None
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ClientError(f"cannot read {p}: {exc}", code="bad_testnet") from None
-    if not isinstance(rows, list) or not all(isinstance(r, dict) and "name" in r and "home" in r for r in rows):
-        raise ClientError(f"{p} is not a list of nodes", code="bad_testnet")
-    return rows
+    return discovery.load_nodes(directory)

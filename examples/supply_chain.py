@@ -31,9 +31,9 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from client.client import Client
-from client.errors import ClientError
+from client.errors import ClientError, TxRejected
 from client.wallet import Wallet, read_password
-from protocol.tx import SignedTx
+from protocol.api import to_builtins
 
 DAY_MS = 24 * 3600 * 1000
 CNY = "CNY.BANKA"  # Bank A's deposit token: the receivable, the campaign and the demo's time-ticks
@@ -53,10 +53,9 @@ class Demo:
         password = read_password(wallets_dir / "PASSWORD")
         self.w: dict[str, Wallet] = {n: Wallet.load(wallets_dir / f"{n}.json", password) for n in NAMES}
         self.names = {w.account: n for n, w in self.w.items()}
-        self.chain = self.api.status()["chain_id"]
-        self.nonces: dict[str, int] = {}
+        self.chain = self.api.status().chain_id
         self.admins = self._admins(nodes_file, timeout)
-        self.offset = max((int(a.get("/admin/time-offset").get("offset_ms", 0)) for a in self.admins), default=0)
+        self.offset = max((int(a.time_offset().get("offset_ms", 0)) for a in self.admins), default=0)
         self.timeout = timeout
         self.failures = 0
 
@@ -82,22 +81,17 @@ class Demo:
 
     def send(self, name: str, kind: str, expect_ok: bool = True, **fields: Any) -> dict[str, Any]:
         """Sign, submit, wait for the commit, print the receipt; returns it."""
-        wallet = self.w[name]
-        if name not in self.nonces:
-            self.nonces[name] = int(self.api.account(wallet.account)["nonce"])
-        body = {"chain": self.chain, "kind": kind, "from": wallet.public_key, "nonce": self.nonces[name], **fields}
-        tx = SignedTx.create(wallet.key, body)
-        self.nonces[name] += 1
-        sub = self.api.submit(tx)
-        if sub.get("rejected"):
-            raise SystemExit(f"{kind} by {name} was not admitted: {json.dumps(sub)}")
-        doc = self.api.wait_for_commit(tx.hash, timeout=self.timeout)
-        receipt = doc.get("receipt") or {}
-        self.show_receipt(f"{kind} by {name}", doc.get("height"), receipt)
+        try:
+            sub = self.api.send_kind(self.w[name], kind, fields)  # the SDK tracks each wallet's nonce
+        except TxRejected as exc:
+            raise SystemExit(f"{kind} by {name} was not admitted: {exc.code}: {exc.message}") from None
+        doc = sub.follow(timeout=self.timeout)
+        receipt: dict[str, Any] = to_builtins(doc.receipt) if doc.receipt else {}
+        self.show_receipt(f"{kind} by {name}", doc.height, receipt)
         if expect_ok and receipt.get("status") != "ok":
             self.failures += 1
             print(f"   !! expected ok, got {receipt.get('code')}: {receipt.get('message')}")
-        receipt["hash"] = tx.hash.hex()
+        receipt["hash"] = sub.hash
         return receipt
 
     def show_receipt(self, title: str, height: Any, receipt: dict[str, Any]) -> None:
@@ -132,10 +126,7 @@ class Demo:
         return f"escrow {edge['escrow'][:12]}" if edge.get("escrow") else ("mint" if side == "from" else "burn")
 
     def chain_time(self) -> int:
-        height = int(self.api.status()["height"])
-        block = self.api.block(height)
-        header = block.get("header", block)
-        return int(header["time"])
+        return self.api.block(self.api.status().height).time
 
     def jump(self, ms: int, why: str) -> None:
         """Move block time forward on every node, then cut a block so time-driven transitions run."""
@@ -143,7 +134,7 @@ class Demo:
         for admin in self.admins:
             admin.set_time_offset(self.offset)
         print(f"\n>>> time +{ms // DAY_MS} days ({why}); offset now {self.offset} ms")
-        start = int(self.api.status()["height"])
+        start = self.api.status().height
         self.send("banka", "transfer", to=self.id("bankb"), asset=CNY, amount=1)
         for ev in self.api.events(from_height=start + 1, limit=1000).get("events", []):
             if ev.get("tx") is None:
@@ -244,7 +235,7 @@ class Demo:
             seen = {}
             for admin in self.admins:
                 st = admin.status()
-                seen[st.get("name", admin.url)] = (st["height"], st["state_root"])
+                seen[st.name or admin.url] = (st.height, st.state_root)
             heights = {h for h, _ in seen.values()}
             if len(heights) == 1 or time.monotonic() > deadline:
                 break

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+import tomli_w
+
 from node.errors import ConfigError
 
 CONFIG_FILE = "config.toml"
@@ -169,6 +171,8 @@ def _str(m: Mapping[str, Any], key: str, where: str, default: str | None, max_le
         raise _fail(f"{where}.{key}", "is required")
     if not isinstance(v, str) or not 0 < len(v) <= max_len:
         raise _fail(f"{where}.{key}", f"must be a non-empty string of at most {max_len} characters")
+    if not v.isprintable():
+        raise _fail(f"{where}.{key}", "must be printable text (no newlines or control characters)")
     return v
 
 
@@ -338,31 +342,7 @@ def load(path: str | Path) -> Config:
 
 # --- writing ---------------------------------------------------------------------------------------
 
-def _toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, str):
-        return '"' + v.replace("\\", "\\\\").replace('"', '\\"') + '"'
-    if isinstance(v, list):
-        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
-    raise TypeError(f"cannot write {type(v).__name__} to TOML")
-
-
-def render(doc: Mapping[str, Mapping[str, Any]]) -> str:
-    """Write a config document (sections of scalars/lists, `p2p.peers` as an array of tables) as TOML."""
-    out: list[str] = ["# smeledger node configuration; every setting and its default: configs/node.example.toml"]
-    for section, values in doc.items():
-        out.append(f"\n[{section}]")
-        tables: list[tuple[str, list[Mapping[str, Any]]]] = []
-        for k, v in values.items():
-            if isinstance(v, list) and v and isinstance(v[0], dict):
-                tables.append((k, v))
-            else:
-                out.append(f"{k} = {_toml_value(v)}")
-        for k, rows in tables:
-            for row in rows:
-                out.append(f"\n[[{section}.{k}]]")
-                out.extend(f"{rk} = {_toml_value(rv)}" for rk, rv in row.items())
-    return "\n".join(out) + "\n"
+def render(doc: Mapping[str, Mapping[str, Any]], header: str = "") -> str:
+    """A config document as TOML (tomli-w), after an optional comment header; what it writes reads back."""
+    lines = [f"# {line}".rstrip() for line in header.splitlines()]
+    return "".join(x + "\n" for x in lines) + ("\n" if lines else "") + tomli_w.dumps(doc)

@@ -24,6 +24,7 @@ from client.client import Client
 from client.errors import ClientError
 from client.wallet import Wallet, read_password
 from devtools import devnet, testnet
+from protocol.api import to_builtins
 from protocol.tx import SignedTx
 from tests.conftest import free_port_block
 
@@ -34,7 +35,7 @@ class Net:
     def __init__(self, directory: Path, *, accounts: int = 8) -> None:
         self.dir = directory
         self.base = free_port_block(5)
-        p = subprocess.run([sys.executable, "-m", "cli.main", "testnet", "--dir", str(directory), "--base-port",
+        p = subprocess.run([sys.executable, "-m", "cli.main", "testnet", "create", "--dir", str(directory), "--base-port",
                             str(self.base), "--accounts", str(accounts), "--kdf", "min"],
                            cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert p.returncode == 0, p.stderr
@@ -110,7 +111,7 @@ class Net:
 
     def status(self, name: str) -> dict[str, Any] | None:
         try:
-            return self.client(name, 1.0).status()
+            return to_builtins(self.client(name, 1.0).status())
         except ClientError:
             return None
 
@@ -137,8 +138,7 @@ class Net:
             time.sleep(0.05)
 
     def block_hash(self, name: str, height: int) -> str:
-        doc = self.client(name).block(height)
-        return str(doc.get("hash") or doc["block"]["hash"])
+        return self.client(name).block(height).hash
 
     def assert_same_chain(self, names: list[str], upto: int, start: int = 1) -> None:
         """Every node has the same block hash at every height in [start, upto]."""
@@ -172,7 +172,7 @@ class Net:
         with ThreadPoolExecutor(8) as pool:
             while True:
                 pending = []
-                for h, status in zip(todo, pool.map(lambda h: c.tx(h)["status"], todo), strict=True):
+                for h, status in zip(todo, pool.map(lambda h: c.tx(h).status, todo), strict=True):
                     if status == "committed":
                         done.add(h)
                     elif status in ("pending", "unknown"):
@@ -218,7 +218,7 @@ class Load:
     def _nonce(self, w: Wallet) -> int:
         for name in self.targets:
             with contextlib.suppress(ClientError):
-                return int(self.net.client(name).account(w.account)["nonce"])
+                return self.net.client(name).account(w.account).nonce
         raise AssertionError("no node answers for account nonces")
 
     def snapshot(self) -> list[str]:
@@ -243,12 +243,12 @@ class Load:
                 name = next(targets)
                 try:
                     answer = self.net.client(name, 1.0).submit([tx])
-                except ClientError:
+                except ClientError:  # unreachable, or intake closed while the node stops: try the next
                     continue
-                if not answer.get("results"):  # e.g. intake closed while the node stops: try the next
+                if not answer.results:
                     continue
-                res = answer["results"][0]
-                if res["accepted"]:
+                res = answer.results[0]
+                if res.accepted:
                     self.nonces[w.public_key] += 1
                     with self.lock:
                         self.accepted.append(tx.hash.hex())

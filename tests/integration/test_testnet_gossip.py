@@ -32,7 +32,7 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_path: Path) -> None:
     d = tmp_path / "tn"
     base = free_port_block(5)
-    p = _run("-m", "cli.main", "testnet", "--dir", str(d), "--base-port", str(base), "--accounts", "2",
+    p = _run("-m", "cli.main", "testnet", "create", "--dir", str(d), "--base-port", str(base), "--accounts", "2",
              "--kdf", "min")
     assert p.returncode == 0, p.stderr
     nodes = testnet.load_nodes(d)
@@ -41,33 +41,33 @@ def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_pa
         assert p.returncode == 0, p.stdout + p.stderr
         clients = [Client(n["admin_url"], timeout=5) for n in nodes]
         deadline = time.monotonic() + 20
-        while any(c.status()["peers"] < len(nodes) - 1 for c in clients):
-            assert time.monotonic() < deadline, [c.status()["peers"] for c in clients]
+        while any(c.status().peers < len(nodes) - 1 for c in clients):
+            assert time.monotonic() < deadline, [c.status().peers for c in clients]
             time.sleep(0.1)
-        assert {c.status()["chain_id"] for c in clients} == {"smeledger-testnet"}
+        assert {c.status().chain_id for c in clients} == {"smeledger-testnet"}
 
         pw = read_password(d / "wallets" / "PASSWORD")
         a, b = (Wallet.load(d / "wallets" / f"{n}.json", pw) for n in ("user01", "user02"))
         tx = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "100"},
                                 chain="smeledger-testnet", sender=a.public_key, nonce=0))
         t0 = time.monotonic()
-        assert clients[0].submit(tx)["results"][0]["accepted"]
+        assert clients[0].submit(tx).results[0].accepted
         waiting = set(range(len(clients)))
         while waiting and time.monotonic() - t0 < 1.0:
-            waiting = {i for i in waiting if clients[i].tx(tx.hash)["status"] not in ("pending", "committed")}
+            waiting = {i for i in waiting if clients[i].tx(tx.hash).status not in ("pending", "committed")}
             time.sleep(0.01)
         assert not waiting, f"not pending within 1 s on {[nodes[i]['name'] for i in waiting]}"
 
         # with the consensus driver wired in, the tx commits everywhere and account proofs verify
         # against the header of the next block, which commits to the state root
-        if clients[0].status()["consensus"]:
+        if clients[0].status().consensus:
             for c in clients:
-                assert c.wait_for_commit(tx.hash, timeout=15)["status"] == "committed"
-            doc = clients[3].account(b.account, proof=True)
+                assert c.follow(tx.hash, timeout=15).status == "committed"
             tx2 = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "1"},
                                      chain="smeledger-testnet", sender=a.public_key, nonce=1))
-            assert clients[1].submit(tx2)["results"][0]["accepted"]
-            assert clients[3].check_account_proof(doc, timeout=15)["verified_height"] == doc["proof"]["height"] + 1
+            assert clients[1].submit(tx2).results[0].accepted
+            acc = clients[3].verified_account(b.account, timeout=15)
+            assert acc.proof is not None and acc.verified_height == acc.proof["height"] + 1
     finally:
         p = _run("-m", "devtools.devnet", "down", "--dir", str(d))
         pids = [devnet._pid_of(d / n["name"]) for n in nodes]

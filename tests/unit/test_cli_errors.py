@@ -82,7 +82,7 @@ def test_usage_errors_exit_2_without_a_traceback() -> None:
 
 def test_testnet_refuses_a_non_empty_directory(tmp_path: Path) -> None:
     (tmp_path / "x").write_text("keep me")
-    assert_clean_error(cli("testnet", "--dir", str(tmp_path), "--kdf", "min"), "not empty")
+    assert_clean_error(cli("testnet", "create", "--dir", str(tmp_path), "--kdf", "min"), "not empty")
     assert (tmp_path / "x").read_text() == "keep me"
 
 
@@ -105,7 +105,7 @@ def test_load_without_wallets_says_which_directory_is_missing(tmp_path: Path) ->
 
 def test_a_second_node_on_the_same_home_reports_the_locked_database(tmp_path: Path) -> None:
     base = free_port_block(1)
-    assert cli("testnet", "--dir", str(tmp_path / "net"), "--validators", "1", "--observers", "0",
+    assert cli("testnet", "create", "--dir", str(tmp_path / "net"), "--validators", "1", "--observers", "0",
                "--accounts", "0", "--base-port", str(base), "--kdf", "min").returncode == 0
     home = tmp_path / "net" / "banka"
     first = subprocess.Popen([sys.executable, "-m", "cli.main", "run", "--home", str(home)], cwd=ROOT,

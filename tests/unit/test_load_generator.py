@@ -161,15 +161,19 @@ def test_cli_defaults_fill_in_and_nodes_split_on_commas() -> None:
 
 def test_a_single_node_load_inside_a_testnet_fails_over_to_the_other_nodes(tmp_path: Path) -> None:
     (tmp_path / "wallets").mkdir()
-    (tmp_path / "nodes.json").write_text(json.dumps([{"name": n, "admin_url": f"http://127.0.0.1:870{i}"}
-                                                     for i, n in enumerate(["a", "b", "c"], 1)]))
-    a = load._defaults(argparse.Namespace(node="http://127.0.0.1:8701", wallets=str(tmp_path / "wallets"),
-                                          rate=5.0, duration=1.0))
+    (tmp_path / "nodes.json").write_text(json.dumps([{"name": n, "admin_url": f"http://127.0.0.1:870{i}",
+                                                      "home": n} for i, n in enumerate(["a", "b", "c"], 1)]))
+    a = load._defaults(argparse.Namespace(node="http://127.0.0.1:8701", testnet=str(tmp_path), rate=5.0,
+                                          duration=1.0))
+    assert a.wallets == str(tmp_path / "wallets")
     run = load.LoadRun(a)
     assert run.nodes == ["http://127.0.0.1:8701", "http://127.0.0.1:8702", "http://127.0.0.1:8703"]
     assert {run.pick_node(k) for k in range(6)} == {0}  # the asked-for node only, while it answers
     run.down_until[0] = time.monotonic() + 60
     assert {run.pick_node(k) for k in range(6)} == {1, 2}  # it is down: the others take over
+    found = load._defaults(argparse.Namespace(testnet=str(tmp_path), rate=5.0, duration=1.0))  # no --node
+    assert found.nodes == ["http://127.0.0.1:8701"] and found.fallback == ["http://127.0.0.1:8702",
+                                                                           "http://127.0.0.1:8703"]
 
 
 def test_steady_rate_drops_the_warm_up_and_divides_txs_by_header_time() -> None:
