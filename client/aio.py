@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 import aiohttp
 
-from client import ops
+from client import discovery, ops
 from client.client import DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, NodeList
 from client.errors import ClientError
 from client.kinds import AsyncKindBuilders
@@ -61,6 +61,12 @@ class AsyncClient(AsyncKindBuilders):
         self.nodes = NodeList(url, timeout, token)
         self.session = ops.Session()
         self._http_session: aiohttp.ClientSession | None = None
+
+    @classmethod
+    def discover(cls, node: str | None = None, testnet: str | None = None, **kw: Any) -> AsyncClient:
+        """A client of the node `--node`/`SMELEDGER_NODE`/the testnet directory/the default names
+        (`client.discovery`); on a testnet, its other nodes take over when the first cannot be reached."""
+        return cls(list(discovery.resolve(node, testnet).urls), **kw)
 
     @property
     def url(self) -> str:

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from client import ops
+from client import discovery, ops
 from client.errors import ClientError, Unreachable
 from client.kinds import KindBuilders
 from client.proofs import verify_account_proof
@@ -107,6 +107,12 @@ class Client(KindBuilders):
     def __init__(self, url: str | Sequence[str], *, timeout: float = DEFAULT_TIMEOUT, token: str | None = None) -> None:
         self.nodes = NodeList(url, timeout, token)
         self.session = ops.Session()
+
+    @classmethod
+    def discover(cls, node: str | None = None, testnet: str | None = None, **kw: Any) -> Client:
+        """A client of the node `--node`/`SMELEDGER_NODE`/the testnet directory/the default names
+        (`client.discovery`); on a testnet, its other nodes take over when the first cannot be reached."""
+        return cls(list(discovery.resolve(node, testnet).urls), **kw)
 
     @property
     def url(self) -> str:

@@ -105,11 +105,12 @@ def body_fields(kind: str, values: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     for fs in spec.fields:
         v = values.get(fs.name)
-        if v is not None:
+        if v is None:
+            continue
+        if (kind, fs.name) == (MEMO_KIND, MEMO_FIELD) and isinstance(v, str):
+            out[fs.name] = seal_memo(v, as_id(values.get("to"), "to"))  # text: sealed to the recipient
+        else:
             out[fs.name] = _value(fs, v, fs.type)
-    memo = out.get(MEMO_FIELD)
-    if kind == MEMO_KIND and isinstance(memo, str):
-        out[MEMO_FIELD] = seal_memo(memo, as_id(out.get("to"), "to"))
     check(spec, out)
     return out
 
