@@ -118,6 +118,15 @@ class Client(KindBuilders):
     def url(self) -> str:
         return self.nodes.url
 
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Nothing to release (urllib keeps no connections); here for parity with AsyncClient."""
+
     # ---- the driver -------------------------------------------------------------------------------
 
     def _http(self, req: ops.Request) -> ops.Response:
