@@ -23,10 +23,10 @@ $(VENV)/.installed: pyproject.toml
 venv: $(VENV)/.installed
 
 testnet: venv
-	@$(PY) -m devtools.devnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
+	@$(BIN)/smeledger testnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
 
 testnet-stop:
-	@if [ -x $(PY) ]; then $(PY) -m devtools.devnet down --dir $(TESTNET_DIR); else echo "no virtualenv: nothing is running"; fi
+	@if [ -x $(BIN)/smeledger ]; then $(BIN)/smeledger testnet down --dir $(TESTNET_DIR); else echo "no virtualenv: nothing is running"; fi
 
 testnet-clean: testnet-stop
 	@rm -rf $(TESTNET_DIR)

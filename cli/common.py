@@ -35,7 +35,7 @@ def target(args: argparse.Namespace) -> discovery.Target:
 
 def client(args: argparse.Namespace, timeout: float = 10.0) -> Client:
     """A client of the resolved node; on a testnet the other nodes take over when it is down."""
-    return Client(list(target(args).urls), timeout=timeout)
+    return Client.discover(args.node, args.testnet, timeout=timeout)
 
 
 def password(args: argparse.Namespace, confirm: bool = False) -> str:

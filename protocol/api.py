@@ -82,7 +82,7 @@ class Event(Doc, frozen=True, kw_only=True):
     data: dict[str, Any]
 
 
-class Receipt(Doc, frozen=True, kw_only=True):
+class Receipt(Doc, frozen=True, kw_only=True, omit_defaults=True):
     """The outcome of one committed tx: status `ok` or `failed` with a stable code, and its events.
     `height` and `index` say where it was committed (filled in by the SDK from the tx status)."""
 
