@@ -10,17 +10,24 @@ SEEDS ?= 2000
 LEDGER_EXAMPLES ?= 3000
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 
-.PHONY: all venv testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
+.PHONY: all venv lock testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
 
 all: test
 
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	@$(PY) -m pip install -q --upgrade pip >/dev/null
-	@$(PY) -m pip install -q -e '.[dev]'
+	@$(PY) -m pip install -q -c constraints.txt -e '.[dev]'
 	@touch $@
 
 venv: $(VENV)/.installed
+
+# Re-resolve the newest versions pyproject.toml allows into constraints.txt (in a throwaway venv).
+lock:
+	@rm -rf .lock-venv && $(PYTHON) -m venv .lock-venv && .lock-venv/bin/pip install -q --upgrade pip >/dev/null
+	@.lock-venv/bin/pip install -q -e '.[dev]'
+	@{ head -2 constraints.txt; .lock-venv/bin/pip freeze --exclude-editable | grep -v '^smeledger'; } > constraints.txt.new
+	@mv constraints.txt.new constraints.txt && rm -rf .lock-venv && echo "constraints.txt updated"
 
 testnet: venv
 	@$(BIN)/smeledger testnet up --dir $(TESTNET_DIR) --base-port $(BASE_PORT)
@@ -54,4 +61,4 @@ bench: venv
 	@$(PY) -m devtools.bench
 
 clean:
-	@rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache
+	@rm -rf $(VENV) build *.egg-info .pytest_cache .mypy_cache .ruff_cache .lock-venv
