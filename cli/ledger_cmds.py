@@ -12,8 +12,8 @@ from typing import Any
 
 from cli.common import account_id, client, out, password
 from client import txbuild
-from client.proofs import verify_account_proof
 from client.errors import UsageError, WalletError
+from client.proofs import verify_account_proof
 from client.wallet import KDF_LIMITS, Wallet, keystore_info
 from protocol import api
 from protocol.ledger import KINDS
