@@ -6,7 +6,8 @@ Global options work before or after the command: `--json` (machine-readable outp
 (`--testnet`, or `.testnet` when present), else http://127.0.0.1:8701.
 Rule: an error prints ONE line to stderr — `error: <message>`, or with `--json`
 `{"error": "<stable code>", "message": "..."}` — and exits non-zero (1; 2 for usage; 70 for an internal
-bug, traceback only with SMELEDGER_DEBUG=1; 130 on Ctrl-C). Tracebacks never reach a user: `main`
+bug, traceback only with SMELEDGER_DEBUG=1; 130 on Ctrl-C); `run` writes its errors as JSON always, like
+every other line a node writes. Tracebacks never reach a user: `main`
 catches the error roots of every layer (ClientError, NodeError, ProtocolError, StorageError) and OSError.
 """
 
@@ -84,7 +85,7 @@ def _fail(as_json: bool, code: str, message: str, rc: int) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    as_json = "--json" in argv
+    as_json = "--json" in argv or (bool(argv) and argv[0] == "run")  # a node writes JSON lines only
     try:
         args = build_parser().parse_args(argv)
         for k, v in GLOBAL_DEFAULTS.items():

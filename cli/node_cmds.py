@@ -75,7 +75,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from node.service import Node
 
     cfg = config_mod.load(args.home)
-    configure(cfg.logging.level)
+    configure(cfg.logging.level, node=cfg.node.name)
     node = Node(cfg)
     try:
         asyncio.run(node.run(install_signals=True))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
+import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, MutableMapping
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
+from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -42,15 +44,93 @@ def _shared_processors() -> list[Any]:
             structlog.processors.format_exc_info]
 
 
-def configure(level: str = "info", stream: TextIO | None = None) -> None:
-    """Process-wide structlog setup (for `smeledger run`): JSON lines to stdout at `level`."""
+def configure(level: str = "info", stream: TextIO | None = None, node: str | None = None) -> None:
+    """Process-wide setup (for `smeledger run`): structlog JSON lines to stdout at `level`, and everything
+    else that logs in the process made JSON too: the standard library's `logging` (aiohttp's server and
+    access loggers, asyncio, ...) through structlog's `ProcessorFormatter`, warnings, and exceptions that
+    escape a thread. A library record becomes `{"event": "library_logged", "logger": ..., "message": ...}`
+    with any traceback as one `exception` string field; a malformed HTTP request that aiohttp refuses is
+    one throttled `http_request_refused` warning, not a traceback (`HttpNoise`)."""
+    out = stream or sys.stdout
+    lvl = _LEVELS.get(level, logging.INFO)
     structlog.configure(
         processors=[structlog.contextvars.merge_contextvars, *_shared_processors(),
                     structlog.processors.JSONRenderer(sort_keys=False)],
-        wrapper_class=structlog.make_filtering_bound_logger(_LEVELS.get(level, logging.INFO)),
-        logger_factory=structlog.PrintLoggerFactory(stream or sys.stdout),
+        wrapper_class=structlog.make_filtering_bound_logger(lvl),
+        logger_factory=structlog.PrintLoggerFactory(out),
         cache_logger_on_first_use=False,
     )
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(json_formatter(node))
+    handler.addFilter(HttpNoise())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(lvl)
+    logging.captureWarnings(True)
+    library = logging.getLogger("smeledger.uncaught")
+
+    def thread_hook(args: threading.ExceptHookArgs) -> None:
+        if args.exc_value is not None:
+            library.error("uncaught exception in thread %s", getattr(args.thread, "name", "?"),
+                          exc_info=(args.exc_type, args.exc_value, args.exc_traceback))
+
+    threading.excepthook = thread_hook
+
+
+def json_formatter(node: str | None = None) -> logging.Formatter:
+    """A `logging.Formatter` that renders any stdlib record as one JSON line like the node's own events."""
+
+    def library_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+        record = event.get("_record")
+        event["message"] = event.pop("event", "")
+        event["event"] = getattr(record, "smeledger_event", "library_logged")
+        if record is not None:
+            event["logger"] = record.name
+            for k in _RECORD_EXTRAS:
+                if k in record.__dict__:
+                    event[k] = record.__dict__[k]
+        if node is not None:
+            event.setdefault("node", node)
+        return event
+
+    return structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=[library_event, structlog.processors.add_log_level,
+                           structlog.processors.TimeStamper(fmt="iso", utc=True, key="ts")],
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+                    structlog.processors.format_exc_info, structlog.processors.JSONRenderer(sort_keys=False)])
+
+
+_RECORD_EXTRAS = ("error", "peer", "repeated")
+
+
+class HttpNoise(logging.Filter):
+    """aiohttp logs a request it cannot parse (a NUL in a header, a request line over 8 KiB, bad chunked
+    encoding, TLS sent to the plain port) as an error with a traceback. That is the client's mistake: the
+    record becomes one `http_request_refused` warning naming the parser's complaint, at most one per kind
+    of complaint every `interval_s` seconds (the next one carries `repeated`)."""
+
+    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__()
+        self._throttle = Throttle(interval_s, clock=clock)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not record.name.startswith("aiohttp") or not isinstance(exc, HttpProcessingError):
+            return True
+        kind = type(exc).__name__
+        shown: dict[str, Any] = {}
+        if not self._throttle(lambda _e, **f: shown.update(f), "http_request_refused", kind, error=kind):
+            return False
+        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
+        record.msg, record.args, record.exc_info, record.exc_text = "refused a malformed HTTP request", (), None, None
+        record.levelno, record.levelname = logging.WARNING, "WARNING"
+        reason = " ".join(str(getattr(exc, "message", "")).split())[:200]
+        extra = {**shown, "smeledger_event": "http_request_refused",
+                 "error": f"{kind}: {reason}" if reason else kind, "peer": str(peer) if peer is not None else None}
+        record.__dict__.update({k: v for k, v in extra.items() if v is not None})
+        return True
 
 
 def node_logger(name: str, position: Position, level: str = "info", stream: TextIO | None = None) -> Any:

@@ -26,7 +26,7 @@ from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from node import failpoints, fdbudget, memory
 from node import genesis as genesis_mod
@@ -273,6 +273,7 @@ class Node:
 
     def _wire(self, cfg: Config, gen: Genesis, key: PrivateKey, log: Any, position: Position, store: ChainStore,
               params: ConsensusParams, frame: int, api_connections: int) -> Components:
+        disable_created_metrics()  # one name per metric: no `<counter>_created` series beside each counter
         registry = CollectorRegistry()
         chain, time_offset = ChainStatus(), TimeOffset(allowed=cfg.testnet.allow_time_offset)
         health = Health(stall_after_s=cfg.health.stall_after_s)

@@ -45,16 +45,14 @@ def _labeled(name: str, doc: str, label: str, counts: Counter[str]) -> CounterMe
 
 
 class P2PCollector(Collector):
-    """Register with `registry.register(P2PCollector(stats, peers_connected))`."""
+    """Register with `registry.register(P2PCollector(stats))`. The number of connected peers is
+    `smeledger_peers` (node/status.py), one name for one figure."""
 
-    def __init__(self, stats: P2PStats, peers_connected: Callable[[], int]) -> None:
+    def __init__(self, stats: P2PStats) -> None:
         self._s = stats
-        self._peers = peers_connected
 
     def collect(self) -> Iterator[Any]:
         s = self._s
-        yield GaugeMetricFamily("smeledger_p2p_peers_connected", "Connected authenticated peers",
-                                value=self._peers())
         yield CounterMetricFamily("smeledger_p2p_frames_in", "Frames received", value=s.frames_in)
         yield CounterMetricFamily("smeledger_p2p_frames_out", "Frames sent", value=s.frames_out)
         yield CounterMetricFamily("smeledger_p2p_bytes_in", "Bytes received", value=s.bytes_in)

@@ -136,7 +136,7 @@ class P2P:
         return out
 
     def collector(self) -> P2PCollector:
-        return P2PCollector(self.stats, lambda: len(self._peers))
+        return P2PCollector(self.stats)
 
     async def run(self) -> None:
         """The component's task: listen and dial until cancelled (or a dial loop fails), then stop."""

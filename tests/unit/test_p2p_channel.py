@@ -124,6 +124,6 @@ def test_the_collectors_expose_p2p_and_mempool_counters_to_a_registry() -> None:
         text = generate_latest(reg).decode()
         assert 'smeledger_p2p_rejected_frames_total{reason="replayed_counter"} 1.0' in text
         assert 'smeledger_mempool_rejected_total{code="mempool_full"} 2.0' in text
-        assert "smeledger_p2p_peers_connected 0.0" in text and "smeledger_mempool_txs 0.0" in text
+        assert "smeledger_p2p_frames_in_total 0.0" in text and "smeledger_mempool_txs 0.0" in text
     finally:
         pool.close()
