@@ -1,10 +1,13 @@
-"""The node API's JSON documents as typed, frozen msgspec structs: what a node answers and what a client
-reads, in one place (the node encodes them, the SDK decodes them, the OpenAPI document is generated from
-them).
+"""The node API's documents as typed, frozen msgspec structs: what a node parses (path, query and body
+of each request) and answers, and what a client reads, in one place. The node parses requests and
+encodes answers with them, the SDK decodes answers with them, and the OpenAPI document is generated
+from them (node/api/openapi.py), so the three cannot drift apart.
 
-Rule: a field is added here before any handler answers it; decoding is strict about the types of the
-fields it knows and ignores fields it does not (a newer node may add some). Hex strings stay strings:
-a document is what travels, not the domain object (`protocol.ledger` owns those).
+Rule: a field is added here before any handler answers it; decoding is strict about the types and
+bounds of the fields it knows and ignores fields it does not (a newer node may add some). Ledger
+objects (`Loan`, `Receivable`, ...) come from `protocol.ledger.query` as JSON-ready dicts: the node checks
+each against its model before answering (`conform`). Hex strings stay strings: a document is what
+travels, not the domain object (`protocol.ledger` owns those).
 """
 
 from __future__ import annotations
@@ -13,7 +16,20 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+MAX_HEIGHT = 2**63 - 1
+MAX_TIME_OFFSET_MS = 10 * 365 * 24 * 3600 * 1000
+MAX_TX_HEX = 2 * 64 * 1024  # hex characters of the largest signed tx (protocol.tx.MAX_TX_BYTES)
+MAX_BATCH_TXS = 10_000  # the API's hard cap on txs per POST (a node's config may set fewer)
+MAX_BLOCK_LIST = 100
+MAX_EVENTS_LIMIT = 1000
+
 Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="32 bytes as lowercase hex")]
+IdParam = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$", description="32 bytes as hex (either case)")]
+AssetId = Annotated[str, msgspec.Meta(pattern="^[A-Z0-9][A-Z0-9._-]{0,23}$", description="asset id, e.g. CNY.BANKA")]
+Height = Annotated[int, msgspec.Meta(ge=0, le=MAX_HEIGHT)]
+EventKind = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_]{0,63}$", description="event kind, e.g. funds_moved")]
+HexTx = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-fA-F]{2})*$", max_length=MAX_TX_HEX,
+                                    description="hex of a canonical signed tx {sig, tx}")]
 TxState = Literal["pending", "committed", "failed", "dropped", "unknown"]
 FINAL_STATES: frozenset[str] = frozenset({"committed", "failed", "dropped"})
 
@@ -31,6 +47,7 @@ class Health(Doc, frozen=True, kw_only=True):
     ok: bool
     node: str
     accepting: bool
+    problems: list[str] = []
 
 
 class Status(Doc, frozen=True, kw_only=True):
@@ -51,10 +68,41 @@ class Status(Doc, frozen=True, kw_only=True):
     mempool_bytes: int = 0
     sync_target: int | None = None
     sync_progress: int | None = None
+    mempool_ready: int = 0
     consensus: bool = False
     accepting: bool = False
+    healthy: bool = True
+    problems: list[str] = []
     time_offset_ms: int = 0
     uptime_ms: int = 0
+
+
+class Peer(Doc, frozen=True, kw_only=True):
+    public_key: str
+    name: str
+    address: str
+    direction: Literal["in", "out"]
+    validator: bool
+    connected_since_ms: int
+    rtt_ms: float | None
+    bytes_in: int
+    bytes_out: int
+    frames_in: int
+    frames_out: int
+    queue_frames: int
+    queue_bytes: int
+    dropped_frames: int
+
+
+class Peers(Doc, frozen=True, kw_only=True):
+    count: int
+    peers: list[Peer]
+
+
+class SubmitJson(Doc, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`POST /txs` as JSON: the hex of each canonical signed tx."""
+
+    txs: Annotated[list[HexTx], msgspec.Meta(min_length=1, max_length=MAX_BATCH_TXS)]
 
 
 class SubmitRow(Doc, frozen=True, kw_only=True):
@@ -102,9 +150,9 @@ class Receipt(Doc, frozen=True, kw_only=True, omit_defaults=True):
         return [e for e in self.events if e.kind == kind]
 
 
-class TxStatus(Doc, frozen=True, kw_only=True):
+class TxStatus(Doc, frozen=True, kw_only=True, omit_defaults=True):
     """`GET /txs/{hash}`: `pending`, or final `committed`/`failed` (with the receipt) or `dropped` (with a
-    reason); `unknown` comes with a 404."""
+    reason); `unknown` comes with a 404 and the error fields."""
 
     hash: str
     status: TxState
@@ -112,6 +160,8 @@ class TxStatus(Doc, frozen=True, kw_only=True):
     index: int | None = None
     receipt: Receipt | None = None
     reason: str | None = None
+    error: str | None = None
+    message: str | None = None
 
     @property
     def final(self) -> bool:
@@ -140,6 +190,15 @@ class BlockList(Doc, frozen=True, kw_only=True):
     blocks: list[BlockSummary]
 
 
+class TimeOffset(Doc, frozen=True, kw_only=True):
+    offset_ms: int
+    allowed: bool
+
+
+class TimeOffsetRequest(Doc, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    offset_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_TIME_OFFSET_MS)]
+
+
 class Account(Doc, frozen=True, kw_only=True):
     id: str
     registered: bool
@@ -156,6 +215,169 @@ class Account(Doc, frozen=True, kw_only=True):
     verified_height: int | None = None
 
 
+# ---- ledger objects (from protocol.ledger.query; fields vary by status, so most are optional) ----------
+
+class Asset(Doc, frozen=True, kw_only=True):
+    id: str
+    issuer: str
+    decimals: int
+    issued: int
+    redeemed: int
+    supply: int
+    kind: str = "deposit"
+
+
+class Receivable(Doc, frozen=True, kw_only=True):
+    id: str
+    creditor: str
+    debtor: str
+    holder: str
+    asset: str
+    face: int
+    outstanding: int
+    due: int
+    status: str
+    doc: str = ""
+    issued: int | None = None
+    parent: str = ""
+    children: list[str] = []
+    split_total: int = 0
+    pledged_to: str = ""
+    loan: str = ""
+    offer: dict[str, Any] | None = None
+
+
+class Collateral(Doc, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    verifier: str
+    category: str
+    valuation: int
+    asset: str
+    status: str
+    doc: str = ""
+    registered: int | None = None
+    pledged_to: str = ""
+    loan: str = ""
+
+
+class Loan(Doc, frozen=True, kw_only=True):
+    id: str
+    borrower: str
+    lender: str
+    asset: str
+    amount: int
+    term_ms: int
+    collateral: list[str]
+    status: str
+    applied: int | None = None
+    start: int | None = None
+    due: int | None = None
+    acc_at: int | None = None
+    rate_bps: int | None = None
+    penalty_bps: int | None = None
+    principal: int = 0
+    interest: int = 0
+    penalty: int = 0
+    repaid: int = 0
+    owed_now: int = 0
+
+
+class Contribution(Doc, frozen=True, kw_only=True):
+    investor: str
+    amount: int
+
+
+class Campaign(Doc, frozen=True, kw_only=True):
+    id: str
+    owner: str
+    asset: str
+    target: int
+    minimum: int
+    deadline: int
+    raised: int
+    status: str
+    contributors: int = 0
+    created: int | None = None
+    doc: str = ""
+    shares: str = ""
+    contributions: list[Contribution] = []
+
+
+class FxQuote(Doc, frozen=True, kw_only=True):
+    id: str
+    bank: str
+    base: str
+    quote: str
+    rate: int
+    amount: int
+    remaining: int
+    expiry: int
+    status: str
+    created: int | None = None
+
+
+class Credit(Doc, frozen=True, kw_only=True):
+    id: str
+    score: int
+    history: dict[str, int]
+    limits: list[dict[str, Any]]
+
+
+class EventPage(Doc, frozen=True, kw_only=True):
+    events: list[Event]
+    more: bool
+
+
+class Trace(Doc, frozen=True, kw_only=True):
+    tx: str
+    height: int
+    events: list[Event]
+    flows: list[dict[str, Any]]
+
+
+# ---- request parameters (path and query), parsed by the node with these models --------------------------
+
+class HashPath(Doc, frozen=True, kw_only=True):
+    hash: IdParam
+
+
+class TxHashPath(Doc, frozen=True, kw_only=True):
+    tx_hash: IdParam
+
+
+class IdPath(Doc, frozen=True, kw_only=True):
+    id: IdParam
+
+
+class AssetPath(Doc, frozen=True, kw_only=True):
+    id: AssetId
+
+
+class HeightPath(Doc, frozen=True, kw_only=True):
+    height: Height
+
+
+class BlockQuery(Doc, frozen=True, kw_only=True):
+    format: Literal["json", "msgpack"] = "json"
+
+
+class BlocksQuery(Doc, frozen=True, kw_only=True):
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_BLOCK_LIST)] = 20
+    before: Annotated[int, msgspec.Meta(ge=1, le=MAX_HEIGHT)] | None = None
+
+
+class AccountQuery(Doc, frozen=True, kw_only=True):
+    proof: Literal["0", "1"] = "0"
+
+
+class EventsQuery(Doc, frozen=True, kw_only=True):
+    account: IdParam | None = None
+    kind: EventKind | None = None
+    from_height: Height | None = None
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_EVENTS_LIMIT)] = 100
+
+
 def decode_json(data: bytes | str, typ: type[Any]) -> Any:
     """Decode a JSON answer into `typ`; raises msgspec.ValidationError / DecodeError."""
     return msgspec.json.decode(data, type=typ)
@@ -164,6 +386,17 @@ def decode_json(data: bytes | str, typ: type[Any]) -> Any:
 def convert(doc: Any, typ: type[Any]) -> Any:
     """A decoded JSON value (dicts, lists) as `typ`; raises msgspec.ValidationError."""
     return msgspec.convert(doc, type=typ)
+
+
+def conform(doc: dict[str, Any], typ: type[Any]) -> dict[str, Any]:
+    """Check a JSON-ready dict against its model (types and bounds of every field the model knows) and
+    return it unchanged; raises msgspec.ValidationError when the node would answer off its schema."""
+    msgspec.convert(doc, type=typ)
+    return doc
+
+
+def encode(doc: Any) -> bytes:
+    return msgspec.json.encode(doc)
 
 
 def to_builtins(doc: Any) -> Any:

@@ -1,9 +1,11 @@
 """Ledger query routes: accounts (with Merkle proofs), assets, receivables, loans, campaigns, credit,
 events and fund-flow traces, answered by the pure functions of `protocol.ledger.query`.
 
-Rule: every query reads one consistent storage snapshot and closes it; ids are validated by the ledger
-(`bad_field` -> 400, `not_found` -> 404). Proofs are taken under the state store lock together with the
-height and root they prove against, so they always verify against the `state_root` they name.
+Rule: every query reads one consistent storage snapshot and closes it; parameters are parsed with the
+API's models (a malformed id is `bad_field` -> 400) and every answer is checked against its model before
+it leaves (`api.conform`); an unknown object is `not_found` -> 404. Proofs are taken under the state store
+lock together with the height and root they prove against, so they always verify against the
+`state_root` they name.
 """
 
 from __future__ import annotations
@@ -13,25 +15,27 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api.keys import deps, parse_uint, read_off_loop
+from node.api import parsing
+from node.api.keys import deps, read_off_loop
+from node.api.parsing import answer
+from protocol import api
 from protocol.ledger import keys as lkeys
 from protocol.ledger import query
 from protocol.ledger.model import jsonable
 from protocol.state import StateReader
 
 MAX_PROOF_KEYS = 64
-MAX_EVENTS_LIMIT = 1000
 
 
 def _reader(request: web.Request) -> Any:
     return deps(request).store.state.reader(snapshot=True)
 
 
-async def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]]) -> web.Response:
+async def _run(request: web.Request, fn: Callable[[StateReader], dict[str, Any]], model: type) -> web.Response:
     def read() -> dict[str, Any]:
         with _reader(request) as r:
             return fn(r)
-    return web.json_response(await read_off_loop(request, read))
+    return answer(api.conform(await read_off_loop(request, read), model))
 
 
 def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, Any]:
@@ -47,8 +51,8 @@ def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, 
 
 
 async def account(request: web.Request) -> web.Response:
-    aid = request.match_info["id"]
-    with_proof = request.query.get("proof") in ("1", "true")
+    aid = parsing.path(request, api.IdPath).id
+    with_proof = parsing.query(request, api.AccountQuery).proof == "1"
 
     def read() -> dict[str, Any]:
         with _reader(request) as r:
@@ -56,47 +60,34 @@ async def account(request: web.Request) -> web.Response:
         if with_proof:
             doc["proof"] = _proofs(request, query.to_id(aid), doc)
         return doc
-    return web.json_response(await read_off_loop(request, read))
+    return answer(api.conform(await read_off_loop(request, read), api.Account))
 
 
-def _one(fn: Callable[[StateReader, str], dict[str, Any]]) -> Callable[[web.Request], Any]:
+def one(fn: Callable[[StateReader, str], dict[str, Any]], model: type, path: type = api.IdPath
+        ) -> Callable[[web.Request], Any]:
+    """The handler of `GET /<things>/{id}`: the id parsed with `path`, the answer checked against `model`."""
     async def handler(request: web.Request) -> web.Response:
-        key = request.match_info["id"]
-        return await _run(request, lambda r: fn(r, key))
+        key = parsing.path(request, path).id
+        return await _run(request, lambda r: fn(r, key), model)
     handler.__name__ = fn.__name__
     return handler
 
 
-def _int_param(request: web.Request, name: str, lo: int, hi: int) -> int | None:
-    text = request.query.get(name)
-    if text is None:
-        return None
-    return parse_uint(text, lo, hi, what=name, code="bad_" + name)
-
-
 async def events(request: web.Request) -> web.Response:
-    account_id = request.query.get("account")
-    kind = request.query.get("kind")
-    from_height = _int_param(request, "from_height", 0, 2**63 - 1)
-    limit = _int_param(request, "limit", 1, MAX_EVENTS_LIMIT) or 100
-    return await _run(request, lambda r: query.events(r, account=account_id, kind=kind, from_height=from_height,
-                                                limit=limit))
+    q = parsing.query(request, api.EventsQuery)
+    return await _run(request, lambda r: query.events(r, account=q.account, kind=q.kind, from_height=q.from_height,
+                                                      limit=q.limit), api.EventPage)
 
 
 async def trace(request: web.Request) -> web.Response:
-    h = request.match_info["tx_hash"]
-    return await _run(request, lambda r: query.trace(r, h))
+    h = parsing.path(request, api.TxHashPath).tx_hash
+    return await _run(request, lambda r: query.trace(r, h), api.Trace)
 
 
-def setup(app: web.Application) -> None:
-    r = app.router
-    r.add_get("/accounts/{id}", account)
-    r.add_get("/assets/{id}", _one(query.asset))
-    r.add_get("/receivables/{id}", _one(query.receivable))
-    r.add_get("/loans/{id}", _one(query.loan))
-    r.add_get("/campaigns/{id}", _one(query.campaign))
-    r.add_get("/collateral/{id}", _one(query.collateral))
-    r.add_get("/fx-quotes/{id}", _one(query.fx_quote))
-    r.add_get("/credit/{id}", _one(query.credit))
-    r.add_get("/events", events)
-    r.add_get("/trace/{tx_hash}", trace)
+asset = one(query.asset, api.Asset, api.AssetPath)
+receivable = one(query.receivable, api.Receivable)
+loan = one(query.loan, api.Loan)
+campaign = one(query.campaign, api.Campaign)
+collateral = one(query.collateral, api.Collateral)
+fx_quote = one(query.fx_quote, api.FxQuote)
+credit = one(query.credit, api.Credit)

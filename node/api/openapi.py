@@ -1,164 +1,192 @@
-"""The OpenAPI 3.1 document of the node API, built from one table of routes.
+"""The route table of the node API and the OpenAPI 3.1 document generated from it.
 
-Rule: every route registered in `routes.setup` and `ledger_routes.setup` has a row here (a unit test
-checks the two agree), with its parameters, its success schema and the error schema of each 4xx/5xx.
+Each `Route` names its handler and the `protocol.api` models of its path parameters, query, request body
+and answers; `register` adds exactly these routes to the app, the handlers parse and answer with exactly
+these models (node/api/parsing.py), and `spec()` turns the same models into JSON Schema with msgspec.
+Rule: nothing in the document is written by hand except summaries and the meaning of each error status,
+so the document cannot drift from what the handlers accept and answer.
+
+Why msgspec (not pydantic): the API models are plain frozen structs with the bounds and patterns as
+`Meta` annotations; msgspec decodes and validates them in one pass, encodes them, and emits JSON Schema
+2020-12 (what OpenAPI 3.1 uses) from the same types, with no runtime model layer or plugin. It is also
+what the SDK decodes answers with, in the client process.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
 
-HEX32 = {"type": "string", "pattern": "^[0-9a-f]{64}$"}
-HEX_ID = {"type": "string", "pattern": "^[0-9a-fA-F]{64}$"}  # ids in requests: either case
-ASSET_ID = {"type": "string", "pattern": "^[A-Z0-9][A-Z0-9._-]{0,23}$"}
-HEIGHT = {"type": "integer", "minimum": 0, "maximum": 2**63 - 1}
-ERROR = {"type": "object", "required": ["error", "message"],
-         "properties": {"error": {"type": "string", "description": "stable machine-readable code"},
-                        "message": {"type": "string"}}}
-OBJ = {"type": "object"}
+import msgspec
+from aiohttp import web
+
+from node.api import ledger_routes, routes
+from node.api.connections import Handler
+from protocol import api
+
+JSON, MSGPACK = "application/json", "application/msgpack"
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
+@dataclass(frozen=True, slots=True)
+class Route:
+    method: str
+    path: str
+    handler: Handler
+    summary: str
+    ok: type | str  # a model (JSON) or the media type of a non-JSON answer
+    errors: dict[int, str] = field(default_factory=dict)  # status -> when (answered as `Error` unless below)
+    path_params: type | None = None
+    query: type | None = None
+    body: type | None = None  # JSON request body model
+    msgpack_body: str = ""  # description of an application/msgpack request body
+    answers: dict[int, type] = field(default_factory=dict)  # non-200 statuses answered with a model other than Error
+    also: dict[str, str] = field(default_factory=dict)  # other media types of the 200 answer -> description
+    token: bool = False
 
 
-SCHEMAS: dict[str, Any] = {
-    "Error": ERROR,
-    "Health": {"type": "object", "properties": {"ok": {"type": "boolean"}, "node": {"type": "string"},
-                                                "accepting": {"type": "boolean"}}},
-    "Status": {"type": "object", "required": ["node_id", "chain_id", "height", "view", "primary",
-                                              "last_block_hash", "state_root", "peers", "mempool_size", "syncing"],
-               "properties": {"node_id": HEX32, "name": {"type": "string"}, "chain_id": {"type": "string"},
-                              "genesis_hash": HEX32, "role": {"enum": ["validator", "observer"]},
-                              "height": {"type": "integer"}, "view": {"type": "integer"},
-                              "primary": {"type": ["string", "null"]}, "primary_name": {"type": ["string", "null"]},
-                              "last_block_hash": {"type": ["string", "null"]},
-                              "state_root": {"type": ["string", "null"]}, "peers": {"type": "integer"},
-                              "mempool_size": {"type": "integer"}, "mempool_bytes": {"type": "integer"},
-                              "syncing": {"type": "boolean"}, "sync_target": {"type": ["integer", "null"]},
-                              "sync_progress": {"type": ["integer", "null"]}, "consensus": {"type": "boolean"},
-                              "accepting": {"type": "boolean"}, "time_offset_ms": {"type": "integer"},
-                              "uptime_ms": {"type": "integer"}}},
-    "Peers": {"type": "object", "properties": {"count": {"type": "integer"},
-                                               "peers": {"type": "array", "items": OBJ}}},
-    "SubmitJson": {"type": "object", "required": ["txs"], "additionalProperties": False,
-                   "properties": {"txs": {"type": "array", "minItems": 1, "maxItems": 10_000,
-                                          "items": {"type": "string", "pattern": "^[0-9a-fA-F]*$",
-                                                    "maxLength": 2 * 65536},
-                                          "description": "hex of canonical signed txs {sig, tx}"}}},
-    "SubmitResult": {"type": "object", "properties": {
-        "accepted": {"type": "integer"}, "rejected": {"type": "integer"},
-        "results": {"type": "array", "items": {"type": "object", "properties": {
-            "hash": {"type": ["string", "null"]}, "status": {"enum": ["accepted", "rejected"]},
-            "accepted": {"type": "boolean"}, "code": {"type": "string"}, "message": {"type": "string"}}}}}},
-    "TxStatus": {"type": "object", "required": ["hash", "status"], "properties": {
-        "hash": HEX32, "status": {"enum": ["pending", "committed", "failed", "unknown"]},
-        "height": {"type": "integer"}, "index": {"type": "integer"}, "receipt": OBJ}},
-    "Block": {"type": "object", "properties": {
-        "height": {"type": "integer"}, "hash": HEX32, "header": OBJ, "time": {"type": "integer"},
-        "proposer": HEX32, "tx_count": {"type": "integer"}, "txs": {"type": "array", "items": HEX32},
-        "certificate": {}, "state_root_after": {"type": ["string", "null"]}}},
-    "BlockList": {"type": "object", "properties": {"head": {"type": "integer"},
-                                                   "blocks": {"type": "array", "items": _ref("Block")}}},
-    "TimeOffset": {"type": "object", "required": ["offset_ms"], "properties": {
-        "offset_ms": {"type": "integer", "minimum": 0}, "allowed": {"type": "boolean"}}},
-    "LedgerObject": {"type": "object", "description": "JSON view of a ledger object (bytes as hex, money as int)"},
-}
+_LEDGER_ERRORS = {400: "malformed id (bad_field)", 404: "no such object (not_found)"}
 
 
-def _p(name: str, where: str = "path", schema: dict[str, Any] | None = None, doc: str = "") -> dict[str, Any]:
-    return {"name": name, "in": where, "required": where == "path", "schema": schema or {"type": "string"},
-            "description": doc}
+async def openapi_json(request: web.Request) -> web.Response:
+    return web.Response(body=msgspec.json.encode(spec()), content_type=JSON)
+
+
+ROUTES: list[Route] = [
+    Route("get", "/", routes.index, "Web status page and explorer (HTML)", "text/html"),
+    Route("get", "/health", routes.health, "Liveness: 200 while the node does its job, 503 with the problems",
+          api.Health, {503: "not doing its job: intake closed, consensus stopped or stalled"},
+          answers={503: api.Health}),
+    Route("get", "/status", routes.status, "Node and chain status", api.Status),
+    Route("get", "/peers", routes.peers, "Connected peers", api.Peers),
+    Route("post", "/txs", routes.submit_txs, "Submit one signed tx or a batch", api.SubmitResult,
+          {400: "bad_json | bad_hex | bad_msgpack | bad_batch | empty_body", 413: "body too large",
+           415: "unsupported Content-Type", 503: "mempool_full (Retry-After, with the per-tx rows) or intake closed"},
+          body=api.SubmitJson, msgpack_body="canonical msgpack: one signed tx {sig, tx} or a list of them"),
+    Route("get", "/txs/{hash}", routes.get_tx, "Tx status: pending, committed or failed (with its receipt), dropped "
+          "(with a reason)", api.TxStatus, {400: "bad_hash", 404: "unknown tx (status unknown)"},
+          path_params=api.HashPath, answers={404: api.TxStatus}),
+    Route("get", "/blocks", routes.list_blocks, "Recent block summaries, newest first", api.BlockList,
+          {400: "bad_limit | bad_height", 404: "no block at `before` (below what this node stores)"},
+          query=api.BlocksQuery),
+    Route("get", "/blocks/{height}", routes.get_block, "A block with its commit certificate", api.Block,
+          {400: "bad_height | bad_format", 404: "no block at this height"}, path_params=api.HeightPath,
+          query=api.BlockQuery, also={MSGPACK: "format=msgpack: canonical msgpack {block: <block bytes>, "
+                                                "certificate: <bytes>}"}),
+    Route("get", "/accounts/{id}", ledger_routes.account, "Account: roles, nonce, balances (proof=1 adds Merkle "
+          "proofs)", api.Account, _LEDGER_ERRORS, path_params=api.IdPath, query=api.AccountQuery),
+    Route("get", "/assets/{id}", ledger_routes.asset, "Asset", api.Asset, _LEDGER_ERRORS, path_params=api.AssetPath),
+    Route("get", "/receivables/{id}", ledger_routes.receivable, "Receivable", api.Receivable, _LEDGER_ERRORS,
+          path_params=api.IdPath),
+    Route("get", "/loans/{id}", ledger_routes.loan, "Loan", api.Loan, _LEDGER_ERRORS, path_params=api.IdPath),
+    Route("get", "/campaigns/{id}", ledger_routes.campaign, "Crowdfunding campaign", api.Campaign, _LEDGER_ERRORS,
+          path_params=api.IdPath),
+    Route("get", "/collateral/{id}", ledger_routes.collateral, "Registered collateral", api.Collateral,
+          _LEDGER_ERRORS, path_params=api.IdPath),
+    Route("get", "/fx-quotes/{id}", ledger_routes.fx_quote, "FX quote", api.FxQuote, _LEDGER_ERRORS,
+          path_params=api.IdPath),
+    Route("get", "/credit/{id}", ledger_routes.credit, "Credit score, limits and history", api.Credit,
+          _LEDGER_ERRORS, path_params=api.IdPath),
+    Route("get", "/events", ledger_routes.events, "Events filtered by account and/or kind", api.EventPage,
+          {400: "bad_field | bad_from_height | bad_limit"}, query=api.EventsQuery),
+    Route("get", "/trace/{tx_hash}", ledger_routes.trace, "Where the money of a tx came from and went", api.Trace,
+          {400: "bad_hash", 404: "no committed tx with this hash (not_found)"}, path_params=api.TxHashPath),
+    Route("get", "/metrics", routes.metrics, "Prometheus metrics (text format)", "text/plain"),
+    Route("get", "/openapi.json", openapi_json, "This document", "application/json"),
+    Route("get", "/admin/time-offset", routes.get_time_offset, "Current testnet block-time offset", api.TimeOffset),
+    Route("post", "/admin/time-offset", routes.set_time_offset, "Set the testnet block-time offset (operator)",
+          api.TimeOffset, {400: "bad_json | bad_field", 401: "missing or wrong bearer token",
+                           403: "not a testnet config or no token file"}, body=api.TimeOffsetRequest, token=True),
+]
+
+
+def register(app: web.Application) -> None:
+    """Add every route of the table (and only those) to the app."""
+    for r in ROUTES:
+        app.router.add_route(r.method.upper(), r.path, r.handler)
+
+
+def _models() -> list[type]:
+    out: list[type] = [api.Error]
+    for r in ROUTES:
+        out += [t for t in (r.ok, r.path_params, r.query, r.body) if isinstance(t, type)]
+        out += list(r.answers.values())
+    return list(dict.fromkeys(out))
+
+
+def _ref(t: type) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{t.__name__}"}
+
+
+def _not_null(schema: dict[str, Any]) -> dict[str, Any]:
+    """A parameter is absent rather than null: drop the null branch msgspec gives an optional field."""
+    alts = schema.get("anyOf")
+    if alts:
+        rest = [a for a in alts if a != {"type": "null"}]
+        if len(rest) == 1:
+            merged = {**{k: v for k, v in schema.items() if k != "anyOf"}, **rest[0]}
+            if merged.get("default", 0) is None:
+                merged.pop("default")
+            return merged
+    return schema
+
+
+def _params(model: type, where: str, components: dict[str, Any]) -> list[dict[str, Any]]:
+    comp = components[model.__name__]
+    required = set(comp.get("required", []))
+    return [{"name": name, "in": where, "required": where == "path" or name in required,
+             "schema": _not_null(schema)} for name, schema in comp["properties"].items()]
 
 
 def _json(schema: dict[str, Any], doc: str) -> dict[str, Any]:
-    return {"description": doc, "content": {"application/json": {"schema": schema}}}
+    return {"description": doc, "content": {JSON: {"schema": schema}}}
 
 
-def _err(doc: str) -> dict[str, Any]:
-    return _json(_ref("Error"), doc)
-
-
-# (method, path, summary, params, ok schema, error statuses, request body or None, needs token)
-Route = tuple[str, str, str, list[dict[str, Any]], dict[str, Any], dict[int, str], dict[str, Any] | None, bool]
-
-_ID = _p("id", schema=HEX_ID, doc="64-hex id (accounts: the public key)")
-_ASSET = _p("id", schema=ASSET_ID, doc="asset id, e.g. CNY.BANKA")
-_LEDGER_404 = {400: "malformed id (bad_field)", 404: "no such object (not_found)"}
-
-ROUTES: list[Route] = [
-    ("get", "/", "Web status page and explorer (HTML)", [], {"type": "string"}, {}, None, False),
-    ("get", "/health", "Liveness", [], _ref("Health"), {}, None, False),
-    ("get", "/status", "Node and chain status", [], _ref("Status"), {}, None, False),
-    ("get", "/peers", "Connected peers", [], _ref("Peers"), {}, None, False),
-    ("post", "/txs", "Submit one signed tx or a batch", [], _ref("SubmitResult"),
-     {400: "bad_json | bad_hex | bad_msgpack | bad_batch | empty_body", 413: "body too large",
-      415: "unsupported Content-Type", 503: "mempool_full (Retry-After) or intake closed"},
-     {"required": True, "content": {"application/msgpack": {"schema": {"description": "canonical msgpack: "
-                                    "one signed tx {sig, tx} or a list of them"}},
-                                    "application/json": {"schema": _ref("SubmitJson")}}}, False),
-    ("get", "/txs/{hash}", "Tx status (pending, committed, failed) with its receipt",
-     [_p("hash", schema=HEX32)], _ref("TxStatus"), {400: "bad_hash", 404: "unknown tx (status unknown)"},
-     None, False),
-    ("get", "/blocks", "Recent block summaries, newest first",
-     [_p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 100}),
-      _p("before", "query", HEIGHT)], _ref("BlockList"),
-     {400: "bad_limit | bad_height", 404: "no block at `before` (below what this node stores)"}, None, False),
-    ("get", "/blocks/{height}", "A block with its commit certificate (format=msgpack: raw bytes)",
-     [_p("height", schema=HEIGHT), _p("format", "query", {"enum": ["json", "msgpack"]})],
-     _ref("Block"), {400: "bad_height | bad_format", 404: "no block at this height"}, None, False),
-    ("get", "/accounts/{id}", "Account: roles, nonce, balances (proof=1 adds Merkle proofs)",
-     [_ID, _p("proof", "query", {"enum": ["0", "1"]})], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/assets/{id}", "Asset", [_ASSET], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/receivables/{id}", "Receivable", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/loans/{id}", "Loan", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/campaigns/{id}", "Crowdfunding campaign", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/collateral/{id}", "Registered collateral", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/fx-quotes/{id}", "FX quote", [_ID], _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/credit/{id}", "Credit score, limits and history", [_ID], _ref("LedgerObject"), _LEDGER_404,
-     None, False),
-    ("get", "/events", "Events filtered by account and/or kind",
-     [_p("account", "query", HEX_ID), _p("kind", "query", {"type": "string", "pattern": "^[ -~]{0,64}$"}), _p("from_height", "query", HEIGHT),
-      _p("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000})],
-     _ref("LedgerObject"), {400: "bad_field | bad_from_height | bad_limit"}, None, False),
-    ("get", "/trace/{tx_hash}", "Where the money of a tx came from and went", [_p("tx_hash", schema=HEX32)],
-     _ref("LedgerObject"), _LEDGER_404, None, False),
-    ("get", "/metrics", "Prometheus metrics (text format)", [], {"type": "string"}, {}, None, False),
-    ("get", "/openapi.json", "This document", [], OBJ, {}, None, False),
-    ("get", "/admin/time-offset", "Current testnet block-time offset", [], _ref("TimeOffset"), {}, None, False),
-    ("post", "/admin/time-offset", "Set the testnet block-time offset (operator)", [], _ref("TimeOffset"),
-     {400: "bad_json | bad_field", 401: "missing or wrong bearer token",
-      403: "not a testnet config or no token file"},
-     {"required": True, "content": {"application/json": {"schema": _ref("TimeOffset")}}}, True),
-]
+def _operation(r: Route, components: dict[str, Any]) -> dict[str, Any]:
+    if isinstance(r.ok, type):
+        ok: dict[str, Any] = {JSON: {"schema": _ref(r.ok)}}
+    else:
+        ok = {r.ok: {"schema": {"type": "object"} if r.ok == JSON else {"type": "string"}}}
+    ok.update({media: {"schema": {"description": doc}} for media, doc in r.also.items()})
+    responses: dict[str, Any] = {"200": {"description": "OK", "content": ok}}
+    for status, doc in {**r.errors, 500: "internal error (logged)"}.items():
+        model = r.answers.get(status)
+        schema = _ref(model) if model else _ref(api.Error)
+        if r.path == "/txs" and status == 503:  # mempool full answers the rows; a closed intake an Error
+            schema = {"anyOf": [_ref(api.SubmitResult), _ref(api.Error)]}
+        responses[str(status)] = _json(schema, doc)
+    op: dict[str, Any] = {"summary": r.summary, "operationId": f"{r.method}_{r.path}", "responses": responses}
+    params = []
+    if r.path_params is not None:
+        params += _params(r.path_params, "path", components)
+    if r.query is not None:
+        params += _params(r.query, "query", components)
+    if params:
+        op["parameters"] = params
+    content: dict[str, Any] = {}
+    if r.body is not None:
+        content[JSON] = {"schema": _ref(r.body)}
+    if r.msgpack_body:
+        content[MSGPACK] = {"schema": {"description": r.msgpack_body}}
+    if content:
+        op["requestBody"] = {"required": True, "content": content}
+    if r.token:
+        op["security"] = [{"bearer": []}]
+    return op
 
 
 @cache
 def spec() -> dict[str, Any]:
+    _schemas, components = msgspec.json.schema_components(_models(), ref_template="#/components/schemas/{name}")
     paths: dict[str, dict[str, Any]] = {}
-    for method, path, summary, params, ok, errors, body, token in ROUTES:
-        ok_content = "text/html" if path == "/" else "text/plain" if path == "/metrics" else "application/json"
-        content: dict[str, Any] = {ok_content: {"schema": ok}}
-        if path == "/blocks/{height}":
-            content["application/msgpack"] = {"schema": {"description": "format=msgpack: canonical msgpack "
-                                                                        "{block: <block bytes>, certificate: <bytes>}"}}
-        responses: dict[str, Any] = {"200": {"description": "OK", "content": content}}
-        for status, doc in {**errors, 500: "internal error (logged)"}.items():
-            responses[str(status)] = _err(doc)
-        op: dict[str, Any] = {"summary": summary, "operationId": f"{method}_{path}", "responses": responses}
-        if params:
-            op["parameters"] = params
-        if body is not None:
-            op["requestBody"] = body
-        if token:
-            op["security"] = [{"bearer": []}]
-        paths.setdefault(path, {})[method] = op
+    for r in ROUTES:
+        paths.setdefault(r.path, {})[r.method] = _operation(r, components)
     return {"openapi": "3.1.0",
             "info": {"title": "smeledger node API", "version": "1",
                      "description": "Permissioned PBFT ledger for SME finance. Errors are "
-                                    '{"error": code, "message": text}.'},
+                                    '{"error": code, "message": text}. Generated from the models in '
+                                    "protocol/api.py."},
             "paths": paths,
-            "components": {"schemas": SCHEMAS,
+            "components": {"schemas": components,
                            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer",
                                                           "description": "token from <home>/admin.token"}}}}

@@ -20,7 +20,7 @@ from typing import Any
 
 from aiohttp import web
 
-from node.api import ledger_routes, routes
+from node.api import openapi
 from node.api.bodies import BODIES, BodyReader
 from node.api.connections import (
     BACKLOG,
@@ -100,8 +100,7 @@ def make_app(d: ApiDeps) -> web.Application:
         bodies.close()
 
     app.on_cleanup.append(close_bodies)
-    routes.setup(app)
-    ledger_routes.setup(app)
+    openapi.register(app)  # the route table the OpenAPI document is generated from
     return app
 
 
