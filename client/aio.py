@@ -131,8 +131,8 @@ class AsyncClient(AsyncKindBuilders):
     async def status(self) -> api.Status:
         return await self.run(ops.get("/status", api.Status))
 
-    async def peers(self) -> dict[str, Any]:
-        return await self.run(ops.get("/peers", dict))
+    async def peers(self) -> api.Peers:
+        return await self.run(ops.get("/peers", api.Peers))
 
     async def metrics(self) -> str:
         return await self.run(ops.text("/metrics"))
@@ -193,14 +193,15 @@ class AsyncClient(AsyncKindBuilders):
         return await self.run(ops.query(thing, ident))
 
     async def events(self, account: str | None = None, kind: str | None = None, from_height: int | None = None,
-                     limit: int | None = None) -> dict[str, Any]:
-        return await self.run(ops.get("/events", dict, account=account, kind=kind, from_height=from_height,
-                                      limit=limit))
+                     limit: int | None = None) -> api.EventPage:
+        return await self.run(ops.get("/events", api.EventPage, account=account, kind=kind,
+                                      from_height=from_height, limit=limit))
 
     # ---- operator (testnet) ------------------------------------------------------------------------
 
-    async def time_offset(self) -> dict[str, Any]:
-        return await self.run(ops.get("/admin/time-offset", dict))
+    async def time_offset(self) -> api.TimeOffset:
+        return await self.run(ops.get("/admin/time-offset", api.TimeOffset))
 
-    async def set_time_offset(self, offset_ms: int) -> dict[str, Any]:
-        return await self.run(ops.post_json("/admin/time-offset", {"offset_ms": offset_ms}, auth=True))
+    async def set_time_offset(self, offset_ms: int) -> api.TimeOffset:
+        return await self.run(ops.post_json("/admin/time-offset", api.TimeOffsetRequest(offset_ms=offset_ms),
+                                            api.TimeOffset, auth=True))

@@ -176,8 +176,8 @@ class Client(KindBuilders):
         """Height, view, primary, peers, mempool size, sync state (DESIGN section 6)."""
         return self.run(ops.get("/status", api.Status))
 
-    def peers(self) -> dict[str, Any]:
-        return self.run(ops.get("/peers", dict))
+    def peers(self) -> api.Peers:
+        return self.run(ops.get("/peers", api.Peers))
 
     def metrics(self) -> str:
         """The node's Prometheus text."""
@@ -250,14 +250,17 @@ class Client(KindBuilders):
         return self.run(ops.query(thing, ident))
 
     def events(self, account: str | None = None, kind: str | None = None, from_height: int | None = None,
-               limit: int | None = None) -> dict[str, Any]:
-        return self.run(ops.get("/events", dict, account=account, kind=kind, from_height=from_height,
+               limit: int | None = None) -> api.EventPage:
+        """Events, oldest first, filtered by account and/or kind (`more` says whether a later page exists)."""
+        return self.run(ops.get("/events", api.EventPage, account=account, kind=kind, from_height=from_height,
                                 limit=limit))
 
     # ---- operator (testnet) ------------------------------------------------------------------------
 
-    def time_offset(self) -> dict[str, Any]:
-        return self.run(ops.get("/admin/time-offset", dict))
+    def time_offset(self) -> api.TimeOffset:
+        return self.run(ops.get("/admin/time-offset", api.TimeOffset))
 
-    def set_time_offset(self, offset_ms: int) -> dict[str, Any]:
-        return self.run(ops.post_json("/admin/time-offset", {"offset_ms": offset_ms}, auth=True))
+    def set_time_offset(self, offset_ms: int) -> api.TimeOffset:
+        """Move testnet block time forward (operator: needs the node's admin token)."""
+        return self.run(ops.post_json("/admin/time-offset", api.TimeOffsetRequest(offset_ms=offset_ms),
+                                      api.TimeOffset, auth=True))

@@ -307,6 +307,6 @@ def text(path: str) -> Op[str]:
     return resp.body.decode("utf-8", errors="replace")
 
 
-def post_json(path: str, doc: Any, auth: bool = False) -> Op[dict[str, Any]]:
+def post_json(path: str, doc: Any, typ: type[T], auth: bool = False) -> Op[T]:
     resp: Response = yield Request("POST", path, body=msgspec.json.encode(doc), content_type=JSON, auth=auth)
-    return decode(resp, dict)
+    return decode(resp, typ)

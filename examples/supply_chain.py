@@ -55,7 +55,7 @@ class Demo:
         self.names = {w.account: n for n, w in self.w.items()}
         self.chain = self.api.status().chain_id
         self.admins = self._admins(nodes_file, timeout)
-        self.offset = max((int(a.time_offset().get("offset_ms", 0)) for a in self.admins), default=0)
+        self.offset = max((a.time_offset().offset_ms for a in self.admins), default=0)
         self.timeout = timeout
         self.failures = 0
 
@@ -136,9 +136,9 @@ class Demo:
         print(f"\n>>> time +{ms // DAY_MS} days ({why}); offset now {self.offset} ms")
         start = self.api.status().height
         self.send("banka", "transfer", to=self.id("bankb"), asset=CNY, amount=1)
-        for ev in self.api.events(from_height=start + 1, limit=1000).get("events", []):
-            if ev.get("tx") is None:
-                self.show_event(ev, indent="   [time] ")
+        for ev in self.api.events(from_height=start + 1, limit=1000).events:
+            if ev.tx is None:
+                self.show_event(to_builtins(ev), indent="   [time] ")
 
     def query(self, thing: str, ident: str) -> dict[str, Any]:
         return self.api.query(thing, ident)
@@ -210,8 +210,8 @@ class Demo:
 
         print("\n== 8. Risk events")
         for kind in ("risk_limit_utilisation", "risk_due_soon", "risk_overdue", "risk_default"):
-            for ev in self.api.events(kind=kind, limit=50).get("events", []):
-                self.show_event(ev, indent="   ")
+            for ev in self.api.events(kind=kind, limit=50).events:
+                self.show_event(to_builtins(ev), indent="   ")
 
         print("\n== 9. The regulator traces Bank A's settlement payment")
         t = self.query("trace", settle["hash"])
