@@ -31,8 +31,11 @@ def assert_clean_error(p: subprocess.CompletedProcess[str], fragment: str, rc: i
     assert fragment in lines[0], lines[0]
 
 
-def test_run_without_a_config_is_one_clear_line(tmp_path: Path) -> None:
-    assert_clean_error(cli("run", "--home", str(tmp_path / "nope")), "no config file")
+def test_run_without_a_config_is_one_clear_json_line(tmp_path: Path) -> None:
+    p = cli("run", "--home", str(tmp_path / "nope"))  # a node writes JSON lines only, its start errors too
+    assert p.returncode == 1 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
+    err = json.loads(p.stderr)
+    assert err["error"] == "config_error" and "no config file" in err["message"]
 
 
 def test_status_of_an_unreachable_node_is_one_clear_line() -> None:

@@ -2,7 +2,7 @@
 390 px: every page shows what it should (amounts with the asset's decimals, names, links between
 objects, a live chart), nothing scrolls sideways, and the browser console stays free of errors.
 
-The ledger objects come from running docs/sdk.md against an in-process node. Skips, saying why, only when
+The ledger objects come from running docs/sdk.md against an in-process node (`docs_story`). Skips, saying why, only when
 no browser can be had (no `playwright` package or no Chromium binary)."""
 
 from __future__ import annotations
@@ -15,9 +15,7 @@ from typing import Any
 
 import pytest
 
-from devtools import testnet as testnet_mod
-from tests.conftest import ephemeral, free_port_block, load_home
-from tests.unit.test_sdk_docs import sections
+from tests.unit.conftest import Story
 
 CHROMIUM = os.environ.get("SMELEDGER_CHROMIUM") or shutil.which("chromium") or "/usr/bin/chromium"
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -47,17 +45,9 @@ async def browser() -> Any:
             await b.close()
 
 
-async def test_every_explorer_page_reads_well_at_390_px_without_console_errors(
-        tmp_path: Path, start_node: Any, browser: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    d = tmp_path / ".testnet"
-    testnet_mod.create(d, validators=1, observers=0, accounts=2, base_port=free_port_block(1), kdf="min")
-    node = await start_node(ephemeral(load_home(d / "banka")))
-    assert node.api is not None
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SMELEDGER_NODE", node.api.url)
-    ns: dict[str, Any] = {}
-    for _title, code in sections():
-        await asyncio.to_thread(exec, code, ns)
+async def test_every_explorer_page_reads_well_at_390_px_without_console_errors(docs_story: Story,
+                                                                                 browser: Any) -> None:
+    ns = docs_story.ns
     c, smea, smeb = ns["c"], ns["smea"], ns["smeb"]
     balance = (await asyncio.to_thread(c.account, smea.account)).balances["CNY.BANKA"]
 
@@ -67,7 +57,7 @@ async def test_every_explorer_page_reads_well_at_390_px_without_console_errors(
     page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
     page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
     page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.url}") if r.status >= 400 else None)
-    base = node.api.url
+    base = docs_story.url
 
     async def visit(fragment: str, *expected: str) -> str:
         await page.goto(f"{base}/#/{fragment}")

@@ -9,15 +9,10 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
-import pytest
-
-from devtools import testnet as testnet_mod
 from node.api import openapi
 from protocol import api
-from tests.conftest import ephemeral, free_port_block, load_home
-from tests.unit.test_sdk_docs import sections
+from tests.unit.conftest import Story
 
 SEED = os.environ.get("SMELEDGER_SCHEMATHESIS_SEED", "20261125")
 EXAMPLES = os.environ.get("SMELEDGER_SCHEMATHESIS_EXAMPLES", "50")
@@ -48,26 +43,17 @@ def _config(path: Path, ids: dict[str, str]) -> None:
     path.write_text("\n".join(rows))
 
 
-async def test_schemathesis_with_all_checks_finds_no_failure(tmp_path: Path, start_node: Any,
-                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    d = tmp_path / ".testnet"
-    testnet_mod.create(d, validators=1, observers=0, accounts=2, base_port=free_port_block(1), kdf="min")
-    node = await start_node(ephemeral(load_home(d / "banka")))
-    assert node.api is not None
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("SMELEDGER_NODE", node.api.url)
-    ns: dict[str, Any] = {}
-    for _title, code in sections():
-        await asyncio.to_thread(exec, code, ns)
+async def test_schemathesis_with_all_checks_finds_no_failure(docs_story: Story, tmp_path: Path) -> None:
+    ns, url = docs_story.ns, docs_story.url
     ids = {"account": ns["smea"].account, "receivable": ns["receivable"].tx_hash, "loan": ns["loan"].tx_hash,
            "campaign": ns["campaign"].tx_hash, "collateral": ns["inventory"].tx_hash, "quote": ns["quote"].tx_hash,
            "tx": ns["r"].tx_hash}
     config = tmp_path / "schemathesis.toml"
     _config(config, ids)
-    token = (d / "banka" / "admin.token").read_text().strip()
+    token = (docs_story.testnet / "banka" / "admin.token").read_text().strip()
     st = Path(sys.executable).with_name("schemathesis")
     proc = await asyncio.create_subprocess_exec(
-        str(st), "--config-file", str(config), "run", f"{node.api.url}/openapi.json", "--checks", "all",
+        str(st), "--config-file", str(config), "run", f"{url}/openapi.json", "--checks", "all",
         "--max-examples", EXAMPLES, "--seed", SEED, "--workers", "1", "--no-color", "--generation-database", "none",
         "--header", f"Authorization: Bearer {token}", "--request-timeout", "10",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=tmp_path)
