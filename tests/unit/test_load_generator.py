@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from client.errors import UsageError
+from client.errors import ClientError, UsageError
 from client.wallet import Wallet
 from devtools import load
 from devtools.bench import attribute, next_rate, steady_rate
@@ -220,3 +220,85 @@ def test_block_tx_hashes_reads_time_and_tx_hashes_from_the_raw_block_answer() ->
         block_tx_hashes(b"\xc1")
     with pytest.raises(ValueError):
         block_tx_hashes(codec.encode({"certificate": b""}))
+
+
+class _Answer:
+    def __init__(self, status: int, doc: object) -> None:
+        self.status, self.doc = status, doc
+
+    async def __aenter__(self) -> _Answer:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        return None
+
+    async def json(self, content_type: object = None) -> object:
+        return self.doc
+
+
+class _Nodes:
+    """A fake aiohttp session: each node URL answers GET /txs/{hash} from a table (or is down)."""
+
+    def __init__(self, table: dict[str, tuple[int, object] | None]) -> None:
+        self.table = table
+
+    def get(self, url: str) -> _Answer:
+        node = url.split("/txs/")[0]
+        answer = self.table[node]
+        if answer is None:
+            raise OSError("connection refused")
+        return _Answer(*answer)
+
+
+async def test_a_tx_is_lost_only_when_every_node_that_answers_does_not_know_it() -> None:
+    run = load.LoadRun(load._defaults(argparse.Namespace(nodes="http://a,http://b,http://c", rate=5.0,
+                                                         duration=1.0)))
+    h = b"\x01" * 32
+    unknown = (404, {"hash": h.hex(), "status": "unknown"})
+    cases = [({"http://a": unknown, "http://b": (200, {"status": "dropped", "reason": "sender_frozen"}),
+               "http://c": unknown}, "dropped"),
+             ({"http://a": unknown, "http://b": (200, {"status": "pending"}), "http://c": unknown}, "pending"),
+             ({"http://a": None, "http://b": (200, {"status": "committed"}), "http://c": None}, "committed"),
+             ({"http://a": unknown, "http://b": None, "http://c": unknown}, "lost"),
+             ({"http://a": None, "http://b": None, "http://c": None}, "unconfirmed")]
+    for table, want in cases:
+        assert await run.status_anywhere(_Nodes(table), h, 0) == want, table
+
+
+def test_the_record_lists_every_accepted_hash_with_its_final_status(tmp_path: Path) -> None:
+    out = tmp_path / "rec.txt"
+    load.write_record(str(out), {b"\x02" * 32: "lost", b"\x01" * 32: "committed"})
+    assert out.read_text().splitlines() == ["01" * 32 + " committed", "02" * 32 + " lost"]
+
+
+def test_progress_is_json_lines_at_most_every_interval_when_not_on_a_terminal() -> None:
+    import io
+
+    from devtools.progress import Reporter
+
+    stream = io.StringIO()
+    r = Reporter("load", 100, "json", every=3600.0, stream=stream)
+    r._last = -1e9  # the first update is due
+    r.update(10, committed=5)
+    r.update(20, committed=9)  # within the interval: held back
+    lines = [json.loads(x) for x in stream.getvalue().splitlines()]
+    assert len(lines) == 1 and lines[0]["event"] == "progress" and lines[0]["done"] == 10
+    assert lines[0]["committed"] == 5 and lines[0]["total"] == 100
+    quiet = io.StringIO()
+    Reporter("load", 100, "none", stream=quiet).update(50)
+    assert quiet.getvalue() == ""
+
+
+def test_a_run_with_lost_txs_exits_non_zero_naming_them(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    summary = {**Tally(submitted=3, accepted=3, committed=2, lost=1).summary(1.0), "senders": 2,
+               "stalled_senders": 0, "blocks": 1}
+
+    async def fake_main(self: load.LoadRun) -> dict[str, object]:
+        self.final = {b"\x01" * 32: "committed", b"\x02" * 32: "committed", b"\x03" * 32: "lost"}
+        return dict(summary)
+    monkeypatch.setattr(load.LoadRun, "main", fake_main)
+    record = tmp_path / "r.txt"
+    with pytest.raises(ClientError) as e:
+        load.run(argparse.Namespace(nodes="http://a", rate=5.0, duration=1.0, record=str(record), json=True))
+    assert e.value.code == "lost" and "1 accepted txs were lost" in e.value.message
+    assert record.read_text().count(" lost") == 1
