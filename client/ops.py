@@ -178,6 +178,12 @@ def submit(raws: Sequence[bytes]) -> Op[api.SubmitResult]:
         except ProtocolError as exc:
             raise ClientError(f"a tx in the batch is not canonical msgpack: {exc.message}", code="bad_tx") from None
     resp: Response = yield Request("POST", "/txs", body=body, content_type=MSGPACK, ok=(200, 503))
+    if resp.status == 503:  # a full mempool answers the per-tx rows; a closed intake only an error
+        try:
+            full: api.SubmitResult = api.decode_json(resp.body, api.SubmitResult)
+            return full
+        except (msgspec.ValidationError, msgspec.DecodeError):
+            raise error_of(resp.status, resp.content_type, resp.body, "POST /txs") from None
     return decode(resp, api.SubmitResult)
 
 
