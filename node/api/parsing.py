@@ -26,7 +26,7 @@ _CODES = {"hash": "bad_hash", "tx_hash": "bad_hash", "height": "bad_height", "be
           "id": "bad_field", "account": "bad_field", "kind": "bad_field", "proof": "bad_field",
           "offset_ms": "bad_field"}
 _FIELD_PROBLEM = re.compile(r"(missing required field|unknown field) `([A-Za-z_]+)`")
-_AT = re.compile(r"at `\$\.([A-Za-z_]+)")
+_AT = re.compile(r"at `\$\.([A-Za-z_]+)[^`]*`")
 _MAX_INT_DIGITS = 19
 
 
