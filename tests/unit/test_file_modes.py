@@ -20,7 +20,7 @@ from tests.conftest import ephemeral, free_port_block, load_home
 
 REPO = Path(__file__).resolve().parents[2]
 SECRETS = {"node_key.json", "admin.token", "PASSWORD", "SMELEDGER-SEAL"}
-PUBLIC = {"config.toml", "genesis.json", "nodes.json"}
+PUBLIC = {"config.toml", "genesis.json", "nodes.json", "smeledger.service"}
 
 
 def _mode(p: Path) -> int:
