@@ -61,7 +61,7 @@ async def status(request: web.Request) -> web.Response:
 
 
 async def peers(request: web.Request) -> web.Response:
-    rows = [api.convert(p.to_dict(), api.Peer) for p in deps(request).p2p.peers()]
+    rows = deps(request).p2p.peers()  # PeerInfo is api.Peer
     return answer(api.Peers(count=len(rows), peers=rows))
 
 

@@ -6,9 +6,9 @@ config module maps its TOML onto these fields and nothing else in the P2P code h
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass
 
+from protocol import api
 from protocol.framing import DEFAULT_MAX_FRAME
 
 
@@ -58,24 +58,4 @@ class PeerAddr:
     name: str = ""
 
 
-@dataclass(frozen=True, slots=True)
-class PeerInfo:
-    """One row of the peer table, as `/peers` shows it."""
-
-    public_key: str  # lowercase hex
-    name: str
-    address: str  # host:port of the remote end of the socket
-    direction: str  # "in" (they dialed us) or "out"
-    validator: bool
-    connected_since_ms: int  # unix ms
-    rtt_ms: float | None
-    bytes_in: int
-    bytes_out: int
-    frames_in: int
-    frames_out: int
-    queue_frames: int
-    queue_bytes: int
-    dropped_frames: int
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+PeerInfo = api.Peer  # one row of the peer table: the `/peers` document itself (protocol/api.py)

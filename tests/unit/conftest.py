@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import re
+import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +31,26 @@ def sdk_doc_sections() -> list[tuple[str, str]]:
         if code:
             out.append((m.group("title").strip(), code))
     return out
+
+
+@pytest.fixture
+def dead_urls() -> Iterator[Callable[[int], list[str]]]:
+    """`dead_urls(n)`: n URLs of 127.0.0.1 ports that refuse connections for the whole test (bound, never
+    listening, so no other process on the machine can take them meanwhile)."""
+    held: list[socket.socket] = []
+
+    def make(n: int) -> list[str]:
+        urls = []
+        for _ in range(n):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            held.append(s)
+            urls.append(f"http://127.0.0.1:{s.getsockname()[1]}")
+        return urls
+
+    yield make
+    for s in held:
+        s.close()
 
 
 @dataclass

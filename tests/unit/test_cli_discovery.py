@@ -10,12 +10,12 @@ import subprocess
 import sys
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from client import discovery
 from client.errors import ClientError
-from tests.conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -53,8 +53,8 @@ def test_a_broken_or_missing_nodes_file_is_a_clear_error(tmp_path: Path) -> None
     assert e.value.code == "bad_testnet"
 
 
-def test_global_options_work_after_the_command_and_between_tx_and_its_kind(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port_block(1) + 1}"
+def test_global_options_work_after_the_command_and_between_tx_and_its_kind(tmp_path: Path, dead_urls: Any) -> None:
+    dead = dead_urls(1)[0]
     for args in (["--json", "--node", dead, "status"], ["status", "--node", dead, "--json"],
                  ["tx", "--node", dead, "--json", "transfer", "--wallet", str(tmp_path / "w.json"),
                   "--to", "ab" * 32, "--asset", "CNY.BANKA", "--amount", "5"]):
@@ -64,8 +64,8 @@ def test_global_options_work_after_the_command_and_between_tx_and_its_kind(tmp_p
         assert set(err) == {"error", "message"} and err["error"] in ("unreachable", "wallet_error"), err
 
 
-def test_with_json_every_error_is_one_json_object_with_a_stable_code(tmp_path: Path) -> None:
-    dead = f"http://127.0.0.1:{free_port_block(1) + 1}"
+def test_with_json_every_error_is_one_json_object_with_a_stable_code(tmp_path: Path, dead_urls: Any) -> None:
+    dead = dead_urls(1)[0]
     p = cli("--json", "status", "--node", dead)
     assert json.loads(p.stderr)["error"] == "unreachable" and dead in json.loads(p.stderr)["message"]
     p = cli("--json", "query", "widgets", "1")
@@ -76,9 +76,9 @@ def test_with_json_every_error_is_one_json_object_with_a_stable_code(tmp_path: P
     assert p.returncode == 1 and p.stderr.startswith("error: cannot reach " + dead)
 
 
-def test_status_without_node_reads_the_testnet_directory_in_the_working_directory(tmp_path: Path) -> None:
-    base = free_port_block(2)
-    _testnet(tmp_path / ".testnet", [f"http://127.0.0.1:{base + 1001}", f"http://127.0.0.1:{base + 1002}"])
+def test_status_without_node_reads_the_testnet_directory_in_the_working_directory(tmp_path: Path,
+                                                                                   dead_urls: Any) -> None:
+    _testnet(tmp_path / ".testnet", dead_urls(2))
     p = cli("--json", "status", cwd=tmp_path)
     rows = json.loads(p.stdout)
     assert p.returncode == 1 and [r["name"] for r in rows] == ["n0", "n1"]

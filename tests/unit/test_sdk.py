@@ -30,7 +30,7 @@ from client.errors import (
 from client.wallet import Wallet, read_password
 from protocol import api
 from protocol.crypto import PrivateKey
-from tests.conftest import ephemeral, free_port_block, load_home
+from tests.conftest import ephemeral, load_home
 
 HASH = "ab" * 32
 
@@ -185,9 +185,9 @@ async def test_a_stale_nonce_is_refused_with_its_code_and_the_next_tx_asks_the_n
         assert again.tx.nonce == 1 and (await again.wait(20)).ok
 
 
-async def test_the_blocking_client_fails_over_past_a_dead_node_and_follows_there(net: Any) -> None:
+async def test_the_blocking_client_fails_over_past_a_dead_node_and_follows_there(net: Any, dead_urls: Any) -> None:
     url, w = net
-    dead = f"http://127.0.0.1:{free_port_block(1) + 1}"
+    dead = dead_urls(1)[0]
 
     def run() -> api.Receipt:
         c = Client([dead, url], timeout=2)
@@ -214,9 +214,8 @@ async def test_a_signed_tx_no_node_has_seen_is_submitted_by_follow(net: Any) -> 
         assert final.status == "committed" and final.receipt is not None and final.receipt.ok
 
 
-def test_no_reachable_node_is_unreachable_naming_every_url() -> None:
-    base = free_port_block(2)
-    urls = [f"http://127.0.0.1:{base + 1}", f"http://127.0.0.1:{base + 2}"]
+def test_no_reachable_node_is_unreachable_naming_every_url(dead_urls: Any) -> None:
+    urls = dead_urls(2)
     with pytest.raises(Unreachable) as e:
         Client(urls, timeout=1).status()
     assert e.value.code == "unreachable" and all(u in e.value.message for u in urls)
