@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from typing import Any, TextIO
 
 import structlog
-from aiohttp.http_exceptions import HttpProcessingError
 
 _LEVELS = {"debug": logging.DEBUG, "info": logging.INFO, "warning": logging.WARNING, "error": logging.ERROR}
 
@@ -49,8 +48,8 @@ def configure(level: str = "info", stream: TextIO | None = None, node: str | Non
     else that logs in the process made JSON too: the standard library's `logging` (aiohttp's server and
     access loggers, asyncio, ...) through structlog's `ProcessorFormatter`, warnings, and exceptions that
     escape a thread. A library record becomes `{"event": "library_logged", "logger": ..., "message": ...}`
-    with any traceback as one `exception` string field; a malformed HTTP request that aiohttp refuses is
-    one throttled `http_request_refused` warning, not a traceback (`HttpNoise`)."""
+    with any traceback as one `exception` string field. (aiohttp's server answers and logs a malformed
+    request through the node's own logger: node/api/connections.py.)"""
     out = stream or sys.stdout
     lvl = _LEVELS.get(level, logging.INFO)
     structlog.configure(
@@ -62,7 +61,6 @@ def configure(level: str = "info", stream: TextIO | None = None, node: str | Non
     )
     handler = logging.StreamHandler(out)
     handler.setFormatter(json_formatter(node))
-    handler.addFilter(HttpNoise())
     root = logging.getLogger()
     for old in list(root.handlers):
         root.removeHandler(old)
@@ -85,7 +83,7 @@ def json_formatter(node: str | None = None) -> logging.Formatter:
     def library_event(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
         record = event.get("_record")
         event["message"] = event.pop("event", "")
-        event["event"] = getattr(record, "smeledger_event", "library_logged")
+        event["event"] = "library_logged"
         if record is not None:
             event["logger"] = record.name
             for k in _RECORD_EXTRAS:
@@ -102,35 +100,7 @@ def json_formatter(node: str | None = None) -> logging.Formatter:
                     structlog.processors.format_exc_info, structlog.processors.JSONRenderer(sort_keys=False)])
 
 
-_RECORD_EXTRAS = ("error", "peer", "repeated")
-
-
-class HttpNoise(logging.Filter):
-    """aiohttp logs a request it cannot parse (a NUL in a header, a request line over 8 KiB, bad chunked
-    encoding, TLS sent to the plain port) as an error with a traceback. That is the client's mistake: the
-    record becomes one `http_request_refused` warning naming the parser's complaint, at most one per kind
-    of complaint every `interval_s` seconds (the next one carries `repeated`)."""
-
-    def __init__(self, interval_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__()
-        self._throttle = Throttle(interval_s, clock=clock)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        exc = record.exc_info[1] if record.exc_info else None
-        if not record.name.startswith("aiohttp") or not isinstance(exc, HttpProcessingError):
-            return True
-        kind = type(exc).__name__
-        shown: dict[str, Any] = {}
-        if not self._throttle(lambda _e, **f: shown.update(f), "http_request_refused", kind, error=kind):
-            return False
-        peer = record.args[0] if isinstance(record.args, tuple) and record.args else None
-        record.msg, record.args, record.exc_info, record.exc_text = "refused a malformed HTTP request", (), None, None
-        record.levelno, record.levelname = logging.WARNING, "WARNING"
-        reason = " ".join(str(getattr(exc, "message", "")).split())[:200]
-        extra = {**shown, "smeledger_event": "http_request_refused",
-                 "error": f"{kind}: {reason}" if reason else kind, "peer": str(peer) if peer is not None else None}
-        record.__dict__.update({k: v for k, v in extra.items() if v is not None})
-        return True
+_RECORD_EXTRAS = ("error", "peer")
 
 
 def node_logger(name: str, position: Position, level: str = "info", stream: TextIO | None = None) -> Any:

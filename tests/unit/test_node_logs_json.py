@@ -1,7 +1,7 @@
 """Every line a node writes is one JSON object: after a barrage of malformed HTTP (a NUL in a header, a
 9 KiB request line, bad chunked encoding, TLS on the plain port, a bad HTTP version) the node's log holds
-only JSON lines, each refusal is one throttled `http_request_refused` warning instead of a traceback,
-and the node still answers. Library logging and thread exceptions go through the same JSON formatter."""
+only JSON lines, each refusal is one throttled `api_bad_http` event instead of a traceback, and the
+node still answers. Library logging and thread exceptions go through the same JSON formatter."""
 
 from __future__ import annotations
 
@@ -12,11 +12,9 @@ import socket
 import threading
 from pathlib import Path
 
-from aiohttp.http_exceptions import BadHttpMessage, LineTooLong
-
 from client.client import Client
 from devtools import devnet
-from node.logging import HttpNoise, configure
+from node.logging import configure
 from tests.conftest import free_port_block
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -60,9 +58,9 @@ def test_a_node_writes_only_json_lines_after_a_malformed_http_barrage(tmp_path: 
             docs.append(json.loads(line))
         except json.JSONDecodeError:
             raise AssertionError(f"node.log line {n} is not JSON: {line[:200]}") from None
-    refused = [d for d in docs if d["event"] == "http_request_refused"]
-    assert refused and all(d["level"] == "warning" and d["node"] == "banka" and d["error"] for d in refused)
-    assert len(refused) <= 8, "repeats of one kind of refusal are throttled"  # 35 bad requests sent
+    refused = [d for d in docs if d["event"] == "api_bad_http"]
+    assert refused and all(d["node"] == "banka" and d["code"] and d["error"] for d in refused)
+    assert len(refused) <= len(BARRAGE), "repeats of one kind of refusal are throttled"  # 35 bad requests sent
     assert not [d for d in docs if "exception" in d], "no tracebacks for a client's malformed request"
     assert any(d["event"] == "node_stopped" for d in docs)
 
@@ -90,24 +88,3 @@ def test_library_records_warnings_and_thread_exceptions_are_json() -> None:
     crash = docs[1]
     assert crash["logger"] == "smeledger.uncaught" and "ZeroDivisionError" in crash["exception"]
     assert docs[2]["logger"] == "py.warnings"
-
-
-def test_refusals_of_one_kind_are_throttled_and_counted() -> None:
-    now = [0.0]
-    f = HttpNoise(interval_s=10, clock=lambda: now[0])
-
-    def record(exc: Exception) -> logging.LogRecord:
-        return logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "Error handling request from %s",
-                                 ("10.0.0.9",), (type(exc), exc, None))
-    first = record(BadHttpMessage("Invalid header value char"))
-    assert f.filter(first) and first.levelname == "WARNING" and first.exc_info is None
-    assert first.__dict__["peer"] == "10.0.0.9" and first.__dict__["smeledger_event"] == "http_request_refused"
-    assert not f.filter(record(BadHttpMessage("again")))
-    assert f.filter(record(LineTooLong("line", "8190")))  # another kind is logged at once
-    now[0] = 11.0
-    later = record(BadHttpMessage("later"))
-    assert f.filter(later) and later.__dict__["repeated"] == 1
-    other = logging.LogRecord("aiohttp.server", logging.ERROR, __file__, 1, "boom", (), None)
-    assert f.filter(other) and other.levelname == "ERROR"  # a server bug keeps its level
-
-
