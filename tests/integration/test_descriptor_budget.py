@@ -68,9 +68,9 @@ def test_a_node_with_1024_descriptors_holds_a_connection_flood_to_its_api_share_
         for nonce in range(3):
             tx = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "1"},
                                     chain=testnet.CHAIN_ID, sender=a.public_key, nonce=nonce))
-            assert client.submit(tx)["results"][0]["accepted"]
-            assert client.wait_for_commit(tx.hash, timeout=15)["status"] == "committed"
-        assert client.health()["ok"] is True
+            assert client.submit(tx).results[0].accepted
+            assert client.follow(tx.hash, timeout=15).status == "committed"
+        assert client.health().ok is True
     finally:
         for s in socks:
             s.close()
