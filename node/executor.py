@@ -19,7 +19,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from node.chain import ChainHead
-from protocol import codec
 from protocol.block import Block
 from protocol.errors import ProtocolError
 from protocol.ledger import BlockResult, apply_block, next_nonce
@@ -124,7 +123,7 @@ class BlockExecutor:
             overlay = Overlay(reader)
             result = apply_block(overlay, block.header, txs)
             staged = state.stage(overlay.changes())
-            receipts = [codec.encode(r.to_value()) for r in result.receipts]
+            receipts = [r.encode() for r in result.receipts]
             self.blocks.commit(block, certificate, receipts, staged, block_bytes=block.raw,
                                tx_hashes=[t.hash for t in txs])
             senders = sorted({t.sender for t in txs})

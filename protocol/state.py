@@ -73,17 +73,27 @@ _MISSING = object()
 
 
 class Overlay:
-    """Buffered writes over a read-only base, with nested savepoints."""
+    """Buffered writes over a read-only base, with nested savepoints.
+
+    Point reads of the base are remembered for the overlay's life (one block): a block touches a few
+    keys per tx, mostly the same ones again (sender records, assets, balances), and the base must not
+    change under an overlay anyway. So the memo is bounded by what one block reads."""
 
     def __init__(self, base: StateReader) -> None:
         self._base = base
         self._writes: dict[bytes, bytes | None] = {}
+        self._reads: dict[bytes, bytes | None] = {}
         self._undo: list[list[tuple[bytes, object]]] = []
 
     def get(self, key: bytes) -> bytes | None:
-        if key in self._writes:
-            return self._writes[key]
-        return self._base.get(key)
+        w = self._writes
+        if key in w:
+            return w[key]
+        r = self._reads
+        if key in r:
+            return r[key]
+        v = r[key] = self._base.get(key)
+        return v
 
     def _record(self, key: bytes) -> None:
         if self._undo:

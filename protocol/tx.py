@@ -28,6 +28,34 @@ MAX_KIND_LEN = 32
 MAX_CHAIN_LEN = 64
 
 
+_ENV_HEAD = b"\x82\xa3sig\xc4\x40"  # {"sig": bin 64, ...}: the only canonical start of an envelope
+_TX_KEY = b"\xa2tx"
+_SIG_END = len(_ENV_HEAD) + SIGNATURE_SIZE
+_BODY_AT = _SIG_END + len(_TX_KEY)
+
+
+def _split_envelope(raw: bytes) -> tuple[bytes, bytes] | None:
+    """(sig, body bytes) of an envelope in its one canonical form, read without a generic decode; None
+    for anything else (the strict decoder then rejects it with the precise error, or accepts it)."""
+    if len(raw) > MAX_TX_BYTES or not raw.startswith(_ENV_HEAD) or raw[_SIG_END:_BODY_AT] != _TX_KEY:
+        return None
+    i = _BODY_AT
+    tag = raw[i:i + 1]
+    if tag == b"\xc4":  # the shortest bin header for each length is the canonical one
+        n, start, shortest = raw[i + 1] if len(raw) > i + 1 else -1, i + 2, True
+    elif tag == b"\xc5":
+        n, start = int.from_bytes(raw[i + 1:i + 3], "big"), i + 3
+        shortest = n > 0xFF
+    elif tag == b"\xc6":
+        n, start = int.from_bytes(raw[i + 1:i + 5], "big"), i + 5
+        shortest = n > 0xFFFF
+    else:
+        return None
+    if not shortest or n < 0 or start + n != len(raw):
+        return None
+    return raw[len(_ENV_HEAD):_SIG_END], raw[start:]
+
+
 @dataclass(frozen=True, slots=True)
 class SignedTx:
     raw: bytes
@@ -47,6 +75,9 @@ class SignedTx:
     @classmethod
     def from_wire(cls, raw: bytes) -> SignedTx:
         """Strictly decode an envelope and its body; raises CodecError or FieldError."""
+        parts = _split_envelope(raw)
+        if parts is not None:
+            return cls._from_parts(raw, parts[1], parts[0])
         env = expect_map(codec.decode(raw, TX_LIMITS), "signed tx")
         only_keys(env, {"sig", "tx"}, "signed tx")
         sig = req_bytes(env, "sig", size=SIGNATURE_SIZE)

@@ -236,7 +236,8 @@ class Database:
             # paranoid_checks: a damaged log record or table refuses the open. LevelDB's log reader still
             # treats a record cut short at the very end of the log as never written (a torn write after
             # a power cut), which is only possible for a write that was never acknowledged as synced.
-            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=True,
+            # Bloom filters keep reads of absent keys (tx index, key owners) one probe as history grows.
+            raw = plyvel.DB(p, create_if_missing=create, paranoid_checks=True, bloom_filter_bits=10,
                             lru_cache_size=cache_mb * 1024 * 1024,
                             write_buffer_size=write_buffer_mb * 1024 * 1024,
                             max_open_files=max_open_files)

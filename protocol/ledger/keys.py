@@ -205,5 +205,12 @@ def ev_kind(kind: str, height: int, index: int) -> bytes:
     return ev_kind_prefix(kind) + event_pos(height, index)
 
 
+def event_keys(kind: str, accounts: list[bytes], height: int, index: int) -> tuple[bytes, list[bytes]]:
+    """The key of one event and of its index entries (one per account, one for its kind), sharing the
+    position suffix computed once."""
+    pos = event_pos(height, index)
+    return P_EVENT + pos, [P_EV_ACCOUNT + a + pos for a in accounts] + [ev_kind_prefix(kind) + pos]
+
+
 def tx_record(tx_hash: bytes) -> bytes:
     return P_TX + tx_hash

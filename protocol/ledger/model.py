@@ -9,6 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+import msgpack
+
 YEAR_MS = 365 * 24 * 3600 * 1000
 DAY_MS = 24 * 3600 * 1000
 BPS = 10_000
@@ -32,6 +34,47 @@ def jsonable(v: Any) -> Any:
     return v
 
 
+def _pack(obj: Any) -> bytes:
+    packed: bytes = msgpack.packb(obj, use_bin_type=True)
+    return packed
+
+
+def _canonical(obj: Any) -> Any:
+    """`obj` with every map's keys in sorted order (values built by the ledger: str keys, no floats)."""
+    t = type(obj)
+    if t is dict:
+        return {k: _canonical(obj[k]) for k in sorted(obj)}
+    if t is list or t is tuple:
+        return [_canonical(x) for x in obj]
+    return obj
+
+
+def encode_value(obj: Any) -> bytes:
+    """Canonical msgpack of a ledger value, byte-identical to `protocol.codec.encode` (tested) without its
+    type walk: a value whose maps already iterate in key order (records read back from state, values
+    built in order) is packed as it is; anything else is reordered first."""
+    return _pack(obj if _in_order(obj) else _canonical(obj))
+
+
+def _in_order(obj: Any) -> bool:
+    t = type(obj)
+    if t is dict:
+        prev: str | None = None
+        for k, v in obj.items():
+            if prev is not None and k <= prev:
+                return False
+            prev = k
+            if type(v) in _NESTED and not _in_order(v):
+                return False
+        return True
+    if t is list or t is tuple:
+        return all(type(v) not in _NESTED or _in_order(v) for v in obj)
+    return True
+
+
+_NESTED = frozenset({dict, list, tuple})
+
+
 @dataclass(frozen=True, slots=True)
 class Event:
     """One state change. `tx` is the hash of the tx that caused it, or None for time-driven ones."""
@@ -42,10 +85,12 @@ class Event:
     tx: bytes | None
     accounts: tuple[bytes, ...]
     data: dict[str, Any]
+    raw: bytes = field(default=b"", compare=False, repr=False)  # canonical bytes, when `emit` made it
 
     def to_value(self) -> dict[str, Any]:
-        return {"height": self.height, "index": self.index, "kind": self.kind, "tx": self.tx,
-                "accounts": list(self.accounts), "data": self.data}
+        """The event as a map, keys in canonical (sorted) order so encoding needs no reordering."""
+        return {"accounts": list(self.accounts), "data": self.data, "height": self.height,
+                "index": self.index, "kind": self.kind, "tx": self.tx}
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = jsonable(self.to_value())
@@ -72,8 +117,20 @@ class Receipt:
         return self.status == "ok"
 
     def to_value(self) -> dict[str, Any]:
-        return {"tx_hash": self.tx_hash, "status": self.status, "code": self.code,
-                "message": self.message, "events": [e.to_value() for e in self.events]}
+        return {"code": self.code, "events": [e.to_value() for e in self.events], "message": self.message,
+                "status": self.status, "tx_hash": self.tx_hash}
+
+    def encode(self) -> bytes:
+        """Canonical bytes of `to_value()` (what is stored), splicing in the events' bytes that `emit`
+        already encoded instead of encoding them again."""
+        if not all(e.raw for e in self.events):
+            return _pack(_canonical(self.to_value()))
+        n = len(self.events)
+        head = bytes([0x90 | n]) if n < 16 else (b"\xdc" + n.to_bytes(2, "big") if n < 65536
+                                                  else b"\xdd" + n.to_bytes(4, "big"))
+        return b"".join((b"\x85\xa4code", _pack(self.code), b"\xa6events", head, *(e.raw for e in self.events),
+                         b"\xa7message", _pack(self.message), b"\xa6status", _pack(self.status),
+                         b"\xa7tx_hash", _pack(self.tx_hash)))
 
     def to_json(self) -> dict[str, Any]:
         out: dict[str, Any] = jsonable(self.to_value())

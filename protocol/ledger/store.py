@@ -14,29 +14,19 @@ import msgpack
 
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
-from protocol.ledger.model import MAX_SUPPLY, BlockCtx, Event, Params, TxCtx
+from protocol.ledger.model import MAX_SUPPLY, BlockCtx, Event, Params, TxCtx, encode_value
 from protocol.state import StateReader, StateView
 
 Ctx = TxCtx | BlockCtx
-
-
-def _ordered(obj: Any) -> Any:
-    t = type(obj)
-    if t is dict:
-        return {k: _ordered(obj[k]) for k in sorted(obj)}
-    if t is list or t is tuple:
-        return [_ordered(x) for x in obj]
-    return obj
 
 
 def enc(obj: Any) -> bytes:
     """Canonical msgpack of a ledger value, byte-identical to `codec.encode` (tested), without its type
     walk: ledger values are built here from ints, str (ASCII map keys), bytes, bools, lists and maps."""
     try:
-        packed: bytes = msgpack.packb(_ordered(obj), use_bin_type=True)
+        return encode_value(obj)
     except OverflowError:
         raise LedgerError("bad_amount", "a value does not fit in 64 bits") from None
-    return packed
 
 
 def unpack(raw: bytes) -> Any:
@@ -84,13 +74,15 @@ def emit(state: StateView, ctx: Ctx, kind: str, accounts: list[bytes] | tuple[by
     for a in accounts:
         if a not in uniq:
             uniq.append(a)
-    ev = Event(height=block.height, index=block.next_event, kind=kind, tx=tx, accounts=tuple(uniq),
-               data=data)
+    data = {k: data[k] for k in sorted(data)}
+    height, index = block.height, block.next_event
+    raw = enc({"accounts": uniq, "data": data, "height": height, "index": index, "kind": kind, "tx": tx})
+    ev = Event(height=height, index=index, kind=kind, tx=tx, accounts=tuple(uniq), data=data, raw=raw)
     block.next_event += 1
-    state.put(keys.event(ev.height, ev.index), enc(ev.to_value()))
-    for a in uniq:
-        state.put(keys.ev_account(a, ev.height, ev.index), b"")
-    state.put(keys.ev_kind(kind, ev.height, ev.index), b"")
+    event_key, index_keys = keys.event_keys(kind, uniq, height, index)
+    state.put(event_key, raw)
+    for k in index_keys:
+        state.put(k, b"")
     ctx.events.append(ev)
     return ev
 

@@ -89,3 +89,20 @@ def test_the_merkle_root_depends_on_order_and_content():
     assert merkle_root([a, b, c]) != merkle_root([b, a, c])
     assert merkle_root([a, b]) != merkle_root([a, b, c])
     assert merkle_root([]) == sha256(b"")
+
+
+def test_an_envelope_read_on_the_fast_path_equals_the_strictly_decoded_one_for_every_body_size():
+    for memo in (0, 1, 200, 300, 60_000):  # bin8, bin16 and bin32 headers of the body
+        tx = transfer(memo=b"m" * memo)
+        again = SignedTx.from_wire(tx.raw)
+        assert again == tx and again.body == tx.body
+
+
+@pytest.mark.parametrize("tamper", ["wide_header", "trailing", "truncated"])
+def test_an_envelope_in_any_but_its_one_canonical_form_is_refused(tamper):
+    tx = transfer()
+    body = tx.body_bytes
+    raw = {"wide_header": b"\x82\xa3sig\xc4\x40" + tx.sig + b"\xa2tx\xc5" + len(body).to_bytes(2, "big") + body,
+           "trailing": tx.raw + b"\x00", "truncated": tx.raw[:-1]}[tamper]
+    with pytest.raises(CodecError):
+        SignedTx.from_wire(raw)

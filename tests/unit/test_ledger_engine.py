@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -19,7 +21,7 @@ from protocol.ledger import (
     next_nonce,
 )
 from protocol.ledger.harness import Harness, replay, state_digest
-from protocol.ledger.model import DAY_MS
+from protocol.ledger.model import DAY_MS, Receipt
 from protocol.ledger.store import enc, unpack
 from protocol.state import MemoryState, Overlay
 
@@ -242,3 +244,15 @@ def test_every_state_value_a_block_writes_is_canonical_msgpack():
     for k, v in h.state.items():
         if v:
             assert codec.encode(codec.decode(v)) == v, k
+
+
+def test_a_stored_receipt_is_the_canonical_encoding_of_its_value_with_the_events_bytes_spliced_in():
+    h = Harness.standard()
+    h.send("smea", "transfer", to=h.id("smeb"), asset="CNY.BANKA", amount=3, memo=b"m")
+    many = h.block([h.tx("smea", "transfer", to=h.id("smeb"), asset="CNY.BANKA", amount=1)])
+    failed = h.send("smea", "transfer", to=h.id("smeb"), asset="CNY.BANKA", amount=10**15)
+    for r in [*many.receipts, failed]:
+        assert all(e.raw == codec.encode(e.to_value()) for e in r.events)
+        assert r.encode() == codec.encode(r.to_value())
+    bare = Receipt(b"t" * 32, "ok", "ok", "", tuple(replace(e, raw=b"") for e in many.receipts[0].events) * 17)
+    assert bare.encode() == codec.encode(bare.to_value())
