@@ -49,6 +49,7 @@ from devtools.load_book import (
 )
 from devtools.progress import Reporter
 from protocol.api import FINAL_STATES
+from protocol.ledger.kinds.money import MAX_MEMO
 
 # ---- setup --------------------------------------------------------------------------------------
 
@@ -129,12 +130,13 @@ class LoadRun:
         """Signer thread: round-robin over senders, appending to the book (deque appends are atomic)."""
         w, n = self.wallets, len(self.wallets)
         nonces = list(self.nonces)
+        memo = bytes((i * 7 + 3) % 256 for i in range(self.a.memo_bytes))  # opaque to the ledger
         for i in range(total):
             if self.stop_signing.is_set():
                 return
             s = i % n
             h, raw = sign_transfer(w[s], self.chain, nonces[s], w[(s + 1 + i // n % (n - 1)) % n].public_key,
-                                   self.a.asset, self.a.amount)
+                                   self.a.asset, self.a.amount, memo)
             tx = PendingTx(s, nonces[s], h, raw)
             nonces[s] += 1
             self.by_hash[h] = tx
@@ -350,7 +352,7 @@ def _defaults(args: argparse.Namespace) -> argparse.Namespace:
     d = {"senders": None, "batch": 200, "tick": 0.015, "max_inflight": 400, "max_requests": 8, "settle": 15.0,
          "confirm": True, "confirm_timeout": 60.0, "request_timeout": 15.0, "poll": 0.05, "asset": "CNY.BANKA",
          "amount": 1, "lead": 1.0, "max_tries": 50, "nodes": None, "record": None, "json": False,
-         "node": None, "testnet": None, "wallets": None, "progress": "auto"}
+         "node": None, "testnet": None, "wallets": None, "progress": "auto", "memo_bytes": 0}
     for k, v in d.items():
         if getattr(args, k, None) is None:
             setattr(args, k, v)
@@ -376,6 +378,10 @@ def run(args: argparse.Namespace) -> int:
     args = _defaults(args)
     if args.rate <= 0 or args.duration <= 0 or args.batch < 1 or args.max_inflight < 1:
         raise UsageError("--rate, --duration, --batch and --max-inflight must be positive")
+    if not 0 <= args.memo_bytes <= MAX_MEMO:
+        raise UsageError(f"--memo-bytes must be in 0..{MAX_MEMO}")
+    if not 0 < args.poll <= 1:
+        raise UsageError("--poll must be in (0, 1] seconds")
     if args.record:
         Path(args.record).parent.mkdir(parents=True, exist_ok=True)
         Path(args.record).write_text("")  # fail early on an unwritable path
@@ -392,7 +398,8 @@ def run(args: argparse.Namespace) -> int:
               f"failed {res['failed']}  dropped {res['dropped']}  pending {res['pending']}  lost {res['lost']}  "
               f"rejected {res['rejected']} ({rej})  retried {res['retried']}")
         print(f"offered {args.rate:g} tx/s for {args.duration:g} s; submit rate {res['submit_rate']} tx/s; "
-              f"commit latency p50 {res['latency_p50_ms']} ms, p95 {res['latency_p95_ms']} ms; "
+              f"commit latency p50 {res['latency_p50_ms']} ms, p95 {res['latency_p95_ms']} ms, "
+              f"p99 {res['latency_p99_ms']} ms; "
               f"{res['senders']} senders ({res['stalled_senders']} stalled); {res['blocks']} blocks")
         if args.record:
             print(f"{res['accepted']} accepted tx hashes with their final status written to {args.record}")

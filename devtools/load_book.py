@@ -154,7 +154,7 @@ class Tally:
 
     def summary(self, elapsed: float) -> dict[str, Any]:
         span = (self.last_sent - self.first_sent) if self.first_sent and self.last_sent else 0.0
-        p50, p95 = percentile(self.latencies, 50), percentile(self.latencies, 95)
+        p50, p95, p99 = (percentile(self.latencies, q) for q in (50, 95, 99))
         return {"submitted": self.submitted, "accepted": self.accepted, "retried": self.retried,
                 "rejected": sum(self.rejected.values()), "rejected_by_code": dict(sorted(self.rejected.items())),
                 "committed": self.committed, "failed": self.failed, "dropped": self.dropped,
@@ -162,6 +162,7 @@ class Tally:
                 "submit_rate": round(self.submitted / span, 1) if span > 0 else None,
                 "latency_p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
                 "latency_p95_ms": round(p95 * 1000, 1) if p95 is not None else None,
+                "latency_p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
                 "elapsed_s": round(elapsed, 2)}
 
 
@@ -184,9 +185,13 @@ def block_tx_hashes(body: bytes) -> tuple[int, list[bytes]]:
         raise ValueError(f"malformed block answer: {exc}") from None
 
 
-def sign_transfer(wallet: Wallet, chain: str, nonce: int, to: bytes, asset: str, amount: int) -> tuple[bytes, bytes]:
-    """(hash, raw signed tx) of a transfer, encoded once."""
-    body = codec.encode({"chain": chain, "kind": "transfer", "from": wallet.public_key, "nonce": nonce,
-                         "to": to, "asset": asset, "amount": amount})
+def sign_transfer(wallet: Wallet, chain: str, nonce: int, to: bytes, asset: str, amount: int,
+                  memo: bytes = b"") -> tuple[bytes, bytes]:
+    """(hash, raw signed tx) of a transfer (with `memo` when not empty), encoded once."""
+    fields: dict[str, Any] = {"chain": chain, "kind": "transfer", "from": wallet.public_key, "nonce": nonce,
+                              "to": to, "asset": asset, "amount": amount}
+    if memo:
+        fields["memo"] = memo
+    body = codec.encode(fields)
     sig = wallet.key.sign(DOMAIN_TX, body)
     return sha256(body), codec.encode({"sig": sig, "tx": body})

@@ -99,6 +99,19 @@ class MempoolSection:
 
 
 @dataclass(frozen=True, slots=True)
+class MemorySection:
+    """The bounds of every cache whose size grows with traffic or history (RSS levels off below their sum
+    plus the mempool's max_bytes and the interpreter: docs/bench.md, "Memory")."""
+
+    db_cache_mb: int = 16  # LevelDB block cache
+    db_write_buffer_mb: int = 8  # LevelDB memtable (up to two live while one is flushed)
+    state_cache_mb: int = 16  # committed Merkle bucket blobs kept for staging
+    verified_sigs: int = 20_000  # (tx hash -> signature) verified before, beyond the pending txs
+    recent_committed: int = 50_000  # committed tx hashes refused at admission as already_committed
+    gossip_known_per_peer: int = 50_000  # tx ids each peer is known to have (gossip de-duplication)
+
+
+@dataclass(frozen=True, slots=True)
 class ConsensusSection:
     """Local overrides of the genesis consensus params (`protocol.consensus.params.ConsensusParams`)."""
 
@@ -129,6 +142,7 @@ class Config:
     p2p: P2PSection = field(default_factory=P2PSection)
     api: ApiSection = field(default_factory=ApiSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
+    memory: MemorySection = field(default_factory=MemorySection)
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     health: HealthSection = field(default_factory=HealthSection)
@@ -286,6 +300,18 @@ def _mempool(m: dict[str, Any]) -> MempoolSection:
                           nonce_window=_int(m, "nonce_window", "mempool", d.nonce_window, 1, 1_000_000))
 
 
+def _memory(m: dict[str, Any]) -> MemorySection:
+    d = MemorySection()
+    _only(m, {f.name for f in fields(MemorySection)}, "memory")
+    return MemorySection(db_cache_mb=_int(m, "db_cache_mb", "memory", d.db_cache_mb, 1, 65_536),
+                         db_write_buffer_mb=_int(m, "db_write_buffer_mb", "memory", d.db_write_buffer_mb, 1, 4096),
+                         state_cache_mb=_int(m, "state_cache_mb", "memory", d.state_cache_mb, 0, 65_536),
+                         verified_sigs=_int(m, "verified_sigs", "memory", d.verified_sigs, 0, 10_000_000),
+                         recent_committed=_int(m, "recent_committed", "memory", d.recent_committed, 0, 10_000_000),
+                         gossip_known_per_peer=_int(m, "gossip_known_per_peer", "memory", d.gossip_known_per_peer,
+                                                    1, 10_000_000))
+
+
 def _consensus(m: dict[str, Any]) -> ConsensusSection:
     _only(m, set(CONSENSUS_FIELDS), "consensus")
     return ConsensusSection(tuple((k, _int(m, k, "consensus", 0, 1, _BIG)) for k in sorted(m)))
@@ -309,7 +335,7 @@ def _testnet(m: dict[str, Any]) -> TestnetSection:
     return TestnetSection(allow_time_offset=_bool(m, "allow_time_offset", "testnet", False))
 
 
-SECTIONS = ("node", "p2p", "api", "mempool", "consensus", "logging", "health", "testnet")
+SECTIONS = ("node", "p2p", "api", "mempool", "memory", "consensus", "logging", "health", "testnet")
 
 
 def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
@@ -319,6 +345,7 @@ def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> C
         raise _fail("node", "section is required (name, chain_id)")
     return Config(node=_node(_table(raw, "node"), base), p2p=_p2p(_table(raw, "p2p")),
                   api=_api(_table(raw, "api")), mempool=_mempool(_table(raw, "mempool")),
+                  memory=_memory(_table(raw, "memory")),
                   consensus=_consensus(_table(raw, "consensus")), logging=_logging(_table(raw, "logging")),
                   health=_health(_table(raw, "health")), testnet=_testnet(_table(raw, "testnet")), path=path)
 

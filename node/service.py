@@ -252,10 +252,13 @@ class Node:
             raise
 
     def _open_store(self, gen: Genesis, limits: SizeLimits, log: Any, db_files: int) -> ChainStore:
-        db = Database.open(self.config.node.data_dir, max_open_files=db_files)
+        mem = self.config.memory
+        db = Database.open(self.config.node.data_dir, max_open_files=db_files, cache_mb=mem.db_cache_mb,
+                           write_buffer_mb=mem.db_write_buffer_mb)
         try:
             ChainMeta(db).bind(gen.chain_id, gen.hash)
-            state = StateStore(db, index_prefixes=ledger_keys.INDEX_PREFIXES)
+            state = StateStore(db, index_prefixes=ledger_keys.INDEX_PREFIXES,
+                               bucket_cache_bytes=mem.state_cache_mb * 1024 * 1024)
             blocks = BlockStore(db, state)
             wal = ConsensusWal(db, max_bytes=limits.wal_bytes, max_record_bytes=limits.wal_record_bytes)
             if blocks.last_block_hash() is None:
@@ -289,11 +292,14 @@ class Node:
         mempool = Mempool(gen.chain_id, lambda k: next_nonce(live, k), sender_check=sender_check,
                           limits=MempoolLimits(max_txs=m.max_txs, max_bytes=m.max_bytes,
                                                per_sender_max=m.per_sender_max, nonce_window=m.nonce_window,
-                                               max_batch=cfg.api.max_batch_txs))
+                                               max_batch=cfg.api.max_batch_txs,
+                                               recent_committed=cfg.memory.recent_committed,
+                                               verified_cache=cfg.memory.verified_sigs))
         registry.register(mempool.collector())
 
         p = cfg.p2p
         settings = P2PSettings(listen_host=p.host, listen_port=p.port, max_frame=frame,
+                               gossip_known_per_peer=cfg.memory.gossip_known_per_peer,
                                send_queue_frames=p.send_queue_frames, send_queue_bytes=p.send_queue_bytes,
                                max_pending_handshakes=p.max_pending_handshakes,
                                max_pending_handshakes_per_address=p.max_pending_handshakes_per_address)
