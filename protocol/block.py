@@ -2,8 +2,10 @@
 
 Wire: `{"header": {...}, "txs": [<raw signed tx bytes>, ...]}`. The header carries the chain id, height,
 parent hash, proposer public key, view, timestamp in milliseconds (the only clock the ledger ever sees),
-the Merkle root of the tx hashes, and the state root after block height-1. Block hash = SHA-256 of the
-canonical header encoding. Rule: a Block is immutable; its hash and tx root are computed once, and its
+the Merkle root of the tx hashes, and the state root after block height-2 (`state_root_height`; the
+genesis state for heights 1 and 2): execution of block h-1 runs while h is agreed on, so a header
+certifies the state one block later (as CometBFT's and HotStuff's pipelines do). Block hash = SHA-256 of
+the canonical header encoding. Rule: a Block is immutable; its hash and tx root are computed once, and its
 canonical bytes (`raw`) once: kept from the wire when decoded, encoded at most once when built, and
 carried as they are inside consensus messages, WAL records and storage, never re-encoded.
 """
@@ -23,6 +25,12 @@ from protocol.tx import MAX_CHAIN_LEN, MAX_TX_BYTES
 BLOCK_LIMITS = codec.Limits(max_bytes=BLOCK_CEILING_BYTES, max_depth=8, max_bin=MAX_TX_BYTES,
                             max_array=BLOCK_MAX_TXS, max_map=32)
 GENESIS_PARENT = b"\x00" * HASH_SIZE
+STATE_ROOT_LAG = 2  # block h's header carries the state root after block h - STATE_ROOT_LAG
+
+
+def state_root_height(height: int) -> int:
+    """The height whose resulting state root block `height` carries in its header (0 = genesis)."""
+    return max(0, height - STATE_ROOT_LAG)
 _HEADER_KEYS = frozenset({"chain", "height", "parent", "proposer", "view", "time", "tx_root", "state_root"})
 
 
@@ -35,7 +43,7 @@ class BlockHeader:
     view: int
     time: int  # milliseconds since the Unix epoch, chosen by the proposer within validated bounds
     tx_root: bytes
-    state_root: bytes  # state root after block height-1
+    state_root: bytes  # state root after block state_root_height(height), i.e. height-2
 
     def to_value(self) -> dict[str, Any]:
         return {"chain": self.chain, "height": self.height, "parent": self.parent,

@@ -19,8 +19,9 @@ Driver contract (binding):
 2. `Persist(record)`: append and fsync before executing the next action (write-ahead: the matching
    Send/Broadcast follows it).
 3. `CommitBlock(block, certificate)`: store block + certificate durably (one write batch) before the next
-   action, execute it (may be off-loop, in height order), then feed `BlockExecuted(height, hash,
-   state_root)` and a fresh `WorkPending(txs, bytes)` (also when zero).
+   action and feed a fresh `WorkPending(txs, bytes)` (also when zero); execute it in height order, off the
+   round (the next height is agreed on meanwhile: block h carries the state root after h - 2), then feed
+   `BlockExecuted(height, hash, state_root)`.
 4. `BuildBlock(...)` -> `BlockBuilt(block)`; `ValidateBlock(block)` -> `BlockValidated(hash, ok, reason)`
    (the replica asks only after the parent was executed); `NeedSync(target, peers)` -> fetch blocks with
    certificates, verify them (`CommitCertificate.verify`), store and execute, then `SyncedTo(...)`.

@@ -67,8 +67,9 @@ class BlockValidated:
 
 @dataclass(frozen=True, slots=True)
 class BlockExecuted:
-    """The driver finished storing and executing committed block `height`; `state_root` is the state
-    after it. Lets the primary build height + 1 and validators sign the checkpoint at multiples of K."""
+    """The driver finished executing committed block `height` (in height order, possibly while later
+    heights are agreed on); `state_root` is the state after it. Lets the primary build height + 2 (whose
+    header carries that root) and validators sign the checkpoint at multiples of K."""
 
     height: int
     block_hash: bytes
@@ -118,8 +119,9 @@ class Persist:
 
 @dataclass(frozen=True, slots=True)
 class CommitBlock:
-    """Block `block` is decided; store it with `certificate` (atomically), execute it, then feed
-    BlockExecuted(height, hash, state_root) and a fresh WorkPending."""
+    """Block `block` is decided; store it with `certificate` durably before the next action and feed a
+    fresh WorkPending; execute it (in height order, it may run while the next height is agreed on), then
+    feed BlockExecuted(height, hash, state_root)."""
 
     block: Block
     certificate: CommitCertificate
@@ -139,7 +141,8 @@ class CancelTimer:
 
 @dataclass(frozen=True, slots=True)
 class BuildBlock:
-    """Take up to max_txs / max_bytes from the mempool, choose time and state_root (after parent),
+    """Take up to max_txs / max_bytes from the mempool, choose time and state_root (after block
+    `state_root_height(height)`, which the replica made sure is executed),
     build `protocol.block.Block` with proposer = own key and this height/view/parent, feed BlockBuilt."""
 
     height: int
@@ -152,7 +155,8 @@ class BuildBlock:
 @dataclass(frozen=True, slots=True)
 class ValidateBlock:
     """Check everything the replica does not (tx signatures, timestamps, state_root against the state
-    after block height - 1, which the driver must have executed first); feed BlockValidated."""
+    after block `state_root_height(height)`, which the replica made sure is executed); feed
+    BlockValidated."""
 
     block: Block
 

@@ -20,7 +20,7 @@ class ConsensusParams:
     view_timeout_cap_ms: int = 60_000    # the exponential back-off stops doubling here
     retransmit_ms: int = 1_000           # own messages of an unfinished round are re-sent this often
     checkpoint_interval: int = 100       # K: validators sign a CHECKPOINT every K heights
-    window: int = 1                      # heights in flight; this implementation runs exactly one
+    window: int = 1                      # heights agreed on at once (execution of the last one overlaps it)
     future_view_window: int = 64         # messages for views beyond view + this are dropped
     future_height_window: int = 200      # messages for heights beyond committed + this are dropped
     per_sender_buffer: int = 64          # buffered (not yet usable) messages kept per validator

@@ -13,7 +13,7 @@ VIEW-CHANGE/NEW-VIEW is emitted as `Persist` before the message leaves; a signat
 
 from __future__ import annotations
 
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus import events as ev
 from protocol.consensus.book import ADDED, CONFLICT, DUPLICATE, VoteMsg
 from protocol.consensus.certs import CommitCertificate, PreparedCertificate
@@ -156,7 +156,7 @@ class Replica(ViewChanging):
             self.valid[block.hash] = True
         elif block.hash not in self.valid:
             self.valid[block.hash] = None
-            if self.executed >= self.committed:
+            if self._root_known():
                 self.out.append(ev.ValidateBlock(block))
 
     def _future_commit_quorum(self, height: int) -> None:
@@ -196,11 +196,17 @@ class Replica(ViewChanging):
             self._maybe_vote()
         self._maybe_decide()
 
+    def _root_known(self) -> bool:
+        """The state root a block at the current height carries is known: the block it follows from
+        (`state_root_height`) is executed. Execution of the last committed block may still run, so
+        agreement on this height overlaps it (pipelining, docs/consensus.md)."""
+        return self.executed >= state_root_height(self.height)
+
     def _maybe_propose(self) -> None:
         v, h = self.view, self.height
         if self.index != self.primary or v in self.proposal or self.building or h < self.nv_start:
             return
-        if self.executed < self.committed or self.pending_txs <= 0:
+        if not self._root_known() or self.pending_txs <= 0:
             return
         full = self.pending_txs >= self.p.max_block_txs or self.pending_bytes >= self.p.max_block_bytes
         if full or self.batch_due:
@@ -304,7 +310,7 @@ class Replica(ViewChanging):
             if e.height > self.stable_height:
                 self.ckpts.setdefault(e.height, {})[self.index] = c
                 self._check_stable(e.height)
-        if self.executed >= self.committed:
+        if self._root_known():
             for bh in sorted(self.valid):
                 if self.valid[bh] is None:
                     self.out.append(ev.ValidateBlock(self.blocks[bh]))

@@ -3,8 +3,11 @@
 Every replica runs in this process; time is an integer of virtual milliseconds; every random choice comes
 from one `random.Random(seed)`; the event queue orders by (time, sequence number). The driver obeys the
 contract of protocol/consensus/__init__.py: actions run in order, Persist is durable at once, CommitBlock is
-stored and executed and answered with BlockExecuted + WorkPending, BuildBlock/ValidateBlock/NeedSync are
-answered after a small delay. Rule: never iterate a set; the same seed gives the same trace hash.
+stored at once and answered with WorkPending, then executed in height order after a random delay
+(`Faults.execute`, which may exceed a round: heights are agreed on while earlier ones execute) and
+answered with BlockExecuted; a crash loses unexecuted work, and a restart re-executes the stored blocks
+before the replica boots. BuildBlock/ValidateBlock/NeedSync are answered after a small delay; a block is
+valid when its header carries the state root after `state_root_height` of its height. Rule: never iterate a set; the same seed gives the same trace hash.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protocol import codec
-from protocol.block import GENESIS_PARENT, Block
+from protocol.block import GENESIS_PARENT, Block, state_root_height
 from protocol.consensus import (
     BlockBuilt,
     BlockExecuted,
@@ -87,6 +90,7 @@ class Faults:
     partitions: list[tuple[int, int, list[int]]] = field(default_factory=list)  # (start, end, side A nodes)
     crashes: list[tuple[int, int, int]] = field(default_factory=list)  # (at, restart_at, node)
     skew: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> timer factor num/den
+    execute: tuple[int, int] = (1, 3)  # ms a block's execution takes (always, not only during the faults)
 
 
 @dataclass
@@ -101,8 +105,10 @@ class Node:
     up: bool = True
     wal: list[bytes] = field(default_factory=list)
     blocks: dict[int, tuple[Block, CommitCertificate]] = field(default_factory=dict)
-    roots: dict[int, bytes] = field(default_factory=dict)  # state root after each height
-    height: int = 0
+    roots: dict[int, bytes] = field(default_factory=dict)  # state root after each executed height
+    height: int = 0            # committed (stored) height
+    executed: int = 0          # executed height (<= height)
+    exec_at: int = 0           # virtual time the last scheduled execution finishes
     mempool: dict[bytes, int] = field(default_factory=dict)  # tx -> size, submission order
     timers: dict[str, int] = field(default_factory=dict)
     syncing: bool = False
@@ -117,9 +123,11 @@ class Node:
     def committed_hash(self) -> bytes:
         return self.blocks[self.height][0].hash if self.height else GENESIS_PARENT
 
-    @property
-    def root(self) -> bytes:
-        return self.roots.get(self.height, GENESIS_ROOT)
+    def root_at(self, height: int) -> bytes | None:
+        """State root after `height`, None while that block is not executed yet."""
+        if height > self.executed:
+            return None
+        return self.roots.get(height, GENESIS_ROOT)
 
 
 class Sim:
@@ -144,6 +152,7 @@ class Sim:
         self.signed: dict[tuple[str, int, int, int], bytes] = {}
         self.double_signed: list[str] = []
         self.cert_ok: dict[tuple[int, int, bytes, tuple[tuple[int, bytes], ...]], bool] = {}
+        self.overlapped = 0  # votes sent for a height while the block before it was still executing
 
     # ---------------------------------------------------------------- setup
 
@@ -163,6 +172,7 @@ class Sim:
     def _boot(self, node: Node) -> None:
         node.incarnation += 1
         node.up, node.timers, node.syncing = True, {}, False
+        self._execute_stored(node)  # stored but unexecuted blocks run before the replica starts
         cert = node.blocks[node.height][1] if node.height else None
         records = compact_records(node.wal, node.height)
         node.wal = list(records)
@@ -219,6 +229,9 @@ class Sim:
             self._sync(node, payload)
         elif kind == "work":
             self.feed(node, self._work(node))
+        elif kind == "execute" and payload == node.executed + 1 <= node.height:  # else done by a sync
+            self._execute_one(node)
+            self.feed(node, BlockExecuted(payload, node.blocks[payload][0].hash, node.roots[payload]))
 
     # ---------------------------------------------------------------- driver
 
@@ -249,6 +262,8 @@ class Sim:
         inc = node.incarnation
         for a in actions:
             if isinstance(a, Broadcast):
+                if getattr(a.msg, "height", 0) > node.executed + 1 and a.msg.T in ("preprepare", "prepare", "commit"):
+                    self.overlapped += 1
                 self.transmit(node, a.msg, [m.id for m in self.nodes if m.id != node.id])
             elif isinstance(a, Send):
                 self.transmit(node, a.msg, [m.id for m in self.nodes if m.key is not None
@@ -257,9 +272,10 @@ class Sim:
                 node.wal.append(a.record)
             elif isinstance(a, CommitBlock):
                 self._commit(node, a.block, a.certificate)
-                self.schedule(self.now + 1, "event", node.id, inc,
-                              BlockExecuted(a.block.height, a.block.hash, node.roots[a.block.height]))
                 self.schedule(self.now + 1, "work", node.id, inc, None)  # mempool totals at delivery
+                lo, hi = self.faults.execute
+                node.exec_at = max(node.exec_at, self.now) + self.rng.randint(lo, hi)  # one executor, in order
+                self.schedule(node.exec_at, "execute", node.id, inc, a.block.height)
             elif isinstance(a, SetTimer):
                 node.timers[a.kind] = a.token
                 num, den = self.faults.skew.get(node.id, (1, 1)) if self.now < self.faults.until_ms else (1, 1)
@@ -269,7 +285,9 @@ class Sim:
             elif isinstance(a, BuildBlock):
                 self.schedule(self.now + 1, "event", node.id, inc, BlockBuilt(self.build(node, a)))
             elif isinstance(a, ValidateBlock):
-                ok = a.block.header.state_root == node.root and a.block.header.parent == node.committed_hash
+                want = node.root_at(state_root_height(a.block.height))
+                assert want is not None, (node.id, a.block.height, node.executed)  # the replica waits for it
+                ok = a.block.header.state_root == want and a.block.header.parent == node.committed_hash
                 self.schedule(self.now + self.rng.randint(1, 3), "event", node.id, inc,
                               BlockValidated(a.block.hash, ok, "" if ok else "bad state root"))
             elif isinstance(a, NeedSync):
@@ -296,8 +314,10 @@ class Sim:
             txs.append(tx)
             size += len(tx)
         assert node.key is not None
+        root = node.root_at(state_root_height(a.height))
+        assert root is not None, (node.id, a.height, node.executed)  # the replica asks only then
         return Block.build(chain=CHAIN, height=a.height, parent=a.parent, proposer=node.key.public_key,
-                           view=a.view, time=self.now, state_root=node.root, txs=txs)
+                           view=a.view, time=self.now, state_root=root, txs=txs)
 
     def verify_cert(self, cert: CommitCertificate) -> bool:
         key = (cert.height, cert.view, cert.block_hash, cert.sigs)
@@ -306,11 +326,22 @@ class Sim:
             ok = self.cert_ok[key] = cert.verify(self.validators, CHAIN)
         return ok
 
+    def _execute_one(self, node: Node) -> None:
+        h = node.executed + 1
+        prev = node.root_at(h - 1)
+        assert prev is not None
+        node.roots[h] = sha256(prev + node.blocks[h][0].hash)
+        node.executed = h
+        self.log("executed", node.id, h)
+
+    def _execute_stored(self, node: Node) -> None:
+        while node.executed < node.height:
+            self._execute_one(node)
+
     def _commit(self, node: Node, block: Block, cert: CommitCertificate) -> None:
         h = block.height
         assert h == node.height + 1, (node.id, h, node.height)
         node.blocks[h] = (block, cert)
-        node.roots[h] = sha256(node.root + block.hash)
         node.height = h
         for tx in block.txs:
             node.mempool.pop(tx, None)
@@ -334,8 +365,9 @@ class Sim:
             self._commit(node, block, cert)
             last = (block, cert)
         if last is not None:
+            self._execute_stored(node)  # SyncedTo means stored and executed
             self.log("synced", node.id, node.height)
-            self.feed(node, SyncedTo(node.height, last[0].hash, last[1], node.root))
+            self.feed(node, SyncedTo(node.height, last[0].hash, last[1], node.roots[node.height]))
             if node.up:
                 self.feed(node, self._work(node))
 

@@ -15,7 +15,7 @@ from tests.sim.byzantine import BEHAVIOURS
 from tests.sim.net import Faults, Sim
 
 SCENARIOS = ("normal", "lossy", "partition", "crash", "skew", "silent", "equivocate", "twins", "badsig",
-             "flood", "mixed")
+             "flood", "mixed", "pipeline")
 LIVENESS_MS = 40_000  # after the faults stop, every honest node commits the probes within this
 
 
@@ -67,6 +67,19 @@ def _crashes(rng: random.Random, candidates: list[int], fault_ms: int) -> list[t
     return out
 
 
+def _primary_crashes(rng: random.Random, n: int, fault_ms: int) -> list[tuple[int, int, int]]:
+    """Crashes of the primaries of views 0, 1, 2, ... in turn, while blocks are still executing: each
+    forces a view change with one height being agreed on and the one before it not executed yet."""
+    out = []
+    at = rng.randrange(50, 400)
+    for view in range(rng.randint(1, 3)):
+        if at >= fault_ms - 100:
+            break
+        out.append((at, min(fault_ms, at + rng.randint(100, 1200)), view % n))
+        at += rng.randint(200, 900)
+    return out
+
+
 def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
     if scenario not in SCENARIOS:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
@@ -97,6 +110,12 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
         faults.partitions = _partitions(rng, len(sim.nodes), fault_ms)
     if network in ("crash", "all"):
         faults.crashes = _crashes(rng, honest, fault_ms)
+    if scenario == "pipeline" or (scenario == "mixed" and rng.random() < 0.3):
+        # execution slower than a round: several heights in flight when a primary or a replica crashes
+        faults.execute = (rng.randint(1, 40), rng.randint(40, 250))
+        faults.crashes = _primary_crashes(rng, n, fault_ms) + (_crashes(rng, honest, fault_ms)
+                                                               if rng.random() < 0.5 else [])
+        faults.loss = max(faults.loss, rng.uniform(0.0, 0.1))
     if network in ("skew", "all"):
         choices = [(1, 2), (2, 3), (1, 1), (3, 2), (2, 1)]
         faults.skew = {i: rng.choice(choices) for i in range(len(sim.nodes))}
@@ -165,4 +184,5 @@ def check(sim: Sim, res: Result) -> None:
             stats[k] = stats.get(k, 0) + v
         stats["evidence"] = stats.get("evidence", 0) + node.evidence
     stats["stable_checkpoint"] = max((node.stable for node in honest), default=0)
+    stats["overlapped"] = sim.overlapped
     res.stats = stats

@@ -79,3 +79,13 @@ def test_the_safety_checker_reports_two_blocks_at_one_height_and_a_broken_certif
     assert any("different blocks" in s for s in res.safety)
     assert any("invalid commit certificate" in s for s in res.safety)
     assert "--seed 1 --scenario normal" in res.describe()
+
+
+def test_agreement_overlaps_execution_and_primary_crashes_mid_pipeline_keep_safety_and_liveness() -> None:
+    jobs = [plan(seed) for seed in range(11, 11 + 12 * 16, 12)]  # the soak's "pipeline" seeds, n = 4 and 7
+    assert {scenario for _, scenario, _ in jobs} == {"pipeline"}
+    results = _run_all(jobs)
+    for res in results:
+        assert res.ok, res.describe()
+    assert sum(r.stats.get("overlapped", 0) for r in results) > 0, "no vote while the block before it executed"
+    assert sum(r.stats.get("view_changes", 0) for r in results) > 0, "no view change with heights in flight"

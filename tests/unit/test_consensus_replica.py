@@ -279,3 +279,44 @@ def test_a_validator_re_sends_its_old_view_change_to_a_peer_still_collecting_tha
     assert len(resent) == 1 and resent[0].to == VALIDATORS[3]
     assert not [a for a in recv(r, peer_vc1, 130) if isinstance(a, Send) and a.msg == vc1]
     assert [a for a in recv(r, peer_vc1, 130 + PARAMS.help_interval_ms) if isinstance(a, Send) and a.msg == vc1]
+
+
+def _commit_quorum(r: Replica, b: Block, view: int = 0) -> list[Any]:
+    """COMMITs for `b` from the three other validators: a quorum on their own."""
+    out: list[Any] = []
+    for i in (i for i in range(4) if i != r.index):
+        out += recv(r, Commit.create(KEYS[i], CHAIN, view, b.height, b.hash, i), 2)
+    return out
+
+
+def test_the_primary_proposes_the_next_height_while_the_last_block_still_executes_but_not_two_ahead() -> None:
+    r = replica(0)
+    r.handle(WorkPending(1, 10), 0)
+    built = of(r.handle(TimerFired(TIMER_BATCH, r.timers[TIMER_BATCH]), 20), BuildBlock)
+    b1 = block(txs=(b"a",))
+    r.handle(BlockBuilt(b1), 21)
+    assert of(_commit_quorum(r, b1), CommitBlock) and built
+    out = r.handle(WorkPending(10, 100), 30)  # block 1 is stored, not executed: block 2 carries genesis' root
+    assert [(a.height, a.parent) for a in of(out, BuildBlock)] == [(2, b1.hash)]
+    b2 = block(txs=(b"b",), height=2, parent=b1.hash)
+    r.handle(BlockBuilt(b2), 31)
+    assert of(_commit_quorum(r, b2), CommitBlock)
+    out = r.handle(WorkPending(10, 100), 40)  # block 3 carries the root after block 1: not executed yet
+    assert not of(out, BuildBlock)
+    out = r.handle(BlockExecuted(1, b1.hash, ROOT), 41)
+    assert [a.height for a in of(out, BuildBlock)] == [3]
+
+
+def test_a_backup_validates_a_proposal_only_once_the_block_its_state_root_follows_is_executed() -> None:
+    r = replica(1)
+    b1 = block(txs=(b"a",))
+    accept_and_validate(r, b1)
+    assert of(_commit_quorum(r, b1), CommitBlock)
+    b2 = block(view=0, txs=(b"b",), height=2, parent=b1.hash)
+    accept_and_validate(r, b2)  # block 2 carries genesis' root: no need to wait for block 1
+    assert of(_commit_quorum(r, b2), CommitBlock)
+    b3 = block(view=0, txs=(b"c",), height=3, parent=b2.hash)
+    out = recv(r, PrePrepare.create(KEYS[0], CHAIN, 0, b3, 0))
+    assert not of(out, ValidateBlock)  # its root is the state after block 1, still executing
+    out = r.handle(BlockExecuted(1, b1.hash, ROOT), 5)
+    assert [a.block for a in of(out, ValidateBlock)] == [b3]
