@@ -136,7 +136,7 @@ class Run:
         t0, done, chunks = time.monotonic(), 0, []
         while done < target and time.monotonic() - t0 < cap:
             r = self.level(f"long {done:,}/{target:,} txs", Load(rate, duration=60.0))
-            done += int(r["committed"])
+            done += int(r["block_txs"])
             chunks.append({"committed_total": done, "committed_tps": r["committed_tps"],
                            "rss_mib": max(r["node_rss_mib"].values())})
         again = self.level("long: first rate again", Load(first_rate))
