@@ -32,7 +32,7 @@ from client.txbuild import MEMO_FIELD, body_fields, build, sign
 from client.txbuild import open_memo as open_sealed
 from client.wallet import Wallet
 from protocol import api, codec
-from protocol.block import Block
+from protocol.block import STATE_ROOT_LAG, Block
 from protocol.errors import ProtocolError
 from protocol.tx import SignedTx
 
@@ -287,14 +287,15 @@ def open_memo(wallet: Wallet, tx_hash: str | bytes) -> Op[str]:
 
 
 def verified_account(ident: str | bytes, timeout: float) -> Op[api.Account]:
-    """The account with its proofs checked against the header of block height+1, which commits to the
-    state root after `height` (waits up to `timeout` for that block). Raises ClientError `bad_proof`."""
+    """The account with its proofs checked against the header of block height+2, which commits to the
+    state root after `height` (`protocol.block.state_root_height`; waits up to `timeout` for that block).
+    Raises ClientError `bad_proof`."""
     acc = yield from account(ident, proof=True)
     height = int(proof_of(acc)["height"])
     start = yield NOW
     while True:
         try:
-            header = (yield from get(f"/blocks/{height + 1}", api.Block)).header or {}
+            header = (yield from get(f"/blocks/{height + STATE_ROOT_LAG}", api.Block)).header or {}
             break
         except NotFound:
             now = yield NOW
@@ -303,7 +304,7 @@ def verified_account(ident: str | bytes, timeout: float) -> Op[api.Account]:
             yield Sleep(POLL_S)
     if header.get("state_root") != proof_of(acc)["state_root"] or not verify_account_proof(acc, header["state_root"]):
         raise ClientError("account proof does not match the committed header", code="bad_proof")
-    return msgspec.structs.replace(acc, verified_height=height + 1)
+    return msgspec.structs.replace(acc, verified_height=height + STATE_ROOT_LAG)
 
 
 # ---- plain documents ----------------------------------------------------------------------------------

@@ -1,14 +1,17 @@
 """The chain as a node's components share it: one store handle, the committed head, and progress.
 
-`ChainStore` owns the database and the stores over it (state, blocks, consensus WAL). Every write runs on
-ONE writer thread (block commits, WAL appends, snapshot installs), so writes never interleave, and every
-long read runs on a small bounded pool of reader threads. A write or read that was started is never cut
+`ChainStore` owns the database and the stores over it (state, blocks, consensus WAL, decided blocks).
+Writes run on two single threads with disjoint key spaces: the writer thread (WAL appends, decided
+blocks, snapshot installs) and the execution thread (block execution: blocks, state, receipts and the
+head, in height order), so a WAL append for the height being agreed on never waits behind the execution
+of the block before it (pipelining). Every long read runs on a small bounded pool of reader threads. A write or read that was started is never cut
 short: a cancelled caller stops waiting, the thread finishes, and `close()` waits for all of them before
 it closes the database (plyvel closed under a running batch crashes the process).
 
-`head` is an immutable `ChainHead` (height, hash, state root, block time) that the commit path replaces only
-after its batch is durable, and `commit_in_flight` says a commit is running: block validation and the API
-read one consistent head instead of racing a half-finished commit.
+`head` is an immutable `ChainHead` (height, hash, state root, block time) of the last EXECUTED block that
+the execution path replaces only after its batch is written, and `commit_in_flight` says a snapshot
+install is running: the API and sync read one consistent head instead of racing a half-finished one.
+Consensus may be one or more decided blocks ahead of it (`storage.decided`).
 
 `ChainStatus` is consensus/sync progress for /status (the driver and sync write it, the API reads it);
 `TimeOffset` is the testnet-only block-time offset (the admin API writes it, the proposer reads it).
@@ -26,6 +29,7 @@ from typing import Any, TypeVar
 
 from storage.blocks import BlockStore
 from storage.db import Database
+from storage.decided import DecidedBlocks
 from storage.errors import DatabaseClosed
 from storage.state import StateStore
 from storage.wal import ConsensusWal
@@ -76,7 +80,9 @@ class ChainStore:
         self.state = state
         self.blocks = blocks
         self.wal = wal
+        self.decided = DecidedBlocks(db)
         self._writer = ThreadPoolExecutor(1, thread_name_prefix="store-write")
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="store-exec")
         self._readers = ThreadPoolExecutor(READ_THREADS, thread_name_prefix="store-read")
         self._closed = False
         self.commit_in_flight = False
@@ -106,6 +112,11 @@ class ChainStore:
         """Run a write on the writer thread. Cancelling the caller does not cancel the write."""
         return await self._run(self._writer, fn, *args)
 
+    async def execute(self, fn: Callable[..., T], *args: Any) -> T:
+        """Run a block execution on the execution thread (blocks, state, receipts, head; in height order,
+        one at a time). Cancelling the caller does not cancel it."""
+        return await self._run(self._executor, fn, *args)
+
     async def read(self, fn: Callable[..., T], *args: Any) -> T:
         """Run a long read on a reader thread (bounded pool: excess reads queue)."""
         return await self._run(self._readers, fn, *args)
@@ -123,6 +134,7 @@ class ChainStore:
             return
         self._closed = True
         await asyncio.to_thread(self._writer.shutdown, True)
+        await asyncio.to_thread(self._executor.shutdown, True)
         await asyncio.to_thread(self._readers.shutdown, True)
         self.db.close()
 
@@ -130,5 +142,6 @@ class ChainStore:
         """Synchronous close for start-up failures (no thread has run yet)."""
         self._closed = True
         self._writer.shutdown(wait=True)
+        self._executor.shutdown(wait=True)
         self._readers.shutdown(wait=True)
         self.db.close()

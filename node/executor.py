@@ -1,14 +1,15 @@
 """Block validation and execution: the only code that turns a decided block into stored state.
 
 `BlockExecutor.precheck` checks what the consensus replica does not (chain, height, parent, proposer time
-bounds, state root, size, tx decoding, chain ids, duplicates) against one immutable `ChainHead`, never
-against storage that a commit may be changing; the caller checks signatures. `execute` runs the ledger's
+bounds, state root, size, tx decoding, chain ids, duplicates) against one immutable `Parent`: the last
+decided block, which may not be executed yet (pipelining: the header carries the state root after
+height-2, `protocol.block.state_root_height`); the caller checks signatures. `execute` runs the ledger's
 `apply_block` over an overlay of the live state, stages the Merkle update and commits block (its wire
 bytes, never re-encoded), certificate, receipts, tx index, state changes and the new head in ONE synced
 LevelDB batch, and returns the new head.
 
-Rule: a single writer. Only the consensus driver calls `execute`, on the store's writer thread, one at a
-time; the API and sync only read. Decoded and verified txs of a validated block are kept (bounded) so a
+Rule: a single writer of execution. Only the consensus driver calls `execute`, on the store's execution
+thread, one block at a time in height order; the API and sync only read. Decoded and verified txs of a validated block are kept (bounded) so a
 block is decoded and verified once, not again at commit.
 """
 
@@ -19,7 +20,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from node.chain import ChainHead
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.errors import ProtocolError
 from protocol.ledger import BlockResult, apply_block, next_nonce
 from protocol.state import Overlay
@@ -39,6 +40,18 @@ class Executed:
     result: BlockResult
     nonces: dict[bytes, int]  # sender -> next nonce after this block
     head: ChainHead
+
+
+@dataclass(frozen=True, slots=True)
+class Parent:
+    """What a block proposed at `height + 1` must follow: the last decided block (height, hash, time) and
+    the state root its header must carry, None where this node never executed that height (below a
+    state-synced start: the commit certificate of the block vouches for it then)."""
+
+    height: int
+    block_hash: bytes
+    time_ms: int
+    state_root: bytes | None
 
 
 class BlockRejected(Exception):
@@ -61,13 +74,15 @@ class BlockExecutor:
 
     # ---- validation (decode + cheap checks; signatures are checked by the caller in a thread) ----
 
-    def precheck(self, block: Block, head: ChainHead, now_ms: int,
-                 known: Callable[[bytes], SignedTx | None] = lambda raw: None) -> tuple[SignedTx, ...]:
+    def precheck(self, block: Block, head: Parent, now_ms: int,
+                 known: Callable[[bytes], SignedTx | None] = lambda raw: None,
+                 decided: Callable[[bytes], bool] = lambda tx_hash: False) -> tuple[SignedTx, ...]:
         """Everything but signatures, against `head`. Returns the decoded txs. Raises BlockRejected.
 
         `known(raw)` returns a tx already decoded and verified by this node's mempool; pending txs are
-        never committed ones (the mempool drops those), so they skip decoding and the tx index lookup.
-        The caller makes sure no commit runs while this reads the tx index (`ChainStore.commit_in_flight`)."""
+        never committed ones (the mempool drops those when they are decided), so they skip decoding and
+        the duplicate checks. `decided(tx_hash)` says a tx is in a decided block not executed yet (not in
+        the tx index yet); the caller keeps a tx there until its block's batch is written."""
         h = block.header
         height = head.height
         if h.chain != self.chain_id:
@@ -76,8 +91,9 @@ class BlockExecutor:
             raise BlockRejected("wrong_height", f"block height {h.height} does not follow {height}")
         if h.parent != head.block_hash:
             raise BlockRejected("wrong_parent", "block parent is not the last committed block")
-        if h.state_root != head.state_root:
-            raise BlockRejected("wrong_state_root", "block state_root is not the state after its parent")
+        if head.state_root is not None and h.state_root != head.state_root:
+            raise BlockRejected("wrong_state_root", "block state_root is not the state after height "
+                                f"{state_root_height(h.height)}")
         if h.time <= head.time_ms and height > 0:
             raise BlockRejected("time_not_monotonic", "block time is not after its parent's")
         if h.time > now_ms + self.max_future_ms:
@@ -95,7 +111,7 @@ class BlockExecutor:
                     raise BlockRejected("bad_tx", f"undecodable tx: {exc.code}") from exc
                 if tx.chain != self.chain_id:
                     raise BlockRejected("bad_tx", "tx for another chain")
-                if self.blocks.get_tx_location(tx.hash) is not None:
+                if decided(tx.hash) or self.blocks.get_tx_location(tx.hash) is not None:
                     raise BlockRejected("duplicate_tx", "tx already committed")
             if tx.hash in seen:
                 raise BlockRejected("duplicate_tx", "tx repeated in the block")

@@ -5,8 +5,9 @@
 with status 137, as under kill -9: no cleanup, no flush) and `hang` (the thread sleeps for an hour).
 A name may carry `@N`: the action fires on the N-th pass only (`commit.after_batch=exit@3`).
 
-The points: `consensus.event` (the driver handling an event), `commit.before_batch` / `commit.after_batch`
-(around the synced block batch), `wal.before_append` / `wal.after_append`, `journal.before_sync` /
+The points: `consensus.event` (the driver handling an event), `commit.before_decided` /
+`commit.after_decided` (around the synced record of a decided block), `commit.before_batch` /
+`commit.after_batch` (around its execution batch), `wal.before_append` / `wal.after_append`, `journal.before_sync` /
 `journal.after_sync` (the accepted-tx journal), `snapshot.before_install` / `snapshot.after_install`.
 
 Rule: unarmed points cost one dict lookup; nothing here runs unless the environment names it, and a

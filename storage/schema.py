@@ -19,6 +19,7 @@ fixed-width big-endian so that LevelDB's byte order is numeric order. To add a n
 | `W`    | `W` + sequence u64                    | consensus WAL record bytes                          |
 | `P`    | `P` + height u64                      | snapshot manifest (canonical msgpack map)           |
 | `X`    | `X` + `s`/`k` + as above              | snapshot import staging (wiped at import start)     |
+| `D`    | `D` + height u64                      | decided block not yet executed: {block, cert} map   |
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ MERKLE_NODE: Final = b"n"
 WAL: Final = b"W"
 SNAPSHOT_META: Final = b"P"
 IMPORT_STAGING: Final = b"X"
+DECIDED: Final = b"D"
 
 TABLE: Final[dict[bytes, str]] = {
     META: "meta name -> value (height u64, hashes 32 bytes, chain id utf-8)",
@@ -56,6 +58,7 @@ TABLE: Final[dict[bytes, str]] = {
     WAL: "sequence u64 -> consensus WAL record",
     SNAPSHOT_META: "height u64 -> snapshot manifest (storage.snapshot.SnapshotManifest)",
     IMPORT_STAGING: "staging copy of s/k during a snapshot import",
+    DECIDED: "height u64 -> decided block and its certificate, until executed (canonical msgpack map)",
 }
 assert all(len(p) == 1 for p in TABLE) and len(set(TABLE)) == len(TABLE)
 
@@ -136,6 +139,10 @@ def wal_key(seq: int) -> bytes:
 
 def snapshot_meta_key(height: int) -> bytes:
     return SNAPSHOT_META + u64(height)
+
+
+def decided_key(height: int) -> bytes:
+    return DECIDED + u64(height)
 
 
 def staging_key(key: bytes) -> bytes:

@@ -47,7 +47,7 @@ def _proofs(request: web.Request, pid: bytes, doc: dict[str, Any]) -> dict[str, 
         root = store.state.root()
         items = [jsonable(store.state.proof(k).to_value()) for k in wanted]
     return {"height": height, "state_root": root.hex(), "proofs": items,
-            "note": "state_root is the root after `height`; block height+1 carries it in its header"}
+            "note": "state_root is the root after `height`; block height+2 carries it in its header"}
 
 
 async def account(request: web.Request) -> web.Response:

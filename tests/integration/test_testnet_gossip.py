@@ -11,6 +11,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -19,6 +20,7 @@ from client.client import Client
 from client.txbuild import build_body, sign
 from client.wallet import Wallet, read_password
 from devtools import devnet, testnet
+from protocol.block import STATE_ROOT_LAG
 from tests.conftest import free_port_block
 
 pytestmark = pytest.mark.integration
@@ -59,15 +61,20 @@ def test_a_tx_posted_to_one_node_is_pending_on_every_node_within_a_second(tmp_pa
         assert not waiting, f"not pending within 1 s on {[nodes[i]['name'] for i in waiting]}"
 
         # with the consensus driver wired in, the tx commits everywhere and account proofs verify
-        # against the header of the next block, which commits to the state root
+        # against the header of the block two later, which commits to the state root
         if clients[0].status().consensus:
             for c in clients:
                 assert c.follow(tx.hash, timeout=15).status == "committed"
-            tx2 = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "1"},
-                                     chain="smeledger-testnet", sender=a.public_key, nonce=1))
-            assert clients[1].submit(tx2).results[0].accepted
-            acc = clients[3].verified_account(b.account, timeout=15)
-            assert acc.proof is not None and acc.verified_height == acc.proof["height"] + 1
+            with ThreadPoolExecutor(1) as pool:  # it reads the account now and waits for block height+2
+                verified = pool.submit(clients[3].verified_account, b.account, timeout=30)
+                time.sleep(0.5)
+                for nonce in (1, 2):  # two more blocks (an idle chain makes none)
+                    more = sign(a, build_body("transfer", {"to": b.account, "asset": "CNY.BANKA", "amount": "1"},
+                                              chain="smeledger-testnet", sender=a.public_key, nonce=nonce))
+                    assert clients[1].submit(more).results[0].accepted
+                    assert clients[1].follow(more.hash, timeout=15).status == "committed"
+                acc = verified.result(timeout=40)
+            assert acc.proof is not None and acc.verified_height == acc.proof["height"] + STATE_ROOT_LAG
     finally:
         p = _run("-m", "devtools.devnet", "down", "--dir", str(d))
         pids = [devnet._pid_of(d / n["name"]) for n in nodes]

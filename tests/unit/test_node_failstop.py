@@ -107,6 +107,8 @@ async def test_an_idle_chain_makes_no_blocks_and_a_tx_behind_a_nonce_gap_is_not_
         assert status == 200 and health["ok"], "gapped txs are not stalled work"
         assert (await _post(node, [_transfer(a, b, 0), _transfer(a, b, 1)]))["accepted"] == 2
         await _until(lambda: len(node.parts.mempool) == 0)  # type: ignore[union-attr]
+        consensus = node.parts.consensus  # decided blocks leave the pool at once and execute after
+        await _until(lambda: consensus.store.head.height == consensus.replica.committed)
         _, acct = await _get(node, "/accounts/" + a.account)
         assert acct["nonce"] == 3, "filling the gap committed all three"
         assert node.parts.store.head.height - start <= 2
@@ -181,9 +183,9 @@ async def test_a_validation_that_raced_a_commit_is_answered_stale_and_not_counte
     try:
         assert node.parts is not None
         driver, store = node.parts.consensus, node.parts.store
-        head = store.head
+        head = driver._parent()
         wrong = Block.build(chain="smeledger-testnet", height=head.height + 5, parent=b"\x01" * 32,
-                            proposer=node.parts.key.public_key, view=0, time=1, state_root=head.state_root, txs=())
+                            proposer=node.parts.key.public_key, view=0, time=1, state_root=b"\x02" * 32, txs=())
         answers: list[Any] = []
         driver.inbox.put_internal = answers.append  # type: ignore[method-assign]
         store.commit_in_flight = True
@@ -194,5 +196,33 @@ async def test_a_validation_that_raced_a_commit_is_answered_stale_and_not_counte
         assert answers[-1] == cs.BlockValidated(wrong.hash, False, "wrong_height")
         rejected = [e for e in _events(node) if e["event"] == "block_rejected"]
         assert len(rejected) == 1 and rejected[0]["reason"] == "wrong_height"
+    finally:
+        await _stop(node, task)
+
+
+async def test_a_block_decided_but_not_executed_when_the_node_died_is_executed_at_the_next_start(
+        single_home: Path, armed: Any) -> None:
+    cfg = ephemeral(load_home(single_home / "banka"))
+    node, task = await _start(cfg)
+    assert node.parts is not None
+    start = node.parts.store.head.height
+    armed("commit.before_batch=raise")  # decided and recorded, then the execution dies
+    a, b = _wallets(single_home)
+    assert (await _post(node, [_transfer(a, b, 0)]))["accepted"] == 1
+    with pytest.raises(failpoints.FailpointError):
+        await asyncio.wait_for(task, SHUTDOWN_BUDGET_S)
+    assert [e["component"] for e in _events(node) if e["event"] == "node_failed"] == ["consensus"]
+    armed("")
+    node, task = await _start(cfg)
+    try:
+        assert node.parts is not None
+        assert node.parts.store.head.height == start + 1, "the decided block was executed before consensus"
+        assert node.parts.consensus.replica.committed == start + 1
+        assert [e for e in _events(node) if e["event"] == "decided_block_executed"]
+        _, acct = await _get(node, "/accounts/" + a.account)
+        assert acct["nonce"] == 1
+        assert not list(node.parts.store.decided.entries()), "the executed block's decided record is gone"
+        assert (await _post(node, [_transfer(a, b, 1)]))["accepted"] == 1  # and the chain goes on from there
+        await _until(lambda: node.parts.store.head.height == start + 2)  # type: ignore[union-attr]
     finally:
         await _stop(node, task)

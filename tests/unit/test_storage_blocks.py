@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from protocol import codec, merkle
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus import CommitCertificate
 from protocol.crypto import PrivateKey
 from protocol.tx import SignedTx
@@ -53,8 +53,8 @@ class Chain:
     def next_block(self, txs: list[SignedTx]) -> Block:
         h = self.blocks.height() + 1
         return Block.build(chain="test", height=h, parent=self.blocks.last_block_hash() or b"\x00" * 32,
-                           proposer=KEY.public_key, view=0, time=h * 1000, state_root=self.state.root(),
-                           txs=[t.raw for t in txs])
+                           proposer=KEY.public_key, view=0, time=h * 1000,
+                           state_root=self.blocks.state_root_at(state_root_height(h)) or b"", txs=[t.raw for t in txs])
 
     def commit(self, changes: dict[bytes, bytes | None], n_txs: int = 3) -> Block:
         txs = make_txs(self.blocks.height() + 1, n_txs)

@@ -22,7 +22,7 @@ from node.genesis import Genesis, Validator
 from node.p2p import P2P, P2PSettings, PeerAddr
 from node.sync import SnapshotPlan, SyncEnv, SyncService, SyncSettings
 from protocol import codec
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus import CheckpointCertificate, CommitCertificate, checkpoint_bytes, vote_bytes
 from protocol.crypto import DOMAIN_CHECKPOINT, DOMAIN_CONSENSUS, PrivateKey, sha256
 from storage.blocks import BlockStore
@@ -116,12 +116,19 @@ def grow(node: SyncNode, count: int, *, stable_upto: int | None = None,
             block, cert = make(node, h, parent)
         else:
             block = Block.build(chain=CHAIN, height=h, parent=parent, proposer=VALS[h % 4].public_key, view=0,
-                                time=1_000 * h, state_root=state.root(), txs=())
+                                time=1_000 * h, state_root=header_root(node, h), txs=())
             cert = codec.encode(sign_commit(block).to_value())
         node.commit(block, cert)
         if h % 5 == 0 and stable_upto is not None and h <= stable_upto:
             node.sync.note_stable_checkpoint(h, block.hash, state.root(),
                                              sign_checkpoint(h, block.hash, state.root()).to_value())
+
+
+def header_root(node: SyncNode, height: int) -> bytes:
+    """The state root block `height` carries: the one after `state_root_height(height)`."""
+    root = node.blocks.state_root_at(state_root_height(height))
+    assert root is not None
+    return root
 
 
 def copy_chain(src: SyncNode, dst: SyncNode, upto: int,
