@@ -6,9 +6,10 @@ messages from a bounded queue), calls `Replica.handle(event, now_ms)` and carrie
 strictly in order. `Persist` records are synced to the WAL before any later action, so a vote is on disk
 before anyone can see it. `CommitBlock` is pipelined: the decided block and its certificate are synced to
 `storage.decided` before the next action (so the replica may agree on the next height at once), its txs
-leave the mempool, and the execution task (a child task, on the store's execution thread) executes
-decided blocks in height order, each in one batch, publishing the new head before the replica hears
-`BlockExecuted`. A node restarted with decided blocks not executed executes them before consensus starts.
+leave the mempool, and the `Pipeline` (node/pipeline.py; its `run()` a child task here) executes decided
+blocks in height order on the store's execution thread, publishing each new head before the replica
+hears `BlockExecuted`. A node restarted with decided blocks not executed executes them before consensus
+starts.
 Block validation (against the last decided block and the state root after height-2, signatures in
 worker threads) runs in child tasks and answers through the inbox.
 
@@ -19,7 +20,7 @@ runs, so a vote whose Persist failed is never sent, not even by a retransmit tim
 with the task. Work is the mempool's READY txs only (the sender's next nonce and what follows it without
 a gap), so an idle chain, or one holding only gapped txs, makes no blocks.
 
-Rule: nothing else touches the replica, the WAL or block/state writes. Every queue here is bounded or
+Rule: nothing else touches the replica or the WAL, and block/state writes happen only through the pipeline. Every queue here is bounded or
 fed only by the driver itself; a full network queue drops the message (consensus retransmits).
 """
 
@@ -37,30 +38,28 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from node import failpoints
 from node.chain import ChainHead, ChainStatus, ChainStore, TimeOffset
-from node.executor import BlockExecutor, BlockRejected, Executed, Parent
+from node.executor import BlockExecutor, BlockRejected, Parent
 from node.genesis import Genesis
 from node.logging import Position
 from node.mempool import Mempool
 from node.p2p import P2P
+from node.pipeline import Pipeline
 from node.status import Health
 from node.sync import SnapshotPlan, SyncService
 from protocol import codec
 from protocol import consensus as cs
-from protocol.block import Block, state_root_height
+from protocol.block import Block
 from protocol.consensus.params import ConsensusParams
 from protocol.consensus.wal import WalMeta, compact_plan, decode_record
 from protocol.crypto import PrivateKey
 from protocol.errors import ProtocolError
 from protocol.messages import T_CONS
-from protocol.tx import SignedTx
 from storage import schema
 from storage.errors import DatabaseCorrupt, SnapshotError
 
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
-MAX_UNEXECUTED = 4  # decided blocks waiting for execution; beyond it the driver waits before going on
-RECENT_ROOTS = 8  # state roots of the last executed heights kept for building and checking headers
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -85,15 +84,6 @@ class _InstallSnapshot:
 
 class _Work:
     """The inbox's marker: the mempool's ready totals changed."""
-
-
-@dataclass(frozen=True, slots=True)
-class _Decided:
-    """A decided block waiting for (or under) execution, with what the commit batch needs."""
-
-    block: Block
-    cert_bytes: bytes
-    txs: tuple[SignedTx, ...]
 
 
 WORK = _Work()
@@ -207,34 +197,15 @@ class ConsensusDriver:
         self._tg: asyncio.TaskGroup | None = None
         self._last_commit = time.monotonic()
         self._wal_meta: dict[int, WalMeta] = {}
-        self._unexecuted: deque[_Decided] = deque()  # decided, in height order, not executed yet
-        self._in_blocks: dict[bytes, int] = {}  # tx hash -> height, for the txs of `_unexecuted`
-        self._exec_wake = asyncio.Event()
-        self._executed = asyncio.Event()  # set after each execution (waiters re-check what they need)
-        self._roots: dict[int, bytes] = {}  # state root after each recently executed height
+        self.pipeline = Pipeline(store=store, executor=self.executor, mempool=mempool, sync=sync, health=health,
+                                 position=position, exec_seconds=self.metrics.exec, log=self.log,
+                                 executed=lambda e: inbox.put_internal(e, first=True))
         self.replica = self._build_replica()
-        head = self.store.head
-        self._tip = Parent(head.height, head.block_hash, head.time_ms, None)  # last decided block
-        self._roots[head.height] = head.state_root
 
     # ---- construction / restore ----------------------------------------------------------------
 
-    def _execute_decided(self) -> None:
-        """Execute the blocks a previous run decided but did not execute, in order (start-up only)."""
-        decided = self.store.decided
-        for height, raw, cert_bytes in list(decided.entries()):
-            if height > self.store.head.height:
-                if height != self.store.head.height + 1:
-                    raise DatabaseCorrupt(f"decided block {height} does not follow the stored height "
-                                          f"{self.store.head.height}")
-                block = Block.decode(raw)
-                done = self.executor.execute(block, cert_bytes, self.executor.decoded(block), self.store.state)
-                self.store.set_head(done.head)
-                self.log.info("decided_block_executed", block_height=height, txs=len(done.txs))
-            decided.drop(height)
-
     def _build_replica(self) -> cs.Replica:
-        self._execute_decided()
+        self.pipeline.execute_stored()
         head = self.store.head
         cert = None
         if head.height > 0:
@@ -269,7 +240,7 @@ class ConsensusDriver:
         try:
             async with asyncio.TaskGroup() as tg:  # block validations and execution run as children
                 self._tg = tg
-                tg.create_task(self._execution_loop(), name="consensus-execution")
+                tg.create_task(self.pipeline.run(), name="consensus-execution")
                 while True:
                     item = await self.inbox.next()
                     failpoints.hit("consensus.event")
@@ -401,22 +372,9 @@ class ConsensusDriver:
 
     # ---- block building and validation ---------------------------------------------------------
 
-    def _parent(self) -> Parent:
-        """What a block at the next height must follow: the last decided block, and the state root after
-        `state_root_height` of that height (None below a state-synced start)."""
-        tip = self._tip
-        want = state_root_height(tip.height + 1)
-        if want > self.store.head.height:  # the replica asks only once that height is executed
-            raise RuntimeError(f"block {tip.height + 1} needs the state root after {want}, which is not "
-                               f"executed yet (executed: {self.store.head.height})")
-        root = self._roots.get(want)
-        if root is None:
-            root = self.store.blocks.state_root_at(want)
-        return Parent(tip.height, tip.block_hash, tip.time_ms, root)
-
     def _build(self, a: cs.BuildBlock) -> None:
         txs = self.mempool.take_batch(a.max_txs, a.max_bytes)
-        parent = self._parent()
+        parent = self.pipeline.parent()
         if not txs or parent.block_hash != a.parent or parent.state_root is None:
             self.inbox.put_internal(cs.BlockBuilt(None))
             return
@@ -434,11 +392,11 @@ class ConsensusDriver:
             self.inbox.put_internal(cs.BlockValidated(block.hash, False, "busy"))
             return
         self._validating.add(block.hash)
-        self._tg.create_task(self._validate_task(block, self._parent()))
+        self._tg.create_task(self._validate_task(block, self.pipeline.parent()))
 
     def _stale(self, parent: Parent) -> bool:
         """Another block was decided since the validation started: its answer no longer matters."""
-        return self._tip.block_hash != parent.block_hash or self.store.commit_in_flight
+        return self.pipeline.tip.block_hash != parent.block_hash or self.store.commit_in_flight
 
     async def _validate_task(self, block: Block, head: Parent) -> None:
         ok, reason = False, "stale"
@@ -447,7 +405,7 @@ class ConsensusDriver:
                 return
             now = now_ms() + self.time_offset.offset_ms
             mp = self.mempool
-            txs = self.executor.precheck(block, head, now, mp.by_raw, self._in_blocks.__contains__)
+            txs = self.executor.precheck(block, head, now, mp.by_raw, self.pipeline.in_blocks)
             todo = [tx for tx in txs if not mp.is_verified(tx.hash, tx.sig)]
             if todo and not all(await mp.verify_txs(todo)):
                 raise BlockRejected("bad_signature", "a tx signature does not verify")
@@ -465,91 +423,22 @@ class ConsensusDriver:
             self._validating.discard(block.hash)
             self.inbox.put_internal(cs.BlockValidated(block.hash, ok, reason))
 
-    # ---- commit (pipelined: decide durably now, execute in height order off the round) -----------
+    # ---- commit (pipelined: decided durably now, executed in height order by `self.pipeline`) -------
 
     async def _commit(self, block: Block, cert: cs.CommitCertificate) -> None:
         """CommitBlock: the block and its certificate are durable before the next action; the replica
-        then goes on to the next height while the execution task runs this block."""
+        then goes on to the next height while the pipeline executes this block."""
         txs = self.executor.decoded(block)
-        cert_bytes = codec.encode(cert.to_value())
-        await self.store.write(self._persist_decided, block, cert_bytes)
-        self._decided(block, cert_bytes, txs)
-        self.inbox.work_changed()
-        await self._compact_wal()
-        while len(self._unexecuted) > MAX_UNEXECUTED:  # execution fell behind: agreement waits for it
-            await self._wait_executed()
-
-    def _persist_decided(self, block: Block, cert_bytes: bytes) -> None:
-        """Writer thread: the synced record that block `height` is decided (failure points around it)."""
-        failpoints.hit("commit.before_decided")
-        self.store.decided.put(block.height, block.raw, cert_bytes)
-        failpoints.hit("commit.after_decided")
-
-    def _decided(self, block: Block, cert_bytes: bytes, txs: tuple[SignedTx, ...]) -> None:
-        self._tip = Parent(block.height, block.hash, block.header.time, None)
-        self._unexecuted.append(_Decided(block, cert_bytes, txs))
-        for tx in txs:
-            self._in_blocks[tx.hash] = block.height
-        self.mempool.remove_committed(txs)  # nonces from the txs; the ledger's follow after execution
+        await self.pipeline.decide(block, codec.encode(cert.to_value()), txs)
         now = time.monotonic()
         self.metrics.round.observe(now - self._last_commit)
         self._last_commit = now
         self.metrics.commits.inc()
         self.metrics.txs.inc(len(txs))
         self.chain.last_commit_ms = now_ms()
-        self._exec_wake.set()
-
-    async def _wait_executed(self) -> None:
-        self._executed.clear()
-        await self._executed.wait()
-
-    async def _drain_execution(self) -> None:
-        """Wait until every decided block is executed (before sync hands over blocks or a snapshot)."""
-        while self._unexecuted:
-            await self._wait_executed()
-
-    async def _execution_loop(self) -> None:
-        """Execute decided blocks in height order, one batch each, on the store's execution thread."""
-        while True:
-            if not self._unexecuted:
-                self._exec_wake.clear()
-                await self._exec_wake.wait()
-                continue
-            d = self._unexecuted[0]
-            done = await self._run_block(d.block, d.cert_bytes, d.txs)
-            self._unexecuted.popleft()
-            for tx in d.txs:
-                if self._in_blocks.get(tx.hash) == d.block.height:
-                    del self._in_blocks[tx.hash]
-            later = {tx.sender for u in self._unexecuted for tx in u.txs}
-            self.mempool.remove_committed((), {s: n for s, n in done.nonces.items() if s not in later})
-            failed = sum(1 for r in done.result.receipts if not r.ok)
-            self.log.info("block_committed", block_height=done.height, txs=len(done.txs), failed=failed,
-                          hash=done.block_hash.hex()[:16], state_root=done.state_root.hex()[:16])
-            self.inbox.put_internal(cs.BlockExecuted(done.height, done.block_hash, done.state_root), first=True)
-            self._executed.set()
-
-    async def _run_block(self, block: Block, cert_bytes: bytes, txs: tuple[SignedTx, ...]) -> Executed:
-        started = time.monotonic()
-        done = await self.store.execute(self._execute_block, block, cert_bytes, txs)
-        self.store.set_head(done.head)
-        self._roots[done.height] = done.state_root
-        for h in [h for h in self._roots if h <= done.height - RECENT_ROOTS]:
-            del self._roots[h]
-        self.metrics.exec.observe(time.monotonic() - started)
-        self.health.note_progress()
-        self.position.update(height=done.height)
-        self.sync.note_committed(done.height, done.block_hash, done.state_root)
-        return done
-
-    def _execute_block(self, block: Block, cert_bytes: bytes, txs: tuple[SignedTx, ...]) -> Executed:
-        """Execution thread: the ledger run and the one batch (failure points around the batch); then the
-        decided record is no longer needed (not synced: a start drops one at or below the stored height)."""
-        failpoints.hit("commit.before_batch")
-        done = self.executor.execute(block, cert_bytes, txs, self.store.state)
-        failpoints.hit("commit.after_batch")
-        self.store.decided.drop(block.height)
-        return done
+        self.inbox.work_changed()
+        await self._compact_wal()
+        await self.pipeline.backpressure()
 
     @staticmethod
     async def _settle(done: asyncio.Future[None], work: Awaitable[None]) -> None:
@@ -565,29 +454,27 @@ class ConsensusDriver:
             done.set_result(None)
 
     async def _apply_synced(self, block: Block, cert: cs.CommitCertificate) -> None:
-        await self._drain_execution()
+        await self.pipeline.drain()
         if block.height <= self.store.head.height:
             return
         txs = self.executor.decoded(block)
         self.mempool.remove_committed(txs)
-        done = await self._run_block(block, codec.encode(cert.to_value()), txs)
+        done = await self.pipeline.execute(block, codec.encode(cert.to_value()), txs)
         self.mempool.remove_committed((), done.nonces)
-        self._tip = Parent(done.height, done.block_hash, block.header.time, None)
         self.metrics.synced.inc()
         await self._feed(cs.SyncedTo(done.height, done.block_hash, cert, done.state_root))
         self.inbox.work_changed()
         await self._compact_wal()
 
     async def _install(self, plan: SnapshotPlan) -> None:
-        await self._drain_execution()
+        await self.pipeline.drain()
         self.store.commit_in_flight = True
         try:
             head = await self.store.write(self._install_sync, plan)
         finally:
             self.store.commit_in_flight = False
         self.store.set_head(head)
-        self._tip = Parent(head.height, head.block_hash, head.time_ms, None)
-        self._roots = {head.height: head.state_root}
+        self.pipeline.reset(head)
         self.mempool.resync_nonces()  # the state under the pool changed at once: its nonces may be stale
         self.health.note_progress()
         await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))

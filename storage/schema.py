@@ -155,6 +155,7 @@ _NAMES: Final[dict[bytes, str]] = {
     STATE_ROOT_AT: "state root at height", TX_INDEX: "tx index", RECEIPT: "receipt", STATE: "state value",
     MERKLE_BUCKET: "Merkle bucket", MERKLE_NODE: "Merkle node", WAL: "consensus WAL record",
     SNAPSHOT_META: "snapshot manifest", IMPORT_STAGING: "snapshot import staging",
+    DECIDED: "decided block not executed yet",
 }
 assert set(_NAMES) == set(TABLE)
 
@@ -163,7 +164,7 @@ def describe(key: bytes) -> str:
     """A key as an operator reads it in an error: its namespace, the decoded height/index/hash, its hex."""
     prefix, rest = key[:1], key[1:]
     name = _NAMES.get(prefix, "unknown namespace")
-    if prefix in (BLOCK, CERTIFICATE, STATE_ROOT_AT, WAL, SNAPSHOT_META) and len(rest) == U64:
+    if prefix in (BLOCK, CERTIFICATE, STATE_ROOT_AT, WAL, SNAPSHOT_META, DECIDED) and len(rest) == U64:
         name += f" {int.from_bytes(rest, 'big')}"
     elif prefix == RECEIPT and len(rest) == U64 + U32:
         name += f" {int.from_bytes(rest[:U64], 'big')}/{int.from_bytes(rest[U64:], 'big')}"
