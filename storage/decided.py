@@ -41,7 +41,7 @@ class DecidedBlocks:
                 m = codec.decode(v, _LIMITS)
                 block, cert = m["block"], m["cert"]
             except (ProtocolError, KeyError, TypeError) as exc:
-                raise DatabaseCorrupt(f"decided block record {k.hex()} does not decode") from exc
+                raise DatabaseCorrupt("a decided block record does not decode", key=k) from exc
             if not isinstance(block, bytes) or not isinstance(cert, bytes):
-                raise DatabaseCorrupt(f"decided block record {k.hex()} is malformed")
+                raise DatabaseCorrupt("a decided block record is malformed", key=k)
             yield schema.read_u64(k[1:]), block, cert

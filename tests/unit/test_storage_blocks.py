@@ -20,6 +20,7 @@ from protocol.tx import SignedTx
 from storage import schema
 from storage.blocks import BlockStore
 from storage.db import Database, WriteBatch
+from storage.decided import DecidedBlocks
 from storage.errors import HeightMismatch, StaleStage, StorageError
 from storage.state import StateStore
 
@@ -227,3 +228,34 @@ def test_first_block_height_is_none_before_blocks_and_one_after(tmp_path: Path) 
     chain.commit({b"a": b"2"})
     assert chain.blocks.first_block_height() == 1
     chain.close()
+
+
+def test_a_block_must_carry_the_state_root_after_the_block_two_below_it(tmp_path: Path) -> None:
+    chain = Chain(tmp_path / "db")
+    chain.genesis({})
+    chain.commit({b"a": b"1"}, n_txs=0)
+    chain.commit({b"a": b"2"}, n_txs=0)
+    assert chain.blocks.state_root_at(1) != chain.blocks.state_root_at(2)
+    parent = chain.blocks.last_block_hash() or b""
+    after_parent = Block.build(chain="test", height=3, parent=parent, proposer=KEY.public_key, view=0, time=3000,
+                               state_root=chain.blocks.state_root(), txs=[])  # the root after 2: one too new
+    with pytest.raises(StorageError) as info:
+        chain.blocks.commit(after_parent, b"", [], chain.state.stage({}))
+    assert info.value.code == "bad_commit" and "after height 1" in info.value.message
+    chain.commit({b"a": b"3"}, n_txs=0)  # the root after height 1: accepted
+    assert chain.blocks.height() == 3
+    chain.close()
+
+
+def test_decided_records_survive_a_reopen_in_height_order_and_a_drop_removes_one(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    decided = DecidedBlocks(db)
+    decided.put(8, b"block-8", b"cert-8")
+    decided.put(7, b"block-7", b"cert-7")
+    db.close()
+    db = Database.open(tmp_path / "db")
+    decided = DecidedBlocks(db)
+    assert list(decided.entries()) == [(7, b"block-7", b"cert-7"), (8, b"block-8", b"cert-8")]
+    decided.drop(7)
+    assert [h for h, _b, _c in decided.entries()] == [8]
+    db.close()
