@@ -55,7 +55,8 @@ class Chain:
         h = self.blocks.height() + 1
         return Block.build(chain="test", height=h, parent=self.blocks.last_block_hash() or b"\x00" * 32,
                            proposer=KEY.public_key, view=0, time=h * 1000,
-                           state_root=self.blocks.state_root_at(state_root_height(h)) or b"", txs=[t.raw for t in txs])
+                           state_root=self.blocks.state_root_at(state_root_height(h)) or b"\x00" * 32,
+                           txs=[t.raw for t in txs])
 
     def commit(self, changes: dict[bytes, bytes | None], n_txs: int = 3) -> Block:
         txs = make_txs(self.blocks.height() + 1, n_txs)
