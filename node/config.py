@@ -38,6 +38,9 @@ DEFAULT_MEMPOOL_TXS = 20_000  # ten full blocks: beyond that clients get 503 + R
 DEFAULT_MEMPOOL_BYTES = 64 * 1024 * 1024
 DEFAULT_MEMPOOL_PER_SENDER = 1_000
 DEFAULT_NONCE_WINDOW = 1_000
+DEFAULT_MEMPOOL_TTL_S = 900  # a tx pending this long (e.g. behind a nonce gap) is dropped as `expired`
+DEFAULT_DROPPED_KEEP = 100_000  # dropped txs whose reason GET /txs/{hash} still answers
+DEFAULT_DROPPED_KEEP_S = 7 * 24 * 3600
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
                     "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
@@ -96,6 +99,18 @@ class MempoolSection:
     max_bytes: int = DEFAULT_MEMPOOL_BYTES
     per_sender_max: int = DEFAULT_MEMPOOL_PER_SENDER
     nonce_window: int = DEFAULT_NONCE_WINDOW
+    ttl_s: int = DEFAULT_MEMPOOL_TTL_S
+
+
+@dataclass(frozen=True, slots=True)
+class JournalSection:
+    """The accepted-tx journal (node/acceptance.py). Its bounds are the mempool's unless set lower: every
+    journaled tx is also pending, so a larger journal could never fill. Full -> POST /txs answers 503."""
+
+    max_txs: int = 0  # 0: mempool.max_txs
+    max_bytes: int = 0  # 0: mempool.max_bytes
+    dropped_keep: int = DEFAULT_DROPPED_KEEP  # newest dropped txs remembered with their reason
+    dropped_keep_s: int = DEFAULT_DROPPED_KEEP_S  # ... for at most this long
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,6 +157,7 @@ class Config:
     p2p: P2PSection = field(default_factory=P2PSection)
     api: ApiSection = field(default_factory=ApiSection)
     mempool: MempoolSection = field(default_factory=MempoolSection)
+    journal: JournalSection = field(default_factory=JournalSection)
     memory: MemorySection = field(default_factory=MemorySection)
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
@@ -297,7 +313,17 @@ def _mempool(m: dict[str, Any]) -> MempoolSection:
     return MempoolSection(max_txs=_int(m, "max_txs", "mempool", d.max_txs, 1, 10_000_000),
                           max_bytes=_int(m, "max_bytes", "mempool", d.max_bytes, 1024, 2**36),
                           per_sender_max=_int(m, "per_sender_max", "mempool", d.per_sender_max, 1, 1_000_000),
-                          nonce_window=_int(m, "nonce_window", "mempool", d.nonce_window, 1, 1_000_000))
+                          nonce_window=_int(m, "nonce_window", "mempool", d.nonce_window, 1, 1_000_000),
+                          ttl_s=_int(m, "ttl_s", "mempool", d.ttl_s, 1, 30 * 24 * 3600))
+
+
+def _journal(m: dict[str, Any], pool: MempoolSection) -> JournalSection:
+    d = JournalSection()
+    _only(m, {f.name for f in fields(JournalSection)}, "journal")
+    return JournalSection(max_txs=_int(m, "max_txs", "journal", d.max_txs, 0, pool.max_txs),
+                          max_bytes=_int(m, "max_bytes", "journal", d.max_bytes, 0, pool.max_bytes),
+                          dropped_keep=_int(m, "dropped_keep", "journal", d.dropped_keep, 0, 10_000_000),
+                          dropped_keep_s=_int(m, "dropped_keep_s", "journal", d.dropped_keep_s, 0, 365 * 24 * 3600))
 
 
 def _memory(m: dict[str, Any]) -> MemorySection:
@@ -335,7 +361,7 @@ def _testnet(m: dict[str, Any]) -> TestnetSection:
     return TestnetSection(allow_time_offset=_bool(m, "allow_time_offset", "testnet", False))
 
 
-SECTIONS = ("node", "p2p", "api", "mempool", "memory", "consensus", "logging", "health", "testnet")
+SECTIONS = ("node", "p2p", "api", "mempool", "journal", "memory", "consensus", "logging", "health", "testnet")
 
 
 def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
@@ -343,8 +369,9 @@ def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> C
     _only(raw, set(SECTIONS), "")
     if "node" not in raw:
         raise _fail("node", "section is required (name, chain_id)")
+    pool = _mempool(_table(raw, "mempool"))
     return Config(node=_node(_table(raw, "node"), base), p2p=_p2p(_table(raw, "p2p")),
-                  api=_api(_table(raw, "api")), mempool=_mempool(_table(raw, "mempool")),
+                  api=_api(_table(raw, "api")), mempool=pool, journal=_journal(_table(raw, "journal"), pool),
                   memory=_memory(_table(raw, "memory")),
                   consensus=_consensus(_table(raw, "consensus")), logging=_logging(_table(raw, "logging")),
                   health=_health(_table(raw, "health")), testnet=_testnet(_table(raw, "testnet")), path=path)

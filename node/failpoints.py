@@ -8,7 +8,9 @@ A name may carry `@N`: the action fires on the N-th pass only (`commit.after_bat
 The points: `consensus.event` (the driver handling an event), `commit.before_decided` /
 `commit.after_decided` (around the synced record of a decided block), `commit.before_batch` /
 `commit.after_batch` (around its execution batch), `wal.before_append` / `wal.after_append`, `journal.before_sync` /
-`journal.after_sync` (the accepted-tx journal), `snapshot.before_install` / `snapshot.after_install`.
+`journal.after_sync` (around the fdatasync that makes a POST batch of accepted txs durable: `after_sync` is
+the last step before the answer and before any peer hears of the txs), `snapshot.before_install` /
+`snapshot.after_install`.
 
 Rule: unarmed points cost one dict lookup; nothing here runs unless the environment names it, and a
 production node never sets the variable (the node logs a warning when any point is armed).

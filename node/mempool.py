@@ -2,8 +2,8 @@
 
 Admission decodes strictly (`SignedTx.from_wire`), then checks size, chain id, duplicates (pending and
 recently committed), the sender's nonce window relative to its committed next nonce, the bounds, and
-last the signature: verified once, in batches, on a small thread pool, and cached by tx hash (with the
-signature, so a forged copy of a known body is not mistaken for it). Admitted txs go to the gossiper.
+last the signature: verified once, in batches, on a small thread pool, and cached (node/sigcheck.py).
+Admitted txs go to the gossiper.
 
 Ready work: a tx is *ready* when it and every tx before it from the same sender can execute next (its
 nonce is the sender's committed next nonce, or follows a ready tx). The pool keeps the ready count and
@@ -12,8 +12,13 @@ gap is neither work nor a reason for view timers.
 
 Rule: every collection is bounded (`MempoolLimits`); a full pool answers `mempool_full` (the API turns
 it into 503 + Retry-After) and never grows. The pool only reads account nonces through the supplied
-callable and never executes txs; txs leave only through `remove_committed`. Event-loop only: the
-executor sees plain tuples, never the pool's state.
+callable and never executes txs. Event-loop only: the executor sees plain tuples, never the pool's state.
+
+Nothing accepted just disappears: every way a tx leaves the pool tells the removal listeners why, in one
+call per group: `committed` (it is in a block: its receipt says committed or failed), `nonce_used` (another
+tx of the same sender and nonce was committed: `remove_committed` after a block, `resync_nonces` after a
+snapshot), `expired` (pending longer than `ttl_s`, e.g. behind a nonce gap nobody filled). The accepted-tx
+journal (node/acceptance.py) keeps those reasons as each tx's final status.
 """
 
 from __future__ import annotations
@@ -22,19 +27,23 @@ import asyncio
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
-from concurrent.futures import Executor, ThreadPoolExecutor
+from concurrent.futures import Executor
 from dataclasses import dataclass, field
 from itertools import count, islice
 
 from node.p2p.metrics import MempoolCollector, MempoolStats
-from protocol.crypto import DOMAIN_TX, verify
+from node.sigcheck import SigChecks
 from protocol.errors import ProtocolError
 from protocol.tx import MAX_TX_BYTES, SignedTx
 
 GossipCallback = Callable[[list[SignedTx], bytes | None], None]
 ChangeListener = Callable[[int, int], None]  # (pending txs, pending bytes) after a change
+RemovalListener = Callable[[Sequence[SignedTx], str], None]  # (txs that left the pool, why)
 
 ACCEPTED = "accepted"
+COMMITTED = "committed"  # removal: the tx is in a committed block
+NONCE_USED = "nonce_used"  # removal: another tx with the same sender and nonce was committed
+EXPIRED = "expired"  # removal: pending longer than ttl_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +61,23 @@ class MempoolLimits:
 
 
 @dataclass(frozen=True, slots=True)
+class Room:
+    """A caller's own bound on one batch (the journal's free room): candidates past it are refused with
+    `code`, checked after the pool's own checks, so `mempool_full` still wins when both are full."""
+
+    txs: int
+    bytes: int
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
 class AdmitResult:
     hash: bytes | None  # None when the bytes did not decode
     accepted: bool
     code: str  # "accepted" or a stable rejection code
     message: str = ""
+    tx: SignedTx | None = None  # the admitted tx, when accepted
 
     @property
     def hash_hex(self) -> str | None:
@@ -71,56 +92,6 @@ class _Sender:
     ready_bytes: int = 0
 
 
-def _verify_chunk(items: list[tuple[bytes, bytes, bytes]]) -> list[bool]:
-    return [verify(pk, DOMAIN_TX, body, sig) for pk, body, sig in items]
-
-
-class _Verification:
-    """Signature checks of one batch: cache hits answer at once, the rest go to the executor in
-    chunks as soon as a chunk is full (so decoding and verifying overlap); a short tail is split in
-    two so both workers help."""
-
-    def __init__(self, pool: Mempool) -> None:
-        self._pool = pool
-        self._loop = asyncio.get_running_loop()
-        self._txs: list[SignedTx] = []
-        self._ok: list[bool] = []
-        self._todo: list[int] = []
-        self._jobs: list[tuple[list[int], asyncio.Future[list[bool]]]] = []
-
-    def add(self, tx: SignedTx) -> None:
-        self._ok.append(self._pool._verified.get(tx.hash) == tx.sig)
-        self._txs.append(tx)
-        if not self._ok[-1]:
-            self._todo.append(len(self._txs) - 1)
-            if len(self._todo) >= self._pool.limits.verify_chunk:
-                self._submit(self._todo)
-                self._todo = []
-
-    def _submit(self, idx: list[int]) -> None:
-        items = [(self._txs[i].sender, self._txs[i].body_bytes, self._txs[i].sig) for i in idx]
-        self._jobs.append((idx, self._loop.run_in_executor(self._pool._executor, _verify_chunk, items)))
-
-    async def results(self) -> list[bool]:
-        if self._todo:
-            half = (len(self._todo) + 1) // 2
-            self._submit(self._todo[:half])
-            if self._todo[half:]:
-                self._submit(self._todo[half:])
-            self._todo = []
-        pool = self._pool
-        cache, cap = pool._verified, pool.limits.verified_cache
-        for idx, fut in self._jobs:
-            for i, good in zip(idx, await fut, strict=True):
-                self._ok[i] = good
-                if good:
-                    cache[self._txs[i].hash] = self._txs[i].sig
-            pool.stats.verified += len(idx)
-        while len(cache) > cap:
-            cache.popitem(last=False)
-        return self._ok
-
-
 class Mempool:
     def __init__(self, chain_id: str, account_nonce: Callable[[bytes], int], *,
                  limits: MempoolLimits | None = None, verify_executor: Executor | None = None,
@@ -132,8 +103,6 @@ class Mempool:
         self._sender_check = sender_check
         self.limits = limits or MempoolLimits()
         self._account_nonce = account_nonce
-        self._own_executor = verify_executor is None
-        self._executor: Executor = verify_executor or ThreadPoolExecutor(2, thread_name_prefix="sigverify")
         self._gossip = gossip
         self._by_hash: dict[bytes, SignedTx] = {}  # insertion order = arrival order
         self._by_raw: dict[bytes, SignedTx] = {}  # the same txs by their wire bytes (shared objects)
@@ -144,9 +113,11 @@ class Mempool:
         self._senders: dict[bytes, _Sender] = {}
         self._bytes = 0
         self._recent: OrderedDict[bytes, None] = OrderedDict()
-        self._verified: OrderedDict[bytes, bytes] = OrderedDict()
         self.stats = MempoolStats()
+        self._sigs = SigChecks(self.stats, chunk=self.limits.verify_chunk, cache_size=self.limits.verified_cache,
+                               executor=verify_executor)
         self._change_listeners: list[ChangeListener] = []
+        self._removal_listeners: list[RemovalListener] = []
         self._ready_txs = 0
         self._ready_bytes = 0
 
@@ -164,6 +135,16 @@ class Mempool:
         for listener in self._change_listeners:
             listener(len(self._by_hash), self._bytes)
 
+    def add_removal_listener(self, listener: RemovalListener) -> None:
+        """`listener(txs, reason)` runs whenever txs leave the pool (see the module docstring for the
+        reasons). It must not call back into the pool."""
+        self._removal_listeners.append(listener)
+
+    def _removed(self, txs: Sequence[SignedTx], reason: str) -> None:
+        if txs:
+            for listener in self._removal_listeners:
+                listener(txs, reason)
+
     async def run(self) -> None:
         """The pool's component task: expires old txs once a second even when nothing arrives, and
         releases the verification threads when the node stops."""
@@ -178,8 +159,7 @@ class Mempool:
         return MempoolCollector(self.stats, lambda: (len(self._by_hash), self._bytes))
 
     def close(self) -> None:
-        if self._own_executor:
-            self._executor.shutdown(wait=False, cancel_futures=True)
+        self._sigs.close()
 
     # ---- queries ---------------------------------------------------------------------------------
 
@@ -210,7 +190,7 @@ class Mempool:
         tx = self._by_hash.get(tx_hash)
         if tx is not None and tx.sig == sig:
             return True
-        return self._verified.get(tx_hash) == sig
+        return self._sigs.known(tx_hash, sig)
 
     def by_raw(self, raw: bytes) -> SignedTx | None:
         """The pending, already verified tx with exactly these wire bytes (a proposed block's txs are
@@ -233,8 +213,11 @@ class Mempool:
 
     # ---- admission -------------------------------------------------------------------------------
 
-    async def add_many(self, raw_txs: Sequence[bytes], source: bytes | None = None) -> list[AdmitResult]:
-        """Admit a batch; one result per input, in order. `source` is the peer key, or None for clients."""
+    async def add_many(self, raw_txs: Sequence[bytes], source: bytes | None = None, *,
+                       announce: bool = True, room: Room | None = None) -> list[AdmitResult]:
+        """Admit a batch; one result per input, in order. `source` is the peer key, or None for clients.
+        With `announce=False` the admitted txs are not gossiped: the caller calls `announce` once they
+        are durable (the API's intake journals them first). `room` bounds what this batch may add."""
         lim = self.limits
         if len(raw_txs) > lim.max_batch:
             return [self._reject(None, "batch_too_large", f"at most {lim.max_batch} txs per batch")
@@ -249,12 +232,15 @@ class Mempool:
         batch_nonces: set[tuple[bytes, int]] = set()
         per_sender: dict[bytes, int] = {}
         proj_n, proj_b = len(self._by_hash), self._bytes
-        verification = _Verification(self)  # signature jobs start while later txs are still decoded
+        verification = self._sigs.batch()  # signature jobs start while later txs are still decoded
         memo: dict[bytes, int] = {}  # account nonces read once per sender per batch
         for i, raw in enumerate(raw_txs):
             r = self._precheck(raw, batch_hashes, batch_nonces, per_sender, proj_n, proj_b, memo)
             if isinstance(r, AdmitResult):
                 results[i] = r
+                continue
+            if room is not None and (len(cands) >= room.txs or proj_b - self._bytes + len(raw) > room.bytes):
+                results[i] = self._reject(r.hash, room.code, room.message)
                 continue
             cands.append((i, r))
             verification.add(r)
@@ -275,10 +261,15 @@ class Mempool:
             if res.accepted:
                 admitted.append(tx)
         if admitted:
-            if self._gossip is not None:
-                self._gossip(admitted, source)
+            if announce:
+                self.announce(admitted, source)
             self._changed()
         return [r for r in results if r is not None]
+
+    def announce(self, txs: list[SignedTx], source: bytes | None = None) -> None:
+        """Hand admitted txs to the gossiper."""
+        if self._gossip is not None:
+            self._gossip(txs, source)
 
     def _reject(self, tx_hash: bytes | None, code: str, message: str) -> AdmitResult:
         self.stats.rejected[code] += 1
@@ -332,16 +323,9 @@ class Mempool:
             return self._reject(h, "mempool_full", "mempool is full; retry later")
         return tx
 
-    async def _verify(self, txs: list[SignedTx]) -> list[bool]:
-        """Signature check for each tx, from the cache or in executor batches; results are cached."""
-        v = _Verification(self)
-        for tx in txs:
-            v.add(tx)
-        return await v.results()
-
     async def verify_txs(self, txs: Sequence[SignedTx]) -> list[bool]:
         """Verify signatures not seen before (e.g. a proposed block's txs); cached like admission."""
-        return await self._verify(list(txs))
+        return await self._sigs.verify(list(txs))
 
     def _insert(self, tx: SignedTx) -> AdmitResult:
         """Re-check what may have changed while verifying, then add."""
@@ -371,7 +355,7 @@ class Mempool:
         if tx.nonce == s.next_nonce + s.ready:
             self._extend_ready(s)
         self.stats.admitted += 1
-        return AdmitResult(h, True, ACCEPTED, "")
+        return AdmitResult(h, True, ACCEPTED, "", tx)
 
     # ---- proposer side ---------------------------------------------------------------------------
 
@@ -416,7 +400,8 @@ class Mempool:
         Each committed tx advances its sender's next nonce past it (failed txs consume a nonce too);
         `account_nonces` (sender -> next nonce from the ledger) overrides. Returns how many were removed."""
         touched: dict[bytes, int] = {}
-        removed = 0
+        gone: list[SignedTx] = []
+        stale_txs: list[SignedTx] = []
         for item in committed:
             h = item.hash if isinstance(item, SignedTx) else item
             if len(h) != 32:
@@ -425,7 +410,7 @@ class Mempool:
             tx = self._by_hash.get(h)
             if tx is not None:
                 self._drop(tx)
-                removed += 1
+                gone.append(tx)
                 self.stats.committed += 1
             ref = tx if tx is not None else (item if isinstance(item, SignedTx) else None)
             if ref is not None:
@@ -441,28 +426,32 @@ class Mempool:
             s.next_nonce = max(s.next_nonce, n) if account_nonces is None or sender not in account_nonces else n
             for stale in [tx for nonce, tx in s.txs.items() if nonce < s.next_nonce]:
                 self._drop(stale)
-                removed += 1
+                stale_txs.append(stale)
                 self.stats.evicted_stale += 1  # _drop forgets the sender once it has no txs left
             self._recount(sender)
-        if removed:
+        self._removed(gone, COMMITTED)
+        self._removed(stale_txs, NONCE_USED)
+        if gone or stale_txs:
             self._changed()
-        return removed
+        return len(gone) + len(stale_txs)
 
     def resync_nonces(self) -> int:
         """Re-read every pending sender's committed next nonce (after a state sync replaced the state under
-        the pool): txs below it are dropped, ready runs recounted. Returns how many were removed."""
-        removed = 0
+        the pool): txs below it are dropped as `nonce_used`, ready runs recounted. Returns how many were
+        removed."""
+        removed: list[SignedTx] = []
         for sender in list(self._senders):
             s = self._senders[sender]
             s.next_nonce = self._account_nonce(sender)
             for stale in [tx for nonce, tx in s.txs.items() if nonce < s.next_nonce]:
                 self._drop(stale)
-                removed += 1
+                removed.append(stale)
                 self.stats.evicted_stale += 1
             self._recount(sender)
+        self._removed(removed, NONCE_USED)
         if removed:
             self._changed()
-        return removed
+        return len(removed)
 
     def prune_expired(self, *, force: bool = False) -> int:
         """Drop txs pending longer than `ttl_s` (checked at most once a second unless forced)."""
@@ -482,6 +471,7 @@ class Mempool:
             self._recount(sender)
         self.stats.expired += len(old)
         if old:
+            self._removed(old, EXPIRED)
             self._changed()
         return len(old)
 

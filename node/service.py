@@ -1,7 +1,8 @@
 """`Node`: builds one node's component tree from its config and runs it in one asyncio TaskGroup.
 
 The tree (docs/architecture.md draws it): the `ChainStore` (database, state, blocks, WAL; one writer
-thread) at the root; the `Mempool`; `P2P` and `TxGossip` on it; `SyncService` and the `ConsensusDriver`,
+thread) at the root; the `Mempool` and `Acceptance` (the accepted-tx journal on its own thread, the API's
+intake; replayed and re-admitted before intake opens); `P2P` and `TxGossip` on it; `SyncService` and the `ConsensusDriver`,
 joined by the `ConsensusInbox` (sync hands verified blocks to the driver through it); the `ApiServer` on
 top, reading through `NodeStatus`. Each component gets what it needs, typed, in its constructor, and
 exposes one `async run()`; every `run()` is a task of the node's one TaskGroup.
@@ -10,8 +11,9 @@ Fail-stop (DESIGN section 7): when any component's task ends with an error, the 
 others; the node logs ONE line `node_failed` naming the component and the cause, waits for in-flight
 storage work, closes the database and raises, so `smeledger run` exits non-zero and systemd restarts it
 (the WAL restores consensus). Ordered shutdown on SIGTERM/SIGINT or `request_stop()`: intake closes (the
-API answers 503), consensus and sync stop, then gossip and P2P, the API drains, the mempool stops, and
-only after every started write and read has finished is the database closed; within `SHUTDOWN_BUDGET_S`.
+API answers 503), consensus and sync stop, then gossip and P2P, the API drains, the mempool stops, the journal
+writes what is queued and closes, and only after every started write and read has finished is the database
+closed; within `SHUTDOWN_BUDGET_S`.
 
 Rule: this module owns lifetimes only; it holds no protocol logic.
 """
@@ -30,6 +32,7 @@ from prometheus_client import CollectorRegistry, disable_created_metrics
 
 from node import failpoints, fdbudget, memory
 from node import genesis as genesis_mod
+from node.acceptance import Acceptance, JournalLimits
 from node.api.keys import ApiDeps
 from node.api.server import ApiServer
 from node.chain import ChainStatus, ChainStore, TimeOffset
@@ -37,6 +40,7 @@ from node.config import Config
 from node.consensus import ConsensusDriver, ConsensusInbox
 from node.errors import ConfigError, NodeError
 from node.genesis import Genesis
+from node.journal import JournalFile
 from node.keyfile import check_admin_token, load_node_key
 from node.logging import Position, Throttle, install_loop_handler, node_logger
 from node.mempool import Mempool, MempoolLimits
@@ -100,6 +104,7 @@ class Components:
     registry: CollectorRegistry
     store: ChainStore
     mempool: Mempool
+    acceptance: Acceptance
     p2p: P2P
     gossip: TxGossip
     sync: SyncService
@@ -177,9 +182,15 @@ class Node:
             await parts.p2p.start()
         async with _listening("api", self.config.api.host, self.config.api.port):
             await parts.api.start()
+        try:
+            await parts.acceptance.restore()  # before consensus and intake: journaled txs are work again
+        except BaseException:
+            parts.acceptance.close_now()
+            raise
         async with asyncio.TaskGroup() as tg:
-            order = [("mempool", parts.mempool.run()), ("p2p", parts.p2p.run()), ("gossip", parts.gossip.run()),
-                     ("sync", parts.sync.run()), ("consensus", parts.consensus.run()), ("api", parts.api.run())]
+            order = [("journal", parts.acceptance.run()), ("mempool", parts.mempool.run()), ("p2p", parts.p2p.run()),
+                     ("gossip", parts.gossip.run()), ("sync", parts.sync.run()), ("consensus", parts.consensus.run()),
+                     ("api", parts.api.run())]
             tasks = {name: tg.create_task(self._supervise(name, coro), name=name) for name, coro in order}
             parts.health.accepting = True
             self.timings["startup_s"] = time.monotonic() - t0
@@ -211,7 +222,7 @@ class Node:
         parts.log.info("node_stopping")
         try:
             async with asyncio.timeout(SHUTDOWN_BUDGET_S - 0.5):
-                for group in (("consensus", "sync"), ("gossip", "p2p"), ("api",), ("mempool",)):
+                for group in (("consensus", "sync"), ("gossip", "p2p"), ("api",), ("mempool",), ("journal",)):
                     for name in group:
                         tasks[name].cancel()
                     await asyncio.wait([tasks[name] for name in group])
@@ -246,10 +257,17 @@ class Node:
         log.info("descriptor_budget", **budget.as_log(), large_buffers_returned=memory.return_large_buffers())
         store = await asyncio.to_thread(self._open_store, gen, limits, log, budget.db_files)
         try:
-            return self._wire(cfg, gen, key, log, position, store, params, frame, budget.api_connections)
+            parts = self._wire(cfg, gen, key, log, position, store, params, frame, budget.api_connections)
         except BaseException:
             store.close_now()
             raise
+        try:
+            await parts.acceptance.open()
+        except BaseException:
+            parts.acceptance.close_now()
+            store.close_now()
+            raise
+        return parts
 
     def _open_store(self, gen: Genesis, limits: SizeLimits, log: Any, db_files: int) -> ChainStore:
         mem = self.config.memory
@@ -294,8 +312,15 @@ class Node:
                                                per_sender_max=m.per_sender_max, nonce_window=m.nonce_window,
                                                max_batch=cfg.api.max_batch_txs,
                                                recent_committed=cfg.memory.recent_committed,
-                                               verified_cache=cfg.memory.verified_sigs))
+                                               verified_cache=cfg.memory.verified_sigs, ttl_s=float(m.ttl_s)))
         registry.register(mempool.collector())
+        j = cfg.journal
+        acceptance = Acceptance(mempool, JournalFile(cfg.node.data_dir / "journal"),
+                                JournalLimits(max_txs=j.max_txs or m.max_txs, max_bytes=j.max_bytes or m.max_bytes,
+                                              dropped_keep=j.dropped_keep, dropped_keep_ms=j.dropped_keep_s * 1000),
+                                tx_committed=lambda h: (store.blocks.get_tx_location(h) is not None
+                                                        or live.get(ledger_keys.tx_record(h)) is not None),
+                                log=log.bind(component="journal"), registry=registry)
 
         p = cfg.p2p
         settings = P2PSettings(listen_host=p.host, listen_port=p.port, max_frame=frame,
@@ -320,10 +345,10 @@ class Node:
                             p2p=p2p, chain=chain, health=health, time_offset=time_offset)
         registry.register(NodeCollector(status))
         api = ApiServer(ApiDeps(settings=cfg.api, token_path=cfg.token_path, genesis=gen, store=store,
-                                mempool=mempool, p2p=p2p, status=status, time_offset=time_offset,
-                                registry=registry, log=log), max_connections=api_connections)
+                                mempool=mempool, acceptance=acceptance, p2p=p2p, status=status,
+                                time_offset=time_offset, registry=registry, log=log), max_connections=api_connections)
         return Components(genesis=gen, key=key, log=log, registry=registry, store=store, mempool=mempool,
-                          p2p=p2p, gossip=gossip, sync=sync, consensus=consensus, api=api, status=status,
+                          acceptance=acceptance, p2p=p2p, gossip=gossip, sync=sync, consensus=consensus, api=api, status=status,
                           health=health, chain=chain, time_offset=time_offset)
 
 

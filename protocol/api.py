@@ -159,7 +159,10 @@ class TxStatus(Doc, frozen=True, kw_only=True, omit_defaults=True):
     height: int | None = None
     index: int | None = None
     receipt: Receipt | None = None
-    reason: str | None = None
+    reason: Annotated[str | None, msgspec.Meta(
+        description="dropped only, why this node dropped the tx: nonce_used | expired | sender_frozen | "
+                    "not_registered | forbidden_role | unknown_kind | evicted | invalid")] = None
+    dropped_at: Annotated[int | None, msgspec.Meta(description="dropped only: when, unix ms")] = None
     error: str | None = None
     message: str | None = None
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 from aiohttp import web
 from prometheus_client import CollectorRegistry
 
+from node.acceptance import Acceptance
 from node.chain import ChainStore, TimeOffset
 from node.config import ApiSection
 from node.errors import ApiError
@@ -39,6 +40,7 @@ class ApiDeps:
     genesis: Genesis
     store: ChainStore
     mempool: Mempool
+    acceptance: Acceptance
     p2p: P2P
     status: NodeStatus
     time_offset: TimeOffset

@@ -61,7 +61,8 @@ ROUTES: list[Route] = [
     Route("get", "/peers", routes.peers, "Connected peers", api.Peers),
     Route("post", "/txs", routes.submit_txs, "Submit one signed tx or a batch", api.SubmitResult,
           {400: "bad_json | bad_hex | bad_msgpack | bad_batch | empty_body", 413: "body too large",
-           415: "unsupported Content-Type", 503: "mempool_full (Retry-After, with the per-tx rows) or intake closed"},
+           415: "unsupported Content-Type",
+           503: "mempool_full | journal_full (Retry-After, with the per-tx rows), journal_failed or intake closed"},
           body=api.SubmitJson, msgpack_body="canonical msgpack: one signed tx {sig, tx} or a list of them"),
     Route("get", "/txs/{hash}", routes.get_tx, "Tx status: pending, committed or failed (with its receipt), dropped "
           "(with a reason)", api.TxStatus, {400: "bad_hash", 404: "unknown tx (status unknown)"},

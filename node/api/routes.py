@@ -3,8 +3,9 @@
 Rule: handlers parse every input with the API's models (`node.api.parsing`, `protocol.api`) before
 touching the node and answer a 4xx with a stable code for any bad one (`bad_json`, `bad_hex`,
 `bad_msgpack`, `bad_hash`, `bad_height`, `bad_batch`, ...); they answer with the models too, so what
-they do is what the generated OpenAPI document says. Intake closed (starting or stopping) and a full
-mempool answer 503 with Retry-After. Handlers never block the loop on more than a bounded read.
+they do is what the generated OpenAPI document says. Intake closed (starting or stopping), a full mempool
+and a full journal answer 503 with Retry-After. A tx answered `accepted` is durable in the node's journal
+(node/acceptance.py). Handlers never block the loop on more than a bounded read.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import msgspec
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from node.acceptance import REASONS
 from node.api import parsing
 from node.api.bodies import bodies, check_msgpack_shape, loads_json
 from node.api.keys import ApiDeps, deps, read_off_loop
@@ -35,6 +37,7 @@ from storage.records import tx_hash_of
 
 MSGPACK = "application/msgpack"
 SUBMIT_SHAPE = '{"txs": ["<hex of a signed tx>", ...]}'
+BACKPRESSURE = ("mempool_full", "journal_full")  # per-tx codes that make POST /txs answer 503
 
 
 def _stored_json(raw: bytes, key: bytes) -> Any:
@@ -120,14 +123,15 @@ async def submit_txs(request: web.Request) -> web.Response:
         raise ApiError(f"Content-Type must be {MSGPACK} or application/json", code="unsupported_media_type",
                        http_status=415)
     raws = await bodies(request).load(request, parse)
-    results = await d.mempool.add_many(raws, None)
+    results = await d.acceptance.submit(raws)
     rows = [api.SubmitRow(hash=r.hash.hex() if r.hash is not None else None,
                           status="accepted" if r.accepted else "rejected",
                           accepted=r.accepted, code=r.code, message=r.message) for r in results]
     accepted = sum(1 for r in results if r.accepted)
-    if any(r.code == "mempool_full" for r in results):
-        full = api.SubmitResult(accepted=accepted, rejected=len(rows) - accepted, results=rows, error="mempool_full",
-                                message="mempool is full; retry the rejected txs later")
+    code = next((r.code for r in results if r.code in BACKPRESSURE), None)
+    if code is not None:
+        full = api.SubmitResult(accepted=accepted, rejected=len(rows) - accepted, results=rows, error=code,
+                                message=f"{code.replace('_', ' ')}; retry the rejected txs later")
         return answer(full, status=503, headers={"Retry-After": "1"})
     return answer(api.SubmitResult(accepted=accepted, rejected=len(rows) - accepted, results=rows))
 
@@ -138,7 +142,7 @@ def committed_tx_status(d: ApiDeps, h: bytes) -> api.TxStatus:
     loc = blocks.get_tx_location(h)
     if loc is None:
         return api.TxStatus(hash=h.hex(), status="unknown", error="not_found",
-                            message="no pending or committed tx with this hash")
+                            message="no pending, committed or dropped tx with this hash")
     raw = blocks.get_receipt_at(*loc)
     key = schema.receipt_key(*loc)
     if raw is None:  # get_tx_location checked that the tx is there, so its receipt must be too
@@ -154,6 +158,10 @@ async def get_tx(request: web.Request) -> web.Response:
     if d.mempool.status(h) == "pending":
         return answer(api.TxStatus(hash=h.hex(), status="pending"))
     doc = await read_off_loop(request, lambda: committed_tx_status(d, h))
+    dropped = d.acceptance.dropped(h) if doc.status == "unknown" else None  # the tx index is asked first
+    if dropped is not None:
+        return answer(api.TxStatus(hash=h.hex(), status="dropped", reason=dropped.reason, dropped_at=dropped.at_ms,
+                                   message=REASONS.get(dropped.reason, dropped.reason)))
     return answer(doc, status=404 if doc.status == "unknown" else 200)
 
 

@@ -91,3 +91,15 @@ def test_example_config_in_configs_is_valid() -> None:
     root = Path(__file__).resolve().parents[2]
     cfg = config.load(root / "configs" / "node.example.toml")
     assert cfg.node.name
+
+
+def test_the_journal_may_be_bounded_at_the_mempools_bounds_but_not_one_tx_or_byte_above(tmp_path: Path) -> None:
+    pool = "[mempool]\nmax_txs = 100\nmax_bytes = 4096\nttl_s = 1\n"
+    cfg = _load(tmp_path, BASE + pool + "[journal]\nmax_txs = 100\nmax_bytes = 4096\n")
+    assert (cfg.journal.max_txs, cfg.journal.max_bytes, cfg.mempool.ttl_s) == (100, 4096, 1)
+    for over, field in (("max_txs = 101", "journal.max_txs"), ("max_bytes = 4097", "journal.max_bytes")):
+        with pytest.raises(ConfigError) as e:
+            _load(tmp_path, BASE + pool + f"[journal]\n{over}\n")
+        assert e.value.message.startswith(f"config error: {field} must be an integer 0..")
+    with pytest.raises(ConfigError, match=r"mempool\.ttl_s must be an integer 1\.\."):
+        _load(tmp_path, BASE + "[mempool]\nttl_s = 0\n")

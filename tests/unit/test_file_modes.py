@@ -35,6 +35,8 @@ def _expected(p: Path, root: Path) -> int | None:
         return 0o600
     if p.name in PUBLIC:
         return 0o644
+    if p.parent.name == "journal":  # the accepted-tx journal (node/journal.py)
+        return 0o600
     assert p.parent.name == "data", f"unexpected file {p.relative_to(root)}"
     return None
 
