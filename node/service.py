@@ -345,8 +345,9 @@ class Node:
                             p2p=p2p, chain=chain, health=health, time_offset=time_offset)
         registry.register(NodeCollector(status))
         api = ApiServer(ApiDeps(settings=cfg.api, token_path=cfg.token_path, genesis=gen, store=store,
-                                mempool=mempool, acceptance=acceptance, p2p=p2p, status=status,
-                                time_offset=time_offset, registry=registry, log=log), max_connections=api_connections)
+                                mempool=mempool, in_decided_block=consensus.pipeline.in_blocks,
+                                acceptance=acceptance, p2p=p2p, status=status, time_offset=time_offset,
+                                registry=registry, log=log), max_connections=api_connections)
         return Components(genesis=gen, key=key, log=log, registry=registry, store=store, mempool=mempool,
                           acceptance=acceptance, p2p=p2p, gossip=gossip, sync=sync, consensus=consensus, api=api, status=status,
                           health=health, chain=chain, time_offset=time_offset)

@@ -40,6 +40,7 @@ class ApiDeps:
     genesis: Genesis
     store: ChainStore
     mempool: Mempool
+    in_decided_block: Callable[[bytes], bool]  # decided, not executed yet: still pending to a client
     acceptance: Acceptance
     p2p: P2P
     status: NodeStatus

@@ -183,3 +183,29 @@ async def test_a_node_whose_journal_cannot_be_written_answers_503_and_stops_with
         await asyncio.wait_for(task, 10)
     failed = [json.loads(line) for line in log.getvalue().splitlines() if '"node_failed"' in line]
     assert len(failed) == 1 and failed[0]["component"] == "journal" and failed[0]["code"] == "journal_failed"
+
+
+async def test_a_tx_in_a_decided_block_not_yet_executed_reads_pending_not_unknown(
+        single_home: Path, start_node: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    from node.pipeline import Pipeline
+    gate = asyncio.Event()
+    real = Pipeline.execute
+
+    async def held(self: Pipeline, *args: Any) -> Any:
+        await gate.wait()
+        return await real(self, *args)
+
+    monkeypatch.setattr(Pipeline, "execute", held)
+    node = await start_node(_config(single_home / "banka"))
+    a, b = _wallets(single_home / "banka")
+    tx = _transfer(a, b, 0)
+    status, doc = await _post(node, [tx])
+    assert status == 200 and doc["accepted"] == 1
+    pipeline = node.parts.consensus.pipeline
+    deadline = time.monotonic() + 20
+    while not pipeline.in_blocks(tx.hash) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert pipeline.in_blocks(tx.hash) and node.parts.mempool.get(tx.hash) is None
+    assert (await _status(node, tx))["status"] == "pending"
+    gate.set()
+    assert (await _until(node, tx, lambda d: d["status"] == "committed"))["status"] == "committed"
