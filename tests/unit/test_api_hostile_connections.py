@@ -101,7 +101,7 @@ async def test_when_every_connection_is_busy_a_newcomer_gets_a_json_refusal_and_
     assert node.parts is not None
     release = asyncio.Event()
 
-    async def busy_mempool(raws: list[bytes], source: object) -> list[object]:
+    async def busy_mempool(raws: list[bytes], source: object, **_: object) -> list[object]:
         await release.wait()
         return []
 
