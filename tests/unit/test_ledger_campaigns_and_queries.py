@@ -130,3 +130,31 @@ def test_loan_and_receivable_queries_return_hex_ids_and_int_money():
     lr = h.send("smea", "loan-apply", lender=h.id("banka"), asset=A, amount=5, term_ms=DAY_MS, collateral=[])
     loan = query.loan(h.state, lr.tx_hash)
     assert loan["status"] == "applied" and loan["owed_now"] == 0 and "rem_i" not in loan
+
+
+def test_an_unknown_asset_or_object_is_not_found_with_a_message_naming_what_was_asked_for():
+    h = Harness.standard()
+    with pytest.raises(LedgerError) as exc:
+        query.asset(h.state, "NOPE.X")
+    assert exc.value.code == "not_found" and exc.value.message == "no asset NOPE.X"
+    for fn, what in ((query.receivable, "receivable"), (query.loan, "loan"), (query.campaign, "campaign"),
+                     (query.collateral, "collateral"), (query.fx_quote, "FX quote")):
+        with pytest.raises(LedgerError) as exc:
+            fn(h.state, "ab" * 32)
+        assert exc.value.code == "not_found" and exc.value.message == f"no {what} {'ab' * 32}"
+
+
+@pytest.mark.parametrize("account", [None, "smeb"])
+def test_events_accept_only_real_event_kinds_and_say_what_a_tx_kind_emits(account):
+    h = Harness.standard()
+    h.send("smea", "transfer", to=h.id("smeb"), asset=A, amount=1)
+    who = None if account is None else h.id(account)
+    with pytest.raises(LedgerError) as exc:
+        query.events(h.state, account=who, kind="transfer")
+    assert exc.value.code == "bad_field"
+    assert "funds_moved" in exc.value.message and "'transfer' is a tx kind" in exc.value.message
+    for bad in ("no_such_event", "\u00e9v\u00e9nement", "x" * 65):
+        with pytest.raises(LedgerError) as exc:
+            query.events(h.state, account=who, kind=bad)
+        assert exc.value.code == "bad_field"
+    assert query.events(h.state, account=who, kind="funds_moved")["events"]
