@@ -98,7 +98,8 @@ class Mempool:
                  gossip: GossipCallback | None = None,
                  sender_check: Callable[[SignedTx], tuple[str, str] | None] | None = None) -> None:
         """`sender_check(tx)` returns (code, message) when the ledger would certainly fail the tx
-        (unknown kind, unregistered or frozen sender, forbidden role): such txs are rejected here."""
+        (unknown kind, unregistered or frozen sender, forbidden role, a body failing its kind's static
+        checks): such txs are rejected here with the block's code and never cost a nonce."""
         self.chain_id = chain_id
         self._sender_check = sender_check
         self.limits = limits or MempoolLimits()

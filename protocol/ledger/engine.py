@@ -16,7 +16,7 @@ from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import BlockCtx, BlockResult, Receipt, TxCtx
 from protocol.ledger.registry import KINDS
-from protocol.ledger.spec import KindSpec, parse_body
+from protocol.ledger.spec import KindSpec, static_check
 from protocol.ledger.store import load_int, load_params, participant, save, unpack
 from protocol.ledger.timed import run_schedule
 from protocol.state import StateReader, StateView
@@ -59,9 +59,11 @@ def _authorise(state: StateReader, tx: SignedTx) -> tuple[KindSpec, bytes, froze
 
 def admission_error(state: StateReader, tx: SignedTx) -> LedgerError | None:
     """Why the ledger would certainly fail `tx` now, or None; the mempool asks this at admission so
-    such txs never reach a block."""
+    such txs never reach a block and cost no nonce. The checks and their order are the block's own
+    (`_authorise`, then the kind's `static_check`), so the code is the one the block would give."""
     try:
-        _authorise(state, tx)
+        spec, _, _ = _authorise(state, tx)
+        static_check(spec, tx.body)
     except LedgerError as exc:
         return exc
     return None
@@ -77,7 +79,7 @@ def _run_tx(state: StateView, block: BlockCtx, tx: SignedTx) -> Receipt:
     try:
         spec, actor, roles = _authorise(state, tx)
         ctx = TxCtx(block=block, tx_hash=tx.hash, key=tx.sender, actor=actor, roles=roles,
-                    f=parse_body(spec, tx.body))
+                    f=static_check(spec, tx.body))
         spec.validate(state, tx, ctx)
         spec.apply(state, tx, ctx)
     except ProtocolError as exc:

@@ -12,7 +12,8 @@ from protocol.ledger import keys
 from protocol.ledger.errors import GenesisError, LedgerError
 from protocol.ledger.kinds.identity import new_participant
 from protocol.ledger.model import MAX_AMOUNT, MAX_KYC, PARAM_NAMES, ROLES, BlockCtx, Params
-from protocol.ledger.store import check_asset_id, create_asset, emit, mint, save
+from protocol.ledger.spec import check_asset_id
+from protocol.ledger.store import create_asset, emit, mint, save
 from protocol.state import StateView
 
 MAX_GENESIS_ITEMS = 10_000
@@ -63,8 +64,10 @@ def parse_params(v: Any) -> Params:
         if not isinstance(x, int) or isinstance(x, bool) or not 0 <= x <= 2**62:
             raise GenesisError(f"params.{k} must be a non-negative integer")
     p = Params.from_value(v)
-    if p.score_min > p.score_max or p.util_alert_bps > 10_000 or p.max_sched_per_block < 1:
-        raise GenesisError("params: score_min <= score_max, util_alert_bps <= 10000, max_sched_per_block >= 1")
+    if (p.score_min > p.score_max or p.util_alert_bps > 10_000 or p.max_sched_per_block < 1
+            or p.frozen_retry_ms < 1):
+        raise GenesisError("params: score_min <= score_max, util_alert_bps <= 10000, max_sched_per_block >= 1, "
+                           "frozen_retry_ms >= 1")
     return p
 
 

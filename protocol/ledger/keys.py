@@ -16,6 +16,7 @@ integers (so a range scan walks time or height in order). Ids are 32 raw bytes; 
 | `co/`  | `co/<collateral id>`                  | collateral record                                  |
 | `lo/`  | `lo/<loan id>`                        | loan record                                        |
 | `l/`   | `l/<borrower id><lender id>`          | credit limit: asset, limit, used                   |
+| `x/`   | `x/<borrower id><lender id>`          | open principal of that lender's active/overdue loans to the borrower, {asset: int > 0} |
 | `cp/`  | `cp/<campaign id>`                    | campaign record                                    |
 | `cc/`  | `cc/<campaign id><investor id>`       | escrowed contribution (int)                        |
 | `fx/`  | `fx/<quote id>`                       | FX quote record                                    |
@@ -63,6 +64,7 @@ P_RECEIVABLE = b"r/"
 P_COLLATERAL = b"co/"
 P_LOAN = b"lo/"
 P_LIMIT = b"l/"
+P_EXPOSURE = b"x/"
 P_CAMPAIGN = b"cp/"
 P_CONTRIB = b"cc/"
 P_FX = b"fx/"
@@ -144,6 +146,10 @@ def loan(lid: bytes) -> bytes:
 
 def limit(borrower: bytes, lender: bytes) -> bytes:
     return P_LIMIT + borrower + lender
+
+
+def exposure(borrower: bytes, lender: bytes) -> bytes:
+    return P_EXPOSURE + borrower + lender
 
 
 def limits_of(borrower: bytes) -> tuple[bytes, bytes]:

@@ -167,6 +167,7 @@ class Params:
     w_recv_late: int = 40
     w_payment: int = 1
     payment_cap: int = 50
+    frozen_retry_ms: int = 3_600_000  # a time-driven payout to a frozen participant is retried this much later
 
     def to_value(self) -> dict[str, int]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -2,7 +2,8 @@
 
 Rule: never write; bytes come out as lowercase hex, money as ints; every scan is bounded by a named
 limit and says when it stopped early (`more` / `truncated`). Unknown objects raise
-`LedgerError("not_found")`; malformed ids raise `LedgerError("bad_field")`.
+`LedgerError("not_found")` naming what was asked for ("no asset X"); malformed ids, and event kinds
+that are not in `events.EVENTS`, raise `LedgerError("bad_field")`.
 """
 
 from __future__ import annotations
@@ -14,9 +15,11 @@ from typing import Any
 from protocol.ledger import keys
 from protocol.ledger.engine import next_nonce
 from protocol.ledger.errors import LedgerError
+from protocol.ledger.events import EVENTS, MONEY_EVENTS
 from protocol.ledger.kinds.loans import accrue, owed
 from protocol.ledger.model import Event, jsonable
-from protocol.ledger.store import credit_stats, load, load_int, load_params, need, unpack
+from protocol.ledger.registry import KINDS
+from protocol.ledger.store import credit_stats, load, load_int, load_params, unpack
 from protocol.state import StateReader
 
 MAX_BALANCES = 256
@@ -25,7 +28,7 @@ MAX_CONTRIBUTIONS = 1_000
 TRACE_DEPTH = 3
 TRACE_FANOUT = 5
 TRACE_SCAN = 5_000
-FLOW_KINDS = ("funds_moved", "funds_escrowed", "funds_released", "minted", "burned")
+FLOW_KINDS = MONEY_EVENTS
 
 Id = bytes | str
 
@@ -70,36 +73,49 @@ def account(state: StateReader, account_id: Id) -> dict[str, Any]:
     return out
 
 
+def _found(state: StateReader, key: bytes, what: str, name: str) -> dict[str, Any]:
+    rec = load(state, key)
+    if rec is None:
+        raise LedgerError("not_found", f"no {what} {name}")
+    return rec
+
+
 def asset(state: StateReader, asset_id: str) -> dict[str, Any]:
     try:
-        rec = need(state, keys.asset(asset_id))
+        key = keys.asset(asset_id)
     except UnicodeEncodeError:
         raise LedgerError("bad_field", "asset ids are ASCII") from None
+    rec = _found(state, key, "asset", asset_id)
     out: dict[str, Any] = jsonable(rec)
     out["supply"] = rec["issued"] - rec["redeemed"]
     return out
 
 
-def _record(state: StateReader, key_of: Callable[[bytes], bytes], rid: Id) -> dict[str, Any]:
-    out: dict[str, Any] = jsonable(need(state, key_of(to_id(rid))))
+def _need(state: StateReader, key_of: Callable[[bytes], bytes], what: str, rid: Id) -> dict[str, Any]:
+    b = to_id(rid)
+    return _found(state, key_of(b), what, b.hex())
+
+
+def _record(state: StateReader, key_of: Callable[[bytes], bytes], what: str, rid: Id) -> dict[str, Any]:
+    out: dict[str, Any] = jsonable(_need(state, key_of, what, rid))
     return out
 
 
 def receivable(state: StateReader, rid: Id) -> dict[str, Any]:
-    return _record(state, keys.receivable, rid)
+    return _record(state, keys.receivable, "receivable", rid)
 
 
 def collateral(state: StateReader, cid: Id) -> dict[str, Any]:
-    return _record(state, keys.collateral, cid)
+    return _record(state, keys.collateral, "collateral", cid)
 
 
 def fx_quote(state: StateReader, qid: Id) -> dict[str, Any]:
-    return _record(state, keys.fx_quote, qid)
+    return _record(state, keys.fx_quote, "FX quote", qid)
 
 
 def loan(state: StateReader, lid: Id) -> dict[str, Any]:
     """The loan record plus `owed_now`: principal + interest + penalty accrued to the last block time."""
-    rec = need(state, keys.loan(to_id(lid)))
+    rec = _need(state, keys.loan, "loan", lid)
     if rec["status"] in ("active", "overdue"):
         accrue(rec, load_int(state, keys.TIME))
     out: dict[str, Any] = jsonable(rec)
@@ -111,7 +127,7 @@ def loan(state: StateReader, lid: Id) -> dict[str, Any]:
 
 def campaign(state: StateReader, cid: Id) -> dict[str, Any]:
     c = to_id(cid)
-    out: dict[str, Any] = jsonable(need(state, keys.campaign(c)))
+    out: dict[str, Any] = jsonable(_need(state, keys.campaign, "campaign", c))
     start, stop = keys.contributions_of(c)
     contribs: list[dict[str, Any]] = []
     for k, v in state.iter_range(start, stop):
@@ -150,18 +166,29 @@ def _pos_of(index_key: bytes) -> tuple[int, int]:
     return keys.unbe64(tail[:8]), keys.unbe32(tail[8:])
 
 
+def check_event_kind(kind: str) -> None:
+    """`bad_field` unless `kind` is an event kind the ledger emits; a tx kind's name gets its events."""
+    if kind in EVENTS:
+        return
+    spec = KINDS.get(kind)
+    if spec is not None:
+        raise LedgerError("bad_field", f"field 'kind': '{kind}' is a tx kind, not an event kind; "
+                                       f"it emits {', '.join(spec.events)}")
+    raise LedgerError("bad_field", f"field 'kind': no event kind {kind[:64]!r} (the event kinds are listed "
+                                   "in docs/ledger.md and the API's OpenAPI document)")
+
+
 def events(state: StateReader, account: Id | None = None, kind: str | None = None, from_height: int | None = None,
            limit: int = 100) -> dict[str, Any]:
     """Events in (height, index) order from `from_height`, filtered by account and/or kind."""
     limit = max(1, min(limit, MAX_EVENTS))
     h0 = max(0, from_height or 0)
+    if kind is not None:
+        check_event_kind(kind)
     if account is not None:
         prefix = keys.P_EV_ACCOUNT + to_id(account)
     elif kind is not None:
-        try:
-            prefix = keys.ev_kind_prefix(kind)
-        except UnicodeEncodeError:
-            raise LedgerError("bad_field", "event kinds are ASCII") from None
+        prefix = keys.ev_kind_prefix(kind)
     else:
         prefix = keys.P_EVENT
     out: list[dict[str, Any]] = []

@@ -1,9 +1,13 @@
-"""Declarative body specs: every kind's fields, its allowed roles, and its validate/apply pair.
+"""Declarative body specs: every kind's fields, its allowed roles, its static check and its
+validate/apply pair.
 
-Rule: a tx body is parsed only through `parse_body(spec, body)`, which checks that exactly the
+Rule: a tx body is parsed only through `static_check(spec, body)`: `parse_body` checks that exactly the
 envelope keys (`chain`, `kind`, `from`, `nonce`) plus the kind's declared fields are present, each
-with its declared type and bounds, and raises `LedgerError("bad_field")` naming the field otherwise.
-The CLI and the docs build bodies from the same `FieldSpec`s.
+with its declared type and bounds (`bad_field` naming the field otherwise), then the kind's `check`
+runs: a pure function of the parsed fields alone (asset id syntax, distinct items, minimum <= target),
+never of state or time. The mempool runs the same `static_check` at admission and the block runs it
+before `validate`, so a body refused at `POST /txs` gets the code the block would give, and costs no
+nonce. The CLI and the docs build bodies from the same `FieldSpec`s.
 
 Field types: `int` (bounded by lo/hi), `str` (max_len), `bytes32` (exactly 32 bytes), `bytes`
 (max_len bytes), `list` (of `item` type, at most max_len items).
@@ -25,6 +29,31 @@ FIELD_TYPES = ("int", "str", "bytes32", "bytes", "list")
 ITEM_MAX_LEN = 64  # longest str item of a list field
 
 Hook = Callable[[StateView, SignedTx, TxCtx], None]
+Check = Callable[[dict[str, Any]], None]
+
+_ASSET_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
+MAX_ASSET_LEN = 24
+
+
+def check_asset_id(asset_id: str) -> None:
+    """Asset ids are 1..24 chars of A-Z 0-9 . _ - starting with a letter or digit."""
+    if (not 0 < len(asset_id) <= MAX_ASSET_LEN or not set(asset_id) <= _ASSET_CHARS
+            or asset_id[0] in "._-"):
+        raise LedgerError("bad_asset", f"malformed asset id {asset_id!r}")
+
+
+def no_check(f: dict[str, Any]) -> None:
+    """The static check of a kind whose field specs say everything."""
+
+
+def asset_fields(*names: str, then: Check = no_check) -> Check:
+    """A static check that the named (present) fields are well-formed asset ids, then `then`."""
+    def check(f: dict[str, Any]) -> None:
+        for name in names:
+            if f[name] is not None:
+                check_asset_id(f[name])
+        then(f)
+    return check
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +92,7 @@ class KindSpec:
     apply: Hook
     errors: tuple[str, ...] = ()
     events: tuple[str, ...] = ()
+    check: Check = no_check  # static: fields only, no state, no time
 
     def to_value(self) -> dict[str, Any]:
         return {"name": self.name, "family": self.family, "doc": self.doc, "roles": sorted(self.roles),
@@ -126,6 +156,13 @@ def parse_body(spec: KindSpec, body: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def static_check(spec: KindSpec, body: Mapping[str, Any]) -> dict[str, Any]:
+    """The parsed fields of a body that passes its kind's static checks; raises LedgerError otherwise."""
+    f = parse_body(spec, body)
+    spec.check(f)
+    return f
+
+
 def F(name: str, type_: str, doc: str = "", *, required: bool = True, lo: int = 0, hi: int = MAX_AMOUNT,
       max_len: int = 128, item: str = "") -> FieldSpec:
     """Shorthand used by kind modules to declare fields."""
@@ -140,5 +177,3 @@ def AMOUNT(name: str = "amount", doc: str = "amount in minor units") -> FieldSpe
 def TIME(name: str, doc: str) -> FieldSpec:
     return F(name, "int", doc, lo=0, hi=2**63 - 1)
 
-
-ASSET_FIELD_MAX = 24

@@ -14,7 +14,9 @@ import msgpack
 
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
+from protocol.ledger.events import EVENTS
 from protocol.ledger.model import MAX_SUPPLY, BlockCtx, Event, Params, TxCtx, encode_value
+from protocol.ledger.spec import check_asset_id
 from protocol.state import StateReader, StateView
 
 Ctx = TxCtx | BlockCtx
@@ -68,6 +70,8 @@ def load_params(state: StateReader) -> Params:
 def emit(state: StateView, ctx: Ctx, kind: str, accounts: list[bytes] | tuple[bytes, ...], /,
          **data: Any) -> Event:
     """Record an event in state (with account and kind indexes) and in the context's list."""
+    if kind not in EVENTS:
+        raise ValueError(f"unregistered event kind {kind!r}")
     block = ctx.block if isinstance(ctx, TxCtx) else ctx
     tx = ctx.tx_hash if isinstance(ctx, TxCtx) else None
     uniq: list[bytes] = []
@@ -131,6 +135,16 @@ def need_other(state: StateReader, ctx: TxCtx, pid: bytes, role: str | None = No
     if pid == ctx.actor:
         raise LedgerError("self_transfer", why)
     return need_counterparty(state, pid, role)
+
+
+def frozen_among(state: StateReader, pids: list[bytes] | tuple[bytes, ...]) -> list[bytes]:
+    """The frozen participants among `pids`, in the order given, each once."""
+    out: list[bytes] = []
+    for pid in pids:
+        rec = participant(state, pid)
+        if rec is not None and rec["frozen"] and pid not in out:
+            out.append(pid)
+    return out
 
 
 def has_role(state: StateReader, pid: bytes, role: str) -> bool:
@@ -239,6 +253,15 @@ def schedule(state: StateView, time_ms: int, typ: int, obj: bytes) -> None:
     state.put(keys.sched(time_ms, typ, obj), b"")
 
 
+def defer(state: StateView, ctx: Ctx, typ: int, obj: bytes, what: str, frozen: list[bytes],
+          accounts: list[bytes]) -> None:
+    """A payout of `obj` cannot run because `frozen` participants would receive: run the schedule
+    entry `typ` again `frozen_retry_ms` from now, and say so."""
+    at = ctx.time + ctx.params.frozen_retry_ms
+    schedule(state, at, typ, obj)
+    emit(state, ctx, "transition_deferred", frozen + accounts, object=what, id=obj, frozen=frozen, retry_at=at)
+
+
 # ---- credit history ---------------------------------------------------------------------------
 
 STATS = ("on_time", "late", "defaults", "honoured", "recv_late", "payments")
@@ -271,16 +294,3 @@ def bump_stat(state: StateView, ctx: Ctx, pid: bytes, stat: str, by: int = 1) ->
     if rec["score"] != old:
         emit(state, ctx, "credit_score_changed", [pid], account=pid, old=old, new=rec["score"],
              cause=stat)
-
-
-# ---- ids --------------------------------------------------------------------------------------
-
-_ASSET_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-")
-MAX_ASSET_LEN = 24
-
-
-def check_asset_id(asset_id: str) -> None:
-    """Asset ids are 1..24 chars of A-Z 0-9 . _ - starting with a letter or digit."""
-    if (not 0 < len(asset_id) <= MAX_ASSET_LEN or not set(asset_id) <= _ASSET_CHARS
-            or asset_id[0] in "._-"):
-        raise LedgerError("bad_asset", f"malformed asset id {asset_id!r}")

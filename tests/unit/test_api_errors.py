@@ -66,6 +66,10 @@ JSON = {"headers": {"Content-Type": "application/json"}}
     ("GET", "/trace/" + "cd" * 32, {}, 404, "not_found"),
     ("GET", "/events?limit=lots", {}, 400, "bad_limit"),
     ("GET", "/events?from_height=-3", {}, 400, "bad_from_height"),
+    ("GET", "/events?kind=transfer", {}, 400, "bad_field"),
+    ("GET", "/events?kind=no_such_event", {}, 400, "bad_field"),
+    ("GET", "/events?account=" + "cd" * 32 + "&kind=%C3%A9v%C3%A9nement", {}, 400, "bad_field"),
+    ("GET", "/assets/NOPE.X", {}, 404, "not_found"),
     ("GET", "/no/such/route", {}, 404, "not_found"),
     ("POST", "/status", {}, 405, "method_not_allowed"),
     ("POST", "/admin/time-offset", {"data": b'{"offset_ms": 5}', **JSON}, 401, "unauthorized"),
@@ -75,6 +79,18 @@ async def test_a_bad_request_gets_a_4xx_json_error_with_a_stable_code(
     got, doc, _ = await _call(node, method, path, **kw)
     assert (got, doc["error"]) == (status, code), doc
     assert isinstance(doc["message"], str) and doc["message"]
+
+
+async def test_not_found_names_what_was_asked_for_and_a_tx_kind_as_event_kind_says_what_it_emits(
+        node: Node) -> None:
+    status, doc, _ = await _call(node, "GET", "/assets/NOPE.X")
+    assert (status, doc["message"]) == (404, "no asset NOPE.X")
+    status, doc, _ = await _call(node, "GET", "/loans/" + "cd" * 32)
+    assert (status, doc["message"]) == (404, "no loan " + "cd" * 32)
+    status, doc, _ = await _call(node, "GET", "/events?kind=transfer")
+    assert status == 400 and "funds_moved" in doc["message"]
+    status, doc, _ = await _call(node, "GET", "/events?kind=participant_registered&limit=1")
+    assert status == 200 and doc["events"][0]["kind"] == "participant_registered"
 
 
 async def test_an_unexpected_exception_is_a_500_json_internal_error_and_the_node_keeps_serving(

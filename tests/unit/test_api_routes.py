@@ -3,6 +3,7 @@ backpressure, account proofs, blocks, metrics, OpenAPI coverage and the web page
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import json
 from pathlib import Path
@@ -82,6 +83,37 @@ async def test_a_msgpack_list_is_a_batch(node: Node, single_home: Path) -> None:
     status, doc, _ = await _call(node, "POST", "/txs", data=body, headers={"Content-Type": "application/msgpack"})
     assert status == 200 and doc["accepted"] == 3
     assert [r["hash"] for r in doc["results"]] == [t.hash_hex for t in txs]
+
+
+async def _committed(node: Node, tx_hash: str) -> dict[str, Any]:
+    """The tx's status once it is committed or failed (bounded: 200 polls of 50 ms)."""
+    for _ in range(200):
+        _s, doc, _h = await _call(node, "GET", f"/txs/{tx_hash}")
+        if doc.get("status") in ("committed", "failed"):
+            return doc
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"tx {tx_hash} was not committed: {doc}")
+
+
+async def test_a_correctly_signed_tx_failing_its_static_checks_is_refused_at_post_and_costs_no_nonce(
+        node: Node, single_home: Path) -> None:
+    a, b = _wallets(single_home / "banka")
+    base = {"chain": "smeledger-testnet", "kind": "transfer", "from": a.public_key, "nonce": 0,
+            "to": bytes.fromhex(b.account), "asset": "CNY.BANKA", "amount": 5}
+    malformed = [sign(a, {**base, "amount": 0}), sign(a, {**base, "memo": b"m" * 1025}),
+                 sign(a, {**base, "asset": "cny"}), sign(a, {**base, "extra": 1})]
+    good = _transfer(a, b, 0, amount=5)
+    batch = codec.encode([codec.decode(t.raw) for t in [*malformed, good]])
+    status, doc, _ = await _call(node, "POST", "/txs", data=batch, headers={"Content-Type": "application/msgpack"})
+    assert status == 200
+    assert [r["code"] for r in doc["results"]] == ["bad_field", "bad_field", "bad_asset", "bad_field", "accepted"]
+    assert all("field" in r["message"] or "asset" in r["message"] for r in doc["results"][:4])
+    assert (await _committed(node, good.hash_hex))["status"] == "committed"
+    status, acct, _ = await _call(node, "GET", f"/accounts/{a.account}")
+    assert status == 200 and acct["nonce"] == 1
+    for tx in malformed:
+        status, got, _ = await _call(node, "GET", f"/txs/{tx.hash_hex}")
+        assert status == 404 and got["status"] == "unknown"
 
 
 async def test_a_full_mempool_answers_503_with_retry_after(single_home: Path, start_node: Any) -> None:

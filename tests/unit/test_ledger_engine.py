@@ -20,9 +20,10 @@ from protocol.ledger import (
     keys,
     next_nonce,
 )
+from protocol.ledger.events import EVENTS
 from protocol.ledger.harness import Harness, replay, state_digest
-from protocol.ledger.model import DAY_MS, Receipt
-from protocol.ledger.store import enc, unpack
+from protocol.ledger.model import DAY_MS, BlockCtx, Params, Receipt
+from protocol.ledger.store import emit, enc, unpack
 from protocol.state import MemoryState, Overlay
 
 PEOPLE = [("reg", ["REGULATOR"]), ("bank", ["BANK"]), ("sme", ["SME"]), ("sme2", ["SME"]), ("inv", ["INVESTOR"])]
@@ -221,6 +222,17 @@ def test_docs_ledger_md_names_every_kind_error_code_and_event():
             assert f"`{ev}`" in text, ev
     for code in CODES:
         assert f"`{code}`" in text, code
+    for ev in EVENTS:
+        assert f"`{ev}`" in text, ev
+
+
+def test_every_event_a_kind_declares_is_registered_and_emit_refuses_unregistered_kinds():
+    for spec in KINDS.values():
+        assert set(spec.events) <= set(EVENTS), spec.name
+    h = Harness.standard()
+    block = BlockCtx(height=1, time=0, params=Params())
+    with pytest.raises(ValueError, match="unregistered event kind"):
+        emit(Overlay(h.state), block, "transfer", [])
 
 
 _values = st.recursive(

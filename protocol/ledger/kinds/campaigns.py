@@ -5,6 +5,9 @@ Rule: contributions leave the investor's balance into the campaign's escrow (`ra
 target, or at the deadline with `raised >= minimum`, the ledger finalizes: escrow goes to the SME and
 each investor is minted share tokens `SH.<first 16 hex of the campaign id>` equal to what it put in.
 At the deadline below the minimum it refunds every investor. Statuses: open -> funded | refunded.
+Nobody contributes to the campaign of a frozen owner. A close that would pay a frozen participant
+(owner, or an investor due shares or a refund) waits with everything in escrow (status open, no
+contributions after the deadline or past the target) and is retried every `frozen_retry_ms`.
 """
 
 from __future__ import annotations
@@ -14,18 +17,20 @@ from typing import Any
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import MAX_TERM_MS, TxCtx
-from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, TIME, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
     Ctx,
     create_asset,
+    defer,
     emit,
     escrow_in,
     escrow_out,
+    frozen_among,
     load,
     load_int,
     mint,
     need_asset,
+    need_counterparty,
     need_funds,
     need_open,
     save,
@@ -40,11 +45,14 @@ def share_asset(cid: bytes) -> str:
     return "SH." + cid.hex()[:16].upper()
 
 
+def _c_create(f: dict[str, Any]) -> None:
+    if f["minimum"] > f["target"]:
+        raise LedgerError("bad_amount", "minimum must not exceed target")
+
+
 def _v_create(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     need_asset(state, f["asset"])
-    if f["minimum"] > f["target"]:
-        raise LedgerError("bad_amount", "minimum must not exceed target")
     if f["deadline"] <= ctx.time:
         raise LedgerError("past_due")
     if f["deadline"] > ctx.time + MAX_TERM_MS:
@@ -68,6 +76,7 @@ def _a_create(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 def _v_contribute(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     c = need_open(state, ctx, keys.campaign(f["campaign"]), "campaign", until="deadline", owner="owner")
+    need_counterparty(state, c["owner"])
     if c["raised"] + f["amount"] > c["target"]:
         raise LedgerError("over_target", f"only {c['target'] - c['raised']} left to raise")
     first = state.get(keys.contribution(c["id"], ctx.actor)) is None
@@ -99,10 +108,16 @@ def _contributions(state: StateView, cid: bytes) -> list[tuple[bytes, int]]:
 
 
 def close(state: StateView, ctx: Ctx, c: dict[str, Any]) -> None:
-    """Finalize (funds to the SME, shares to investors) or refund a campaign."""
+    """Finalize (funds to the SME, shares to investors) or refund a campaign; defer it while any of
+    those it would pay is frozen."""
     cid = c["id"]
     contribs = _contributions(state, cid)
-    if c["raised"] >= c["minimum"] and c["raised"] > 0:
+    success = c["raised"] >= c["minimum"] and c["raised"] > 0
+    frozen = frozen_among(state, ([c["owner"]] if success else []) + [i for i, _ in contribs])
+    if frozen:
+        defer(state, ctx, keys.S_CAMPAIGN_DEADLINE, cid, "campaign", frozen, [c["owner"]])
+        return
+    if success:
         escrow_out(state, ctx, c["owner"], c["asset"], c["raised"], cid, "campaign_finalized")
         for investor, amount in contribs:
             mint(state, ctx, investor, c["shares"], amount, "campaign_shares")
@@ -119,8 +134,9 @@ def close(state: StateView, ctx: Ctx, c: dict[str, Any]) -> None:
 
 
 def on_deadline(state: StateView, ctx: Ctx, cid: bytes) -> None:
+    """The deadline, or a retry of a deferred close (which may come before the deadline of a full one)."""
     c = load(state, keys.campaign(cid))
-    if c is not None and c["status"] == "open":
+    if c is not None and c["status"] == "open" and (ctx.time >= c["deadline"] or c["raised"] == c["target"]):
         close(state, ctx, c)
 
 
@@ -132,12 +148,14 @@ KINDS = [
               TIME("deadline", "deadline, ms"),
               F("doc", "bytes32", "SHA-256 of the offering document", required=False)),
              _v_create, _a_create, ("unknown_asset", "bad_amount", "past_due", "bad_field"),
-             ("campaign_created", "campaign_finalized", "campaign_refunded")),
+             ("campaign_created", "campaign_finalized", "campaign_refunded", "transition_deferred"),
+             check=asset_fields("asset", then=_c_create)),
     KindSpec("campaign-contribute", "crowdfunding", "An investor puts money into a campaign's escrow.",
              frozenset({"INVESTOR", "BANK"}),
              (F("campaign", "bytes32", "campaign id (the campaign-create tx hash)"), AMOUNT()),
              _v_contribute, _a_contribute,
-             ("not_found", "bad_state", "expired", "self_transfer", "over_target", "too_many",
+             ("not_found", "bad_state", "expired", "self_transfer", "recipient_frozen", "over_target", "too_many",
               "insufficient_funds"),
-             ("funds_escrowed", "campaign_contributed", "campaign_finalized", "funds_released", "minted")),
+             ("funds_escrowed", "campaign_contributed", "campaign_finalized", "funds_released", "minted",
+              "transition_deferred")),
 ]

@@ -1,9 +1,12 @@
 """Collateral kinds: collateral-register (a bank values and verifies), pledge (owner), release (pledgee).
 
 Rule: a pledgeable item is either a registered collateral record (inventory, warehouse receipt) or an
-accepted receivable. Collateral statuses: free -> pledged -> free | seized. Only the owner pledges,
-only the pledgee bank releases, and nothing securing an open loan (applied, active, overdue) is
-released; a default seizes it for the lender (see loans).
+accepted receivable (never to its own debtor). Collateral statuses: free -> pledged -> free | seized.
+Only the owner pledges, only the pledgee bank releases, and nothing securing an open loan (applied,
+active, overdue) is released; a default seizes it for the lender (see loans). A pledge is either
+standing (`pledge`, loan = b"") or made by a loan application. A loan that ends (rejected, repaid)
+ends only the pledges it made: an item that was already pledged to the lender when the loan applied
+goes back to its standing pledge (`collateral_detached`), every other item of the loan is released.
 """
 
 from __future__ import annotations
@@ -13,9 +16,8 @@ from typing import Any
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import TxCtx
-from protocol.ledger.spec import AMOUNT, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
     Ctx,
     emit,
     load,
@@ -48,13 +50,15 @@ def owner_of(rec: dict[str, Any], typ: str) -> bytes:
     return owner
 
 
-def check_pledgeable(rec: dict[str, Any], typ: str, owner: bytes) -> None:
+def check_pledgeable(rec: dict[str, Any], typ: str, owner: bytes, bank: bytes) -> None:
     if owner_of(rec, typ) != owner:
         raise LedgerError("not_owner")
     if typ == "collateral" and rec["status"] not in ("free", "pledged"):
         raise LedgerError("bad_state", f"collateral is {rec['status']}")
     if typ == "receivable" and rec["status"] != "accepted":
         raise LedgerError("bad_state", f"receivable is {rec['status']}")
+    if typ == "receivable" and rec["debtor"] == bank:
+        raise LedgerError("self_transfer", "a receivable cannot be pledged to its own debtor")
 
 
 def set_pledge(state: StateView, key: bytes, rec: dict[str, Any], typ: str, to: bytes, loan: bytes) -> None:
@@ -77,6 +81,20 @@ def release_item(state: StateView, ctx: Ctx, item_id: bytes, why: str) -> None:
          owner=owner_of(rec, typ), pledgee=bank, reason=why)
 
 
+def end_loan_pledge(state: StateView, ctx: Ctx, item_id: bytes, loan: dict[str, Any], why: str) -> None:
+    """A loan ended (rejected or repaid): release the pledge it made on the item, or, when the item
+    was pledged to the lender before the loan applied, leave that standing pledge in place."""
+    key, rec, typ = load_item(state, item_id)
+    if rec["loan"] != loan["id"] or rec["pledged_to"] != loan["lender"]:
+        return  # this loan's pledge on the item already ended (e.g. the receivable was paid off)
+    if item_id not in loan.get("standing", []):
+        release_item(state, ctx, item_id, why)
+        return
+    set_pledge(state, key, rec, typ, loan["lender"], b"")
+    emit(state, ctx, "collateral_detached", [owner_of(rec, typ), loan["lender"]], item=item_id, item_type=typ,
+         owner=owner_of(rec, typ), pledgee=loan["lender"], loan=loan["id"], reason=why)
+
+
 def seize_item(state: StateView, ctx: Ctx, item_id: bytes, lender: bytes, loan_id: bytes) -> None:
     """Enforcement: the pledged item becomes the lender's."""
     key, rec, typ = load_item(state, item_id)
@@ -92,12 +110,14 @@ def seize_item(state: StateView, ctx: Ctx, item_id: bytes, lender: bytes, loan_i
          lender=lender, loan=loan_id)
 
 
-def _v_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
-    f = ctx.f
-    need_counterparty(state, f["owner"])
-    need_asset(state, f["asset"])
+def _c_register(f: dict[str, Any]) -> None:
     if f["category"] not in COLLATERAL_KINDS:
         raise LedgerError("bad_field", f"field 'category' must be one of {', '.join(COLLATERAL_KINDS)}")
+
+
+def _v_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    need_counterparty(state, ctx.f["owner"])
+    need_asset(state, ctx.f["asset"])
 
 
 def _a_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -113,7 +133,7 @@ def _a_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 def _v_pledge(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     key, rec, typ = load_item(state, ctx.f["item"])
-    check_pledgeable(rec, typ, ctx.actor)
+    check_pledgeable(rec, typ, ctx.actor, ctx.f["to"])
     if rec["pledged_to"]:
         raise LedgerError("pledged")
     need_counterparty(state, ctx.f["to"], "BANK")
@@ -154,11 +174,11 @@ KINDS = [
               F("asset", "str", "valuation currency", max_len=MAX_ASSET_LEN),
               F("doc", "bytes32", "SHA-256 of the receipt / appraisal document")),
              _v_register, _a_register, ("not_registered", "recipient_frozen", "unknown_asset", "bad_field"),
-             ("collateral_registered",)),
+             ("collateral_registered",), check=asset_fields("asset", then=_c_register)),
     KindSpec("pledge", "collateral", "The owner pledges a collateral item or receivable to a bank.",
              frozenset(), (_ITEM, F("to", "bytes32", "bank the item is pledged to")), _v_pledge, _a_pledge,
-             ("not_found", "not_owner", "bad_state", "pledged", "not_registered", "recipient_frozen",
-              "bad_role"),
+             ("not_found", "not_owner", "bad_state", "self_transfer", "pledged", "not_registered",
+              "recipient_frozen", "bad_role"),
              ("collateral_pledged",)),
     KindSpec("release", "collateral", "The pledgee bank releases a pledge that secures no open loan.",
              frozenset({"BANK"}), (_ITEM,), _v_release, _a_release,

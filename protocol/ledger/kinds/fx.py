@@ -2,23 +2,29 @@
 
 Rule: `fx-quote` moves `amount` of `base` from the bank into the quote's escrow, so an accept before
 expiry always settles. The taker pays ceil(amount * rate / 10^8) of `quote` (rounding in the bank's
-favour, written down once here). At expiry the ledger returns the unsold remainder to the bank.
+favour, written down once here); nobody buys from a frozen bank. At expiry the ledger returns the
+unsold remainder to the bank; while the bank is frozen the remainder stays in escrow and the return
+is retried every `frozen_retry_ms`.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import RATE_SCALE, BlockCtx, TxCtx
-from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, TIME, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
+    defer,
     emit,
     escrow_in,
     escrow_out,
+    frozen_among,
     move,
     need,
     need_asset,
+    need_counterparty,
     need_funds,
     need_open,
     save,
@@ -33,12 +39,15 @@ def cost_of(amount: int, rate: int) -> int:
     return -(-amount * rate // RATE_SCALE)
 
 
+def _c_pair(f: dict[str, Any]) -> None:
+    if f["base"] == f["quote"]:
+        raise LedgerError("asset_mismatch", "base and quote must differ")
+
+
 def _v_quote(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     for a in (f["base"], f["quote"]):
         need_asset(state, a)
-    if f["base"] == f["quote"]:
-        raise LedgerError("asset_mismatch", "base and quote must differ")
     if f["expiry"] <= ctx.time:
         raise LedgerError("past_due")
     need_funds(state, ctx.actor, f["base"], f["amount"])
@@ -61,6 +70,7 @@ def _v_accept(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     q = need_open(state, ctx, keys.fx_quote(f["quote_id"]), "quote", until="expiry", owner="bank")
     if f["amount"] > q["remaining"]:
         raise LedgerError("bad_amount", f"only {q['remaining']} left on the quote")
+    need_counterparty(state, q["bank"])
     cost = cost_of(f["amount"], q["rate"])
     need_funds(state, ctx.actor, q["quote"], cost)
     ctx.scratch.update(q=q, cost=cost)
@@ -87,6 +97,10 @@ def expire_quote(state: StateView, ctx: BlockCtx, qid: bytes) -> None:
     q = need(state, keys.fx_quote(qid))
     if q["status"] != "open":
         return
+    frozen = frozen_among(state, [q["bank"]]) if q["remaining"] > 0 else []
+    if frozen:
+        defer(state, ctx, keys.S_FX_EXPIRY, qid, "fx_quote", frozen, [])
+        return
     if q["remaining"] > 0:
         escrow_out(state, ctx, q["bank"], q["base"], q["remaining"], qid, "fx_expired")
     q["status"] = "expired"
@@ -105,10 +119,11 @@ KINDS = [
               AMOUNT("amount", "most base units sold (locked in escrow)"),
               TIME("expiry", "quote expiry, ms")),
              _v_quote, _a_quote, ("unknown_asset", "asset_mismatch", "past_due", "insufficient_funds"),
-             ("funds_escrowed", "fx_quoted", "fx_expired")),
+             ("funds_escrowed", "fx_quoted", "fx_expired", "transition_deferred"),
+             check=asset_fields("base", "quote", then=_c_pair)),
     KindSpec("fx-accept", "money", "Buy `amount` of the quote's base asset before expiry, atomically.",
              frozenset(), (F("quote_id", "bytes32", "the fx-quote tx hash"), AMOUNT("amount", "base units")),
              _v_accept, _a_accept, ("not_found", "bad_state", "expired", "self_transfer", "bad_amount",
-                                    "insufficient_funds"),
+                                    "recipient_frozen", "insufficient_funds"),
              ("funds_moved", "funds_released", "fx_accepted")),
 ]

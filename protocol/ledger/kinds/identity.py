@@ -7,6 +7,8 @@ Only regulators register, freeze and unfreeze.
 
 from __future__ import annotations
 
+from typing import Any
+
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import MAX_KYC, ROLES, TxCtx
@@ -20,13 +22,15 @@ def key_in_use(state: StateReader, key: bytes) -> bool:
     return participant(state, key) is not None or state.get(keys.key_owner(key)) is not None
 
 
-def _v_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
-    f = ctx.f
-    if key_in_use(state, f["id"]):
-        raise LedgerError("already_registered")
+def _c_register(f: dict[str, Any]) -> None:
     roles = f["roles"]
     if not roles or len(set(roles)) != len(roles) or any(r not in ROLES for r in roles):
         raise LedgerError("bad_role", "roles must be distinct names from BANK, SME, INVESTOR, REGULATOR")
+
+
+def _v_register(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
+    if key_in_use(state, ctx.f["id"]):
+        raise LedgerError("already_registered")
 
 
 def new_participant(pid: bytes, name: str, roles: list[str], kyc: int) -> dict[str, object]:
@@ -82,7 +86,8 @@ KINDS = [
               F("name", "str", "display name", max_len=64),
               F("roles", "list", "roles: BANK, SME, INVESTOR, REGULATOR", max_len=4, item="str"),
               F("kyc", "int", "KYC level 0..3", hi=MAX_KYC)),
-             _v_register, _a_register, ("already_registered", "bad_role"), ("participant_registered",)),
+             _v_register, _a_register, ("already_registered", "bad_role"), ("participant_registered",),
+             check=_c_register),
     KindSpec("rotate-key", "identity", "Move signing rights to a new key; the old key is revoked.",
              frozenset(), (F("new_key", "bytes32", "the new Ed25519 public key"),),
              _v_rotate, _a_rotate, ("already_registered",), ("key_rotated",)),

@@ -5,8 +5,11 @@ Rule: statuses applied -> active (approve disburses at once) | rejected; active 
 Interest accrues on outstanding principal at rate_bps per 365-day year for the time between
 accruals, penalty at penalty_bps on principal for time past due. Each accrual floors once and
 carries the remainder numerator (rem_i, rem_p), so the sum of accrued amounts always equals the
-floor of the exact total no matter how often the loan is touched. Repayments pay penalty, then
-interest, then principal, and never more than is owed.
+floor of the exact total no matter how often the loan is touched. Payments (`pay_loan`: the
+borrower's loan-repay, or the debtor of a receivable pledged to the loan) pay penalty, then interest,
+then principal, and never more than is owed. Approval adds the principal to the pair's open principal
+(credit.add_exposure), payments and default take it off. When the loan ends it ends only the
+pledges it made (collateral.end_loan_pledge).
 """
 
 from __future__ import annotations
@@ -18,16 +21,15 @@ from protocol.ledger.errors import LedgerError
 from protocol.ledger.kinds.collateral import (
     OPEN_LOAN,
     check_pledgeable,
+    end_loan_pledge,
     load_item,
-    release_item,
     seize_item,
     set_pledge,
 )
+from protocol.ledger.kinds.credit import add_exposure
 from protocol.ledger.model import BPS, MAX_RATE_BPS, MAX_TERM_MS, YEAR_MS, BlockCtx, TxCtx
-from protocol.ledger.spec import AMOUNT, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
-    Ctx,
     bump_stat,
     emit,
     load,
@@ -74,6 +76,11 @@ def _load(state: StateView, ctx: TxCtx) -> dict[str, Any]:
     return loan
 
 
+def _c_apply(f: dict[str, Any]) -> None:
+    if len(set(f["collateral"])) != len(f["collateral"]):
+        raise LedgerError("bad_field", "field 'collateral' has duplicates")
+
+
 def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     need_other(state, ctx, f["lender"], "BANK")
@@ -81,11 +88,9 @@ def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     items = f["collateral"]
     if len(items) > ctx.params.max_collateral:
         raise LedgerError("too_many")
-    if len(set(items)) != len(items):
-        raise LedgerError("bad_field", "field 'collateral' has duplicates")
     for item in items:
         _, rec, typ = load_item(state, item)
-        check_pledgeable(rec, typ, ctx.actor)
+        check_pledgeable(rec, typ, ctx.actor, f["lender"])
         if rec["pledged_to"] and rec["pledged_to"] != f["lender"]:
             raise LedgerError("pledged", f"item {item.hex()} is pledged to another bank")
         if rec["loan"]:
@@ -97,11 +102,12 @@ def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 def _a_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
     lid = ctx.tx_hash
+    standing = [item for item in f["collateral"] if load_item(state, item)[1]["pledged_to"] == f["lender"]]
     save(state, keys.loan(lid), {
         "id": lid, "borrower": ctx.actor, "lender": f["lender"], "asset": f["asset"], "amount": f["amount"],
         "term_ms": f["term_ms"], "collateral": list(f["collateral"]), "status": "applied", "applied": ctx.time,
         "principal": 0, "interest": 0, "penalty": 0, "rem_i": 0, "rem_p": 0, "acc_at": 0, "rate_bps": 0,
-        "penalty_bps": 0, "start": 0, "due": 0, "repaid": 0})
+        "penalty_bps": 0, "start": 0, "due": 0, "repaid": 0, "standing": standing})
     for item in f["collateral"]:
         key, rec, typ = load_item(state, item)
         set_pledge(state, key, rec, typ, f["lender"], lid)
@@ -127,7 +133,6 @@ def _v_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
             raise LedgerError("asset_mismatch", "the credit limit is in another asset")
         if lim["used"] + loan["amount"] > lim["limit"]:
             raise LedgerError("limit_exceeded", f"used {lim['used']} of {lim['limit']}")
-    ctx.scratch["limit"] = lim
     need_funds(state, ctx.actor, loan["asset"], loan["amount"])
 
 
@@ -139,7 +144,7 @@ def _a_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
         emit(state, ctx, "loan_rejected", [loan["borrower"], ctx.actor], loan=loan["id"],
              lender=ctx.actor, reason=ctx.f["reason"] or "")
         for item in loan["collateral"]:
-            release_item(state, ctx, item, "loan_rejected")
+            end_loan_pledge(state, ctx, item, loan, "loan_rejected")
         return
     now = ctx.time
     loan.update(status="active", principal=loan["amount"], rate_bps=ctx.f["rate_bps"],
@@ -151,30 +156,12 @@ def _a_decide(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
          ref=loan["id"])
     emit(state, ctx, "loan_disbursed", [loan["borrower"], ctx.actor], loan=loan["id"],
          amount=loan["amount"], asset=loan["asset"])
-    lim = ctx.scratch["limit"]
-    if lim is not None:
-        use_limit(state, ctx, loan["borrower"], ctx.actor, loan["amount"])
+    add_exposure(state, ctx, loan["borrower"], ctx.actor, loan["asset"], loan["amount"])
     soon = loan["due"] - ctx.params.due_soon_ms
     if soon > now:
         schedule(state, soon, keys.S_LOAN_DUE_SOON, loan["id"])
     schedule(state, loan["due"] + 1, keys.S_LOAN_DUE, loan["id"])  # repaying on the due date is on time
     schedule(state, loan["due"] + 1 + ctx.params.grace_ms, keys.S_LOAN_DEFAULT, loan["id"])
-
-
-def use_limit(state: StateView, ctx: Ctx, borrower: bytes, lender: bytes, delta: int) -> None:
-    """Adjust a credit limit's `used` by delta (floored at 0); alert when utilisation crosses the bar."""
-    k = keys.limit(borrower, lender)
-    lim = load(state, k)
-    if lim is None:
-        return
-    lim["used"] = max(0, lim["used"] + delta)
-    save(state, k, lim)
-    util = lim["used"] * BPS // lim["limit"] if lim["limit"] else BPS
-    emit(state, ctx, "credit_limit_used", [borrower, lender], borrower=borrower, lender=lender,
-         used=lim["used"], limit=lim["limit"], utilisation_bps=util)
-    if delta > 0 and util >= ctx.params.util_alert_bps:
-        emit(state, ctx, "risk_limit_utilisation", [borrower, lender], borrower=borrower, lender=lender,
-             used=lim["used"], limit=lim["limit"], utilisation_bps=util)
 
 
 def _v_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
@@ -191,8 +178,17 @@ def _v_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 
 def _a_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
-    loan = ctx.scratch["loan"]
-    pay = left = ctx.scratch["pay"]
+    pay_loan(state, ctx, ctx.scratch["loan"], ctx.actor, ctx.scratch["pay"], "loan_repayment", ctx.scratch["loan"]["id"])
+    bump_stat(state, ctx, ctx.actor, "payments")
+
+
+def pay_loan(state: StateView, ctx: TxCtx, loan: dict[str, Any], payer: bytes, amount: int, reason: str,
+             ref: bytes) -> int:
+    """`payer` pays up to `amount` of what an active or overdue loan owes to its lender (penalty, then
+    interest, then principal); a loan paid off counts for its borrower (on_time or late) and ends its
+    pledges. Returns what was paid. The caller has checked the payer's funds and the lender."""
+    accrue(loan, ctx.time)
+    pay = left = min(amount, owed(loan))
     parts = {}
     for part in ("penalty", "interest", "principal"):
         take = min(left, loan[part])
@@ -200,22 +196,22 @@ def _a_repay(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
         parts[part] = take
         left -= take
     loan["repaid"] += pay
-    move(state, ctx, ctx.actor, loan["lender"], loan["asset"], pay, "loan_repayment", ref=loan["id"])
+    move(state, ctx, payer, loan["lender"], loan["asset"], pay, reason, ref=ref)
     was = loan["status"]
     if owed(loan) == 0:
         loan["status"] = "repaid"
     save(state, keys.loan(loan["id"]), loan)
     emit(state, ctx, "loan_repaid" if loan["status"] == "repaid" else "loan_payment",
-         [ctx.actor, loan["lender"]], loan=loan["id"], amount=pay, penalty_paid=parts["penalty"],
-         interest_paid=parts["interest"], principal_paid=parts["principal"], principal=loan["principal"],
-         interest=loan["interest"], penalty=loan["penalty"])
+         [payer, loan["borrower"], loan["lender"]], loan=loan["id"], payer=payer, amount=pay,
+         penalty_paid=parts["penalty"], interest_paid=parts["interest"], principal_paid=parts["principal"],
+         principal=loan["principal"], interest=loan["interest"], penalty=loan["penalty"])
     if parts["principal"]:
-        use_limit(state, ctx, ctx.actor, loan["lender"], -parts["principal"])
-    bump_stat(state, ctx, ctx.actor, "payments")
+        add_exposure(state, ctx, loan["borrower"], loan["lender"], loan["asset"], -parts["principal"])
     if loan["status"] == "repaid":
-        bump_stat(state, ctx, ctx.actor, "on_time" if was == "active" else "late")
+        bump_stat(state, ctx, loan["borrower"], "on_time" if was == "active" else "late")
         for item in loan["collateral"]:
-            release_item(state, ctx, item, "loan_repaid")
+            end_loan_pledge(state, ctx, item, loan, "loan_repaid")
+    return pay
 
 
 # ---- time-driven ------------------------------------------------------------------------------
@@ -255,7 +251,7 @@ def on_default(state: StateView, ctx: BlockCtx, lid: bytes) -> None:
          owed=owed(loan), principal=loan["principal"])
     for item in loan["collateral"]:
         seize_item(state, ctx, item, loan["lender"], lid)
-    use_limit(state, ctx, loan["borrower"], loan["lender"], -loan["principal"])
+    add_exposure(state, ctx, loan["borrower"], loan["lender"], loan["asset"], -loan["principal"])
     bump_stat(state, ctx, loan["borrower"], "defaults")
 
 
@@ -267,8 +263,8 @@ KINDS = [
               AMOUNT("amount", "principal, minor units"), F("term_ms", "int", "term, ms", lo=1, hi=MAX_TERM_MS),
               F("collateral", "list", "collateral or receivable ids", max_len=16, item="bytes32")),
              _v_apply, _a_apply, ("self_transfer", "not_registered", "recipient_frozen", "bad_role", "unknown_asset", "too_many",
-                                  "not_found", "not_owner", "bad_state", "pledged", "collateral_in_use"),
-             ("loan_applied", "collateral_pledged")),
+                                  "not_found", "not_owner", "bad_state", "pledged", "collateral_in_use", "bad_field"),
+             ("loan_applied", "collateral_pledged"), check=asset_fields("asset", then=_c_apply)),
     KindSpec("loan-approve", "loans", "The lender approves; the ledger disburses the principal at once.",
              frozenset({"BANK"}),
              (_LOAN, F("rate_bps", "int", "annual interest, basis points", hi=MAX_RATE_BPS),
@@ -276,13 +272,14 @@ KINDS = [
              _v_decide, _a_decide, ("not_found", "not_lender", "bad_state", "asset_mismatch",
                                     "limit_exceeded", "insufficient_funds", "recipient_frozen"),
              ("loan_approved", "funds_moved", "loan_disbursed", "credit_limit_used", "risk_limit_utilisation")),
-    KindSpec("loan-reject", "loans", "The lender declines; pledged items are released.", frozenset({"BANK"}),
-             (_LOAN, F("reason", "str", "free text", required=False, max_len=256)),
+    KindSpec("loan-reject", "loans", "The lender declines; the pledges the application made are released.",
+             frozenset({"BANK"}), (_LOAN, F("reason", "str", "free text", required=False, max_len=256)),
              _v_decide, _a_decide, ("not_found", "not_lender", "bad_state"),
-             ("loan_rejected", "collateral_released")),
+             ("loan_rejected", "collateral_released", "collateral_detached")),
     KindSpec("loan-repay", "loans", "The borrower repays (penalty, then interest, then principal).",
              frozenset({"SME"}), (_LOAN, AMOUNT("amount", "most to pay; capped at what is owed")),
              _v_repay, _a_repay, ("not_found", "not_borrower", "bad_state", "insufficient_funds",
                                   "recipient_frozen"),
-             ("funds_moved", "loan_payment", "loan_repaid", "collateral_released", "credit_score_changed")),
+             ("funds_moved", "loan_payment", "loan_repaid", "credit_limit_used", "collateral_released",
+              "collateral_detached", "credit_score_changed")),
 ]

@@ -10,12 +10,10 @@ from __future__ import annotations
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import TxCtx
-from protocol.ledger.spec import AMOUNT, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
     bump_stat,
     burn,
-    check_asset_id,
     create_asset,
     emit,
     load,
@@ -35,7 +33,6 @@ LEDGER_ASSET_PREFIX = "SH."  # campaign share tokens, minted by the ledger only
 
 def _v_issue(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     f = ctx.f
-    check_asset_id(f["asset"])
     rec = load(state, keys.asset(f["asset"]))
     if rec is None:
         if f["asset"].startswith(LEDGER_ASSET_PREFIX):
@@ -82,6 +79,7 @@ def _a_transfer(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
 
 
 _ASSET = F("asset", "str", "asset id, e.g. CNY.BANKA", max_len=MAX_ASSET_LEN)
+_ASSET_OK = asset_fields("asset")
 _BANK = frozenset({"BANK"})
 
 KINDS = [
@@ -89,15 +87,15 @@ KINDS = [
              (_ASSET, AMOUNT(), F("to", "bytes32", "recipient (default: the bank)", required=False),
               F("decimals", "int", "decimals when creating the asset (default 2)", required=False, hi=18)),
              _v_issue, _a_issue, ("bad_asset", "not_issuer", "supply_overflow", "not_registered",
-                                  "recipient_frozen"), ("asset_created", "minted")),
+                                  "recipient_frozen"), ("asset_created", "minted"), check=_ASSET_OK),
     KindSpec("redeem", "money", "Burn the bank's own deposit token from its own balance.", _BANK,
              (_ASSET, AMOUNT()), _v_redeem, _a_redeem,
-             ("unknown_asset", "not_issuer", "insufficient_funds"), ("burned",)),
+             ("unknown_asset", "not_issuer", "insufficient_funds"), ("burned",), check=_ASSET_OK),
     KindSpec("transfer", "money", "Pay another participant, optionally with a memo sealed to them.",
              frozenset(), (F("to", "bytes32", "recipient participant id"), _ASSET, AMOUNT(),
                            F("memo", "bytes", "memo sealed to the recipient", required=False,
                              max_len=MAX_MEMO)),
              _v_transfer, _a_transfer, ("unknown_asset", "self_transfer", "not_registered",
                                         "recipient_frozen", "insufficient_funds"),
-             ("funds_moved", "credit_score_changed")),
+             ("funds_moved", "credit_score_changed"), check=_ASSET_OK),
 ]

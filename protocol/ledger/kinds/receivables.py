@@ -5,7 +5,13 @@ proposed -> accepted | rejected; accepted -> overdue (time-driven) | settled | s
 overdue -> settled. `outstanding <= face` always; a split ends the parent (status "split",
 outstanding 0) and creates two children whose faces sum to the parent's outstanding at the split.
 Discounting is two-sided: the holder offers (`buyer`, `price`), then the buyer sends the same kind
-with the same price and pays. A pledged receivable cannot be transferred, split or discounted.
+with the same price and pays; a change of the outstanding amount withdraws the offer, so a price never
+exceeds what is outstanding when it is paid. A pledged receivable cannot be transferred, split or
+discounted, and what its debtor pays reaches the pledgee: while the pledge secures the pledgee's
+active or overdue loan a payment goes to the lender as a payment of that loan, and only what exceeds
+what the loan owes goes to the holder; while it secures no active loan (standing pledge, loan still
+applied) it cannot be settled (`pledged`). Credit counters (payments, honoured) move only when money
+moved from the debtor to someone else.
 """
 
 from __future__ import annotations
@@ -15,13 +21,15 @@ from typing import Any
 from protocol.crypto import sha256
 from protocol.ledger import keys
 from protocol.ledger.errors import LedgerError
+from protocol.ledger.kinds.collateral import release_item
+from protocol.ledger.kinds.loans import accrue, owed, pay_loan
 from protocol.ledger.model import BlockCtx, TxCtx
-from protocol.ledger.spec import AMOUNT, TIME, F, KindSpec
+from protocol.ledger.spec import AMOUNT, MAX_ASSET_LEN, TIME, F, KindSpec, asset_fields
 from protocol.ledger.store import (
-    MAX_ASSET_LEN,
     Ctx,
     bump_stat,
     emit,
+    load,
     move,
     need,
     need_asset,
@@ -157,6 +165,8 @@ def _v_discount(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
         raise LedgerError("offer_mismatch")
     if rec["status"] not in TRANSFERABLE or rec["pledged_to"]:
         raise LedgerError("bad_state")
+    if f["price"] > rec["outstanding"]:
+        raise LedgerError("bad_price")
     need_counterparty(state, rec["holder"])
     need_funds(state, ctx.actor, rec["asset"], f["price"])
 
@@ -179,37 +189,71 @@ def _a_discount(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
          buyer=ctx.actor, price=f["price"], outstanding=rec["outstanding"])
 
 
+def _securing_loan(state: StateView, rec: dict[str, Any]) -> dict[str, Any]:
+    """The active or overdue loan of the pledgee that a pledged receivable secures; `pledged` when the
+    pledge secures none (standing pledge, loan not yet approved): then it cannot be paid off."""
+    loan = load(state, keys.loan(rec["loan"])) if rec["loan"] else None
+    if loan is None or loan["status"] not in ("active", "overdue") or loan["lender"] != rec["pledged_to"]:
+        raise LedgerError("pledged", "the receivable is pledged to a bank without an active loan it secures; "
+                                     "the bank releases it or decides the loan first")
+    return loan
+
+
 def _v_settle(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     rec = _load(state, ctx)
+    amount = ctx.f["amount"]
     if rec["debtor"] != ctx.actor:
         raise LedgerError("not_debtor")
     if rec["status"] not in ("accepted", "overdue"):
         raise LedgerError("bad_state", f"receivable is {rec['status']}")
-    if ctx.f["amount"] > rec["outstanding"]:
+    if amount > rec["outstanding"]:
         raise LedgerError("bad_amount", f"outstanding is {rec['outstanding']}")
-    need_counterparty(state, rec["holder"])
-    need_funds(state, ctx.actor, rec["asset"], ctx.f["amount"])
+    to_lender = 0
+    if rec["pledged_to"]:
+        loan = _securing_loan(state, rec)
+        need_counterparty(state, loan["lender"])
+        accrue(loan, ctx.time)
+        to_lender = min(amount, owed(loan))
+        if amount > to_lender and rec["id"] in loan["standing"]:
+            raise LedgerError("pledged", f"the loan owes {to_lender}; the receivable stays pledged to the bank "
+                                         "after it, so no more can be paid")
+        ctx.scratch["loan"] = loan
+    if amount > to_lender:
+        need_counterparty(state, rec["holder"])
+    need_funds(state, ctx.actor, rec["asset"], amount)
 
 
 def _a_settle(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
-    rec = ctx.scratch["r"]
+    rid = ctx.scratch["r"]["id"]
     amount = ctx.f["amount"]
-    if rec["holder"] != ctx.actor:
-        move(state, ctx, ctx.actor, rec["holder"], rec["asset"], amount, "receivable_settle", ref=rec["id"])
+    debtor = ctx.actor
+    loan = ctx.scratch.get("loan")
+    to_lender = 0 if loan is None else pay_loan(state, ctx, loan, debtor, amount, "receivable_settle", rid)
+    rec = need(state, keys.receivable(rid))  # paying off the loan may have ended the pledge
+    rest = amount - to_lender
+    if rest and rec["holder"] != debtor:
+        move(state, ctx, debtor, rec["holder"], rec["asset"], rest, "receivable_settle", ref=rid)
+    money_moved = to_lender > 0 or (rest > 0 and rec["holder"] != debtor)
     rec["outstanding"] -= amount
     was = rec["status"]
     if rec["outstanding"] == 0:
         rec["status"] = "settled"
-        rec["offer"] = None
-        rec["pledged_to"] = b""
-        rec["loan"] = b""
-    save(state, keys.receivable(rec["id"]), rec)
+    offer = rec["offer"]
+    rec["offer"] = None
+    save(state, keys.receivable(rid), rec)
+    if offer is not None:
+        emit(state, ctx, "receivable_offer_withdrawn", [rec["holder"], offer["buyer"]], receivable=rid,
+             buyer=offer["buyer"], price=offer["price"], outstanding=rec["outstanding"],
+             reason="outstanding_changed")
     emit(state, ctx, "receivable_settled" if rec["status"] == "settled" else "receivable_paid",
-         [ctx.actor, rec["holder"]], receivable=rec["id"], debtor=ctx.actor, holder=rec["holder"],
-         amount=amount, outstanding=rec["outstanding"])
-    bump_stat(state, ctx, ctx.actor, "payments")
-    if rec["status"] == "settled" and was == "accepted":
-        bump_stat(state, ctx, ctx.actor, "honoured")
+         [debtor, rec["holder"]], receivable=rid, debtor=debtor, holder=rec["holder"], amount=amount,
+         outstanding=rec["outstanding"], to_pledgee=to_lender)
+    if rec["status"] == "settled" and rec["pledged_to"]:
+        release_item(state, ctx, rid, "receivable_settled")
+    if money_moved:
+        bump_stat(state, ctx, debtor, "payments")
+        if rec["status"] == "settled" and was == "accepted":
+            bump_stat(state, ctx, debtor, "honoured")
 
 
 def on_due_soon(state: StateView, ctx: BlockCtx, rid: bytes) -> None:
@@ -238,7 +282,7 @@ KINDS = [
               F("asset", "str", "currency asset", max_len=MAX_ASSET_LEN), TIME("due", "due date, ms"),
               F("doc", "bytes32", "SHA-256 of the invoice / contract document")),
              _v_issue, _a_issue, ("unknown_asset", "self_transfer", "not_registered", "bad_role", "past_due"),
-             ("receivable_issued",)),
+             ("receivable_issued",), check=asset_fields("asset")),
     KindSpec("receivable-accept", "receivables", "The debtor confirms the receivable.", _SME, (_RID,),
              _v_answer, _a_answer, ("not_found", "not_debtor", "bad_state", "past_due"),
              ("receivable_accepted",)),
@@ -259,8 +303,11 @@ KINDS = [
                                         "not_registered", "recipient_frozen", "bad_role",
                                         "bad_price", "offer_mismatch", "insufficient_funds"),
              ("receivable_offered", "receivable_discounted", "funds_moved")),
-    KindSpec("receivable-settle", "receivables", "The debtor pays the holder (partly or fully).", frozenset(),
-             (_RID, AMOUNT()), _v_settle, _a_settle,
-             ("not_found", "not_debtor", "bad_state", "bad_amount", "insufficient_funds", "recipient_frozen"),
-             ("funds_moved", "receivable_paid", "receivable_settled", "credit_score_changed")),
+    KindSpec("receivable-settle", "receivables",
+             "The debtor pays the holder (partly or fully); while pledged for a loan, the lender first.",
+             frozenset(), (_RID, AMOUNT()), _v_settle, _a_settle,
+             ("not_found", "not_debtor", "bad_state", "bad_amount", "pledged", "insufficient_funds",
+              "recipient_frozen"),
+             ("funds_moved", "loan_payment", "loan_repaid", "collateral_released", "collateral_detached",
+              "receivable_offer_withdrawn", "receivable_paid", "receivable_settled", "credit_score_changed")),
 ]
