@@ -1,7 +1,11 @@
 """The ledger as a hypothesis state machine: random valid and invalid txs of every kind, time jumps,
-and the DESIGN section 4 invariants checked after every step.
+and the DESIGN section 4 invariants plus the cross-kind rules of docs/ledger.md checked after every
+step (state invariants here, step rules in `ledger_oracle`).
 
-Examples: SMELEDGER_LEDGER_EXAMPLES (default 500), steps per example: SMELEDGER_LEDGER_STEPS (default 25).
+Examples: SMELEDGER_LEDGER_EXAMPLES (default 500), steps per example: SMELEDGER_LEDGER_STEPS (default 40).
+`make test` runs them derandomized (the same examples every run); SMELEDGER_LEDGER_RANDOM=1 (set by
+`make soak`) draws fresh ones. A failure prints a `@reproduce_failure` blob, and hypothesis' example
+database replays it on the next run.
 """
 
 from __future__ import annotations
@@ -17,12 +21,14 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 from protocol.crypto import PrivateKey, sha256
 from protocol.ledger import KINDS, ROLE_MATRIX, keys
 from protocol.ledger.harness import Harness, replay, state_digest, state_root
-from protocol.ledger.model import DAY_MS, Receipt
+from protocol.ledger.model import DAY_MS, BlockResult, Receipt
 from protocol.ledger.store import unpack
 from protocol.tx import SignedTx
+from tests.property.ledger_oracle import Roles, check_step, snapshot
 
 EXAMPLES = int(os.environ.get("SMELEDGER_LEDGER_EXAMPLES", "500"))
 STEPS = int(os.environ.get("SMELEDGER_LEDGER_STEPS", "40"))
+RANDOM = os.environ.get("SMELEDGER_LEDGER_RANDOM") == "1"
 
 PEOPLE = [("reg", ["REGULATOR"]), ("bank1", ["BANK"]), ("bank2", ["BANK"]), ("sme1", ["SME"]),
           ("sme2", ["SME"]), ("sme3", ["SME"]), ("inv1", ["INVESTOR"]), ("inv2", ["INVESTOR", "SME"])]
@@ -300,11 +306,18 @@ class LedgerMachine(RuleBasedStateMachine):
             return data.draw(st.sampled_from(fitting))
         return data.draw(st.sampled_from(self.names))
 
-    def _roles_of_key(self, key: bytes) -> frozenset[str] | None:
-        raw = self.h.state.get(keys.key_owner(key))
-        pid = key if raw is None else unpack(raw)
-        rec = self.h.state.get(keys.participant(pid)) if pid else None
-        return None if rec is None else frozenset(unpack(rec)["roles"])
+    def _run(self, txs: list[SignedTx], advance_ms: int = 0) -> BlockResult:
+        """One block, judged: each receipt against the roles its sender had when it ran, and the whole
+        step against the cross-kind rules (`ledger_oracle.check_step`)."""
+        before = snapshot(self.h.state)
+        roles = Roles(self.h.state)
+        res = self.h.block(txs, advance_ms=advance_ms)
+        assert len(res.receipts) == len(txs)
+        for tx, r in zip(txs, res.receipts, strict=True):
+            self._check_receipt(tx, r, roles.of_key(tx.sender))
+            roles.after(r)
+        check_step(before, snapshot(self.h.state), [res.events] + [r.events for r in res.receipts])
+        return res
 
     def _harvest(self, tx: SignedTx, r: Receipt) -> None:
         bucket = {"receivable-issue": "r", "collateral-register": "co", "loan-apply": "lo",
@@ -327,8 +340,7 @@ class LedgerMachine(RuleBasedStateMachine):
                                          if PrivateKey(sha256(b"rot%d" % i)).public_key == ev.data["new_key"])
                 self.names.append(old)
 
-    def _check_receipt(self, tx: SignedTx, r: Receipt, roles: frozenset[str] | None,
-                       nonce_before: int) -> None:
+    def _check_receipt(self, tx: SignedTx, r: Receipt, roles: frozenset[str] | None) -> None:
         self.kinds_seen[(tx.kind, r.code)] += 1
         assert r.tx_hash == tx.hash
         if r.ok:
@@ -345,11 +357,9 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data())
     def one_tx(self, data: st.DataObject) -> None:
         tx = self._draw_tx(data)
-        roles = self._roles_of_key(tx.sender)
-        res = self.h.block([tx])
+        res = self._run([tx])
         r = res.receipts[0]
         assert res.events == []
-        self._check_receipt(tx, r, roles, tx.nonce)
         changed = set(self.h.last_changes) - META
         if not r.ok:
             assert changed == {keys.nonce(tx.sender)}, f"failed {tx.kind} ({r.code}) changed {changed}"
@@ -358,16 +368,11 @@ class LedgerMachine(RuleBasedStateMachine):
     @rule(data=st.data(), n=st.integers(2, 4))
     def many_txs_in_one_block(self, data: st.DataObject, n: int) -> None:
         nonces: dict[str, int] = {}
-        txs = [self._draw_tx(data, nonces) for _ in range(n)]
-        roles = [self._roles_of_key(t.sender) for t in txs]
-        res = self.h.block(txs)
-        assert len(res.receipts) == n
-        for tx, r, ro in zip(txs, res.receipts, roles, strict=True):
-            self._check_receipt(tx, r, ro, tx.nonce)
+        self._run([self._draw_tx(data, nonces) for _ in range(n)])
 
     @rule(ms=st.sampled_from([1, 3_600_000, DAY_MS, 2 * DAY_MS + 1, 9 * DAY_MS, 35 * DAY_MS]))
     def time_passes(self, ms: int) -> None:
-        res = self.h.advance(ms)
+        res = self._run([], advance_ms=ms)
         assert all(e.tx is None for e in res.events)
         assert not any(e.kind == "transition_failed" for e in res.events)
 
@@ -460,19 +465,40 @@ class LedgerMachine(RuleBasedStateMachine):
 
     @invariant()
     def loans_collateral_and_limits_are_consistent(self) -> None:
-        used: Counter[bytes] = Counter()
+        open_principal: dict[bytes, Counter[str]] = {}
+        loans = {}
         for _, ln in self._scan(keys.P_LOAN):
+            loans[ln["id"]] = ln
             assert min(ln["principal"], ln["interest"], ln["penalty"]) >= 0
             assert ln["principal"] <= ln["amount"]
             if ln["status"] == "repaid":
                 assert ln["principal"] + ln["interest"] + ln["penalty"] == 0
             if ln["status"] in ("active", "overdue"):
-                used[ln["borrower"] + ln["lender"]] += ln["principal"]
+                open_principal.setdefault(ln["borrower"] + ln["lender"], Counter())[ln["asset"]] += ln["principal"]
         for _, co in self._scan(keys.P_COLLATERAL):
             assert (co["status"] == "pledged") == bool(co["pledged_to"])
+        for k, exp in self._scan(keys.P_EXPOSURE):
+            assert exp == dict(open_principal.get(k[len(keys.P_EXPOSURE):], {})), "x/ is not the open principal"
+        assert len(self._scan(keys.P_EXPOSURE)) == len(open_principal)
         for k, lim in self._scan(keys.P_LIMIT):
-            # used counts principal approved under the limit, so it never exceeds what is still open
-            assert 0 <= lim["used"] <= used[k[len(keys.P_LIMIT):]]
+            # a limit's used is the open principal it covers, however old the loans are (rule 3)
+            assert lim["used"] == open_principal.get(k[len(keys.P_LIMIT):], Counter())[lim["asset"]], lim
+
+    @invariant()
+    def a_pledge_made_by_a_loan_secures_that_open_loan_of_its_pledgee(self) -> None:
+        loans = {ln["id"]: ln for _, ln in self._scan(keys.P_LOAN)}
+        for prefix in (keys.P_RECEIVABLE, keys.P_COLLATERAL):
+            for k, rec in self._scan(prefix):
+                if rec["loan"]:
+                    ln = loans[rec["loan"]]
+                    assert rec["pledged_to"] == ln["lender"] and ln["status"] in ("applied", "active", "overdue")
+                    assert k[len(prefix):] in ln["collateral"]
+
+    @invariant()
+    def an_open_discount_offer_never_exceeds_the_outstanding_amount(self) -> None:
+        for _, r in self._scan(keys.P_RECEIVABLE):
+            if r["offer"] is not None:
+                assert 0 < r["offer"]["price"] <= r["outstanding"], r
 
     def teardown(self) -> None:
         if not hasattr(self, "h"):
@@ -484,7 +510,7 @@ class LedgerMachine(RuleBasedStateMachine):
 
 
 LedgerMachine.TestCase.settings = settings(
-    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=False,
+    max_examples=EXAMPLES, stateful_step_count=STEPS, deadline=None, derandomize=not RANDOM, print_blob=True,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much, HealthCheck.data_too_large],
 )
 TestLedgerStateMachineKeepsItsInvariants = LedgerMachine.TestCase

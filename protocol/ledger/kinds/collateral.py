@@ -75,10 +75,10 @@ def release_item(state: StateView, ctx: Ctx, item_id: bytes, why: str) -> None:
     key, rec, typ = load_item(state, item_id)
     if not rec["pledged_to"]:
         return
-    bank = rec["pledged_to"]
+    bank, loan = rec["pledged_to"], rec["loan"]
     set_pledge(state, key, rec, typ, b"", b"")
     emit(state, ctx, "collateral_released", [owner_of(rec, typ), bank], item=item_id, item_type=typ,
-         owner=owner_of(rec, typ), pledgee=bank, reason=why)
+         owner=owner_of(rec, typ), pledgee=bank, loan=loan, reason=why)
 
 
 def end_loan_pledge(state: StateView, ctx: Ctx, item_id: bytes, loan: dict[str, Any], why: str) -> None:
