@@ -49,7 +49,7 @@ lint: venv
 
 soak: venv
 	@$(PY) -m tests.sim.soak --seeds $(SEEDS) --jobs $(JOBS)
-	@SMELEDGER_LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/property/test_ledger_machine.py
+	@SMELEDGER_LEDGER_RANDOM=1 SMELEDGER_LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/property/test_ledger_machine.py
 
 chaos: venv
 	@$(BIN)/pytest -p no:cacheprovider -m integration tests/integration

@@ -72,10 +72,10 @@ class Roles:
 
 
 class _Step:
-    def __init__(self, before: Snapshot) -> None:
+    def __init__(self, before: Snapshot, adopted: dict[bytes, bytes]) -> None:
         self.frozen = set(before.frozen)
         self.pledges = dict(before.pledges)
-        self.adopted: dict[bytes, bytes] = {}  # item -> the loan that took over its standing pledge
+        self.adopted = dict(adopted)  # item -> the loan that took over its standing pledge
         self.earned: Counter[tuple[bytes, str]] = Counter()
 
     def credit(self, ev: Event) -> None:
@@ -137,11 +137,23 @@ class _Step:
                 self.earned[(after.loans[d["id"]]["borrower"], "defaults")] += 1
 
 
-def check_step(before: Snapshot, after: Snapshot, receipts: list[tuple[Event, ...] | list[Event]]) -> None:
-    """Judge one block: `receipts` are the event lists in execution order (time-driven events first)."""
-    step = _Step(before)
-    for events in receipts:
-        step.receipt(events, after)
+class Oracle:
+    """Judges the steps of one run; remembers across them which loan took over which standing pledge
+    (the ledger's own record of it is what is being checked, so the oracle keeps its own)."""
+
+    def __init__(self) -> None:
+        self.adopted: dict[bytes, bytes] = {}
+
+    def check_step(self, before: Snapshot, after: Snapshot, receipts: list[tuple[Event, ...] | list[Event]]) -> None:
+        """Judge one block: `receipts` are the event lists in execution order (time-driven events first)."""
+        step = _Step(before, self.adopted)
+        for events in receipts:
+            step.receipt(events, after)
+        _judge(before, after, step)
+        self.adopted = step.adopted
+
+
+def _judge(before: Snapshot, after: Snapshot, step: _Step) -> None:
     silent = {k.hex()[:8]: (step.pledges.get(k), after.pledges.get(k)) for k in set(step.pledges) | set(after.pledges)
               if step.pledges.get(k) != after.pledges.get(k)}
     assert not silent, f"pledges changed without their events (by events, in state): {silent}"
