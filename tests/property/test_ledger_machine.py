@@ -67,13 +67,24 @@ WEIGHTED_KINDS = sorted(KINDS) + sorted(k for k in KINDS if k not in RARE) * 2
 AMOUNTS = st.sampled_from([25_000, 1, 7, 100, 1_000, 100_000, 1_000_000, 4_000_000, 9_000_000])
 
 
-def _warm_start() -> Harness:
-    """A chain with one object in each interesting state, so short random runs reach deep paths."""
+def _warm_start() -> tuple[Harness, Oracle]:
+    """A chain with one object in each interesting state, so short random runs reach deep paths, and
+    the oracle that judged its steps."""
     h = Harness(PEOPLE, assets=ASSETS, balances=BALANCES, params=PARAMS)
     h.add_key("ghost")
     i = h.id
     due = h.time + 20 * DAY_MS
     doc = b"\x33" * 32
+    oracle = Oracle()
+    send = h.send
+
+    def judged(name: str, kind: str, /, **fields: Any) -> Receipt:
+        before = snapshot(h.state)
+        r = send(name, kind, **fields)
+        oracle.check_step(before, snapshot(h.state), [r.events])
+        return r
+
+    h.send = judged  # type: ignore[method-assign]
 
     def ok(r: Receipt) -> bytes:
         assert r.ok, r
@@ -90,8 +101,16 @@ def _warm_start() -> Harness:
                     asset="USD.B2", doc=doc))
     co2 = ok(h.send("bank1", "collateral-register", owner=i("sme3"), category="warehouse_receipt",
                     valuation=1_000_000, asset="CNY.B1", doc=doc))
-    ok(h.send("bank1", "collateral-register", owner=i("sme2"), category="inventory", valuation=700_000,
-              asset="CNY.B1", doc=doc))
+    co3 = ok(h.send("bank1", "collateral-register", owner=i("sme2"), category="inventory", valuation=700_000,
+                    asset="CNY.B1", doc=doc))
+    ok(h.send("sme2", "pledge", item=co3, to=i("bank1")))  # a standing pledge ...
+    ok(h.send("sme2", "loan-apply", lender=i("bank1"), asset="CNY.B1", amount=300_000, term_ms=20 * DAY_MS,
+              collateral=[co3]))  # ... that a loan application takes over
+    r3 = ok(h.send("sme2", "receivable-issue", debtor=i("sme1"), face=400_000, asset="CNY.B1", due=due, doc=doc))
+    ok(h.send("sme1", "receivable-accept", receivable=r3))
+    l2 = ok(h.send("sme2", "loan-apply", lender=i("bank2"), asset="CNY.B1", amount=250_000, term_ms=10 * DAY_MS,
+                   collateral=[r3]))
+    ok(h.send("bank2", "loan-approve", loan=l2, rate_bps=900, penalty_bps=2_000))  # a receivable securing a loan
     ok(h.send("bank1", "credit-limit", borrower=i("sme3"), asset="CNY.B1", limit=2_000_000))
     l1 = ok(h.send("sme1", "loan-apply", lender=i("bank2"), asset="USD.B2", amount=1_000_000, term_ms=10 * DAY_MS,
                    collateral=[co1]))
@@ -103,10 +122,11 @@ def _warm_start() -> Harness:
     ok(h.send("inv1", "campaign-contribute", campaign=cp, amount=500_000))
     ok(h.send("bank1", "fx-quote", base="CNY.B1", quote="USD.B2", rate=14_000_000, amount=1_000_000,
               expiry=h.time + 5 * DAY_MS))
-    return h
+    h.send = send  # type: ignore[method-assign]
+    return h, oracle
 
 
-WARM = _warm_start()
+WARM, WARM_ORACLE = _warm_start()
 
 
 class LedgerMachine(RuleBasedStateMachine):
@@ -125,6 +145,7 @@ class LedgerMachine(RuleBasedStateMachine):
         self.statuses = self._statuses()
         self.kinds_seen: Counter[tuple[str, str]] = Counter()
         self.oracle = Oracle()
+        self.oracle.adopted = dict(WARM_ORACLE.adopted)
 
     # ---- helpers -----------------------------------------------------------------------------
 
@@ -138,7 +159,8 @@ class LedgerMachine(RuleBasedStateMachine):
     def _pick(self, data: st.DataObject, bucket: str) -> bytes:
         known = self.ids[bucket]
         if known and data.draw(st.integers(0, 9)) < 9:
-            return known[-1 - data.draw(st.integers(0, len(known) - 1))]
+            newest = data.draw(st.integers(0, 3)) == 0  # follow a new object through its life
+            return known[-1 - (0 if newest else data.draw(st.integers(0, len(known) - 1)))]
         return data.draw(st.binary(min_size=32, max_size=32))
 
     def _rec(self, bucket: str, oid: bytes) -> dict[str, Any] | None:
