@@ -11,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from cli.common import account_id, client, out, password
-from client import txbuild
+from client import discovery, txbuild
 from client.errors import UsageError, WalletError
-from client.proofs import verify_account_proof
+from client.light import Trust
 from client.wallet import KDF_LIMITS, Wallet, keystore_info
 from protocol import api
 from protocol.ledger import KINDS
@@ -80,11 +80,10 @@ def cmd_query(args: argparse.Namespace) -> int:
         doc = c.events(account=ident, kind=args.kind, from_height=args.from_height, limit=args.limit)
     elif ident is None:
         raise UsageError(f"query {thing} needs an id")
+    elif thing == "accounts" and args.proof:
+        doc = c.verified_account(ident, _trust(args))
     elif thing == "accounts":
-        acc = c.account(ident, proof=args.proof)
-        doc = api.to_builtins(acc)
-        if args.proof:  # against the root the answer names; `Client.verified_account` also checks the header
-            doc["proof_verified"] = verify_account_proof(acc)
+        doc = c.account(ident)
     elif thing == "blocks":
         if not ident.isdecimal():
             raise UsageError("query blocks takes a height")
@@ -95,6 +94,27 @@ def cmd_query(args: argparse.Namespace) -> int:
         doc = c.query(thing, ident)
     out(args, api.to_builtins(doc))
     return 0
+
+
+def _trust(args: argparse.Namespace) -> Trust:
+    """The chain an account answer must be proven on: the genesis file given (else the testnet's), checked
+    against --genesis-hash when given."""
+    expect = None
+    if args.genesis_hash is not None:
+        try:
+            expect = bytes.fromhex(args.genesis_hash)
+        except ValueError:
+            expect = b""
+        if len(expect) != 32:
+            raise UsageError("--genesis-hash must be 64 hex characters")
+    path = args.genesis
+    if path is None:
+        testnet = discovery.find_testnet(args.testnet)
+        if testnet is None:
+            raise UsageError("query accounts --proof needs the chain's genesis file (the genesis.json its nodes "
+                             "run with): pass --genesis FILE")
+        path = testnet / "genesis.json"
+    return Trust.load(path, expect)
 
 
 def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
@@ -134,7 +154,11 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
     p = sub.add_parser("query", parents=[common], help="read ledger objects, blocks and txs")
     p.add_argument("thing", help=", ".join(QUERY_THINGS))
     p.add_argument("id", nargs="?", help="id, hash, height, or @wallet.json")
-    p.add_argument("--proof", action="store_true", help="accounts: fetch the Merkle proofs and check them")
+    p.add_argument("--proof", action="store_true",
+                   help="accounts: answer only what Merkle proofs show, under the state root of a header whose "
+                        "commit certificate verifies against the genesis validators")
+    p.add_argument("--genesis", help="with --proof: the chain's genesis.json (default: the testnet's)")
+    p.add_argument("--genesis-hash", help="with --proof: refuse a genesis file that does not hash to this")
     p.add_argument("--kind", help="events: filter by kind")
     p.add_argument("--from-height", type=int)
     p.add_argument("--limit", type=int)

@@ -12,6 +12,7 @@ from client.errors import (
     BadResponse,
     ClientError,
     NotFound,
+    ProofError,
     TxDropped,
     TxFailed,
     TxRejected,
@@ -21,10 +22,11 @@ from client.errors import (
     WalletError,
     WrongPassword,
 )
+from client.light import Trust
 from client.wallet import Wallet, read_password
 from protocol.api import Account, Block, Event, Receipt, Status, TxStatus
 
 __all__ = ["Account", "AsyncClient", "AsyncSubmitted", "BadResponse", "Block", "Client", "ClientError", "Event",
-           "NotFound", "Receipt", "Status", "Submitted", "TxDropped", "TxFailed", "TxRejected", "TxStatus",
+           "NotFound", "ProofError", "Receipt", "Status", "Submitted", "Trust", "TxDropped", "TxFailed", "TxRejected", "TxStatus",
            "TxTimeout", "Unreachable", "UsageError", "Wallet", "WalletError", "WrongPassword", "discover",
            "read_password"]

@@ -24,6 +24,7 @@ from client import discovery, ops
 from client.client import DEFAULT_TIMEOUT, MAX_RESPONSE_BYTES, NodeList
 from client.errors import ClientError
 from client.kinds import AsyncKindBuilders
+from client.light import Trust
 from client.wallet import Wallet
 from protocol import api
 from protocol.tx import SignedTx
@@ -186,8 +187,11 @@ class AsyncClient(AsyncKindBuilders):
     async def account(self, account_id: str | bytes, proof: bool = False) -> api.Account:
         return await self.run(ops.account(account_id, proof))
 
-    async def verified_account(self, account_id: str | bytes, timeout: float = 10.0) -> api.Account:
-        return await self.run(ops.verified_account(account_id, timeout))
+    async def verified_account(self, account_id: str | bytes, trust: Trust, timeout: float = 10.0) -> api.Account:
+        return await self.run(ops.verified_account(account_id, trust, timeout))
+
+    async def check_account_proof(self, acc: api.Account, trust: Trust, timeout: float = 10.0) -> api.Account:
+        return await self.run(ops.check_account(acc, trust, None, timeout))
 
     async def query(self, thing: str, ident: str | bytes) -> dict[str, Any]:
         return await self.run(ops.query(thing, ident))

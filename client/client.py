@@ -23,12 +23,13 @@ from typing import Any, TypeVar
 from client import discovery, ops
 from client.errors import ClientError, Unreachable
 from client.kinds import KindBuilders
-from client.proofs import verify_account_proof
+from client.light import Trust
 from client.wallet import Wallet
 from protocol import api
+from protocol.block import BlockHeader
 from protocol.tx import SignedTx
 
-__all__ = ["Client", "Submitted", "verify_account_proof"]
+__all__ = ["Client", "Submitted"]
 
 T = TypeVar("T")
 DEFAULT_TIMEOUT = 10.0
@@ -240,9 +241,21 @@ class Client(KindBuilders):
     def account(self, account_id: str | bytes, proof: bool = False) -> api.Account:
         return self.run(ops.account(account_id, proof))
 
-    def verified_account(self, account_id: str | bytes, timeout: float = 10.0) -> api.Account:
-        """The account with its Merkle proofs checked against the header of the next committed block."""
-        return self.run(ops.verified_account(account_id, timeout))
+    def verified_account(self, account_id: str | bytes, trust: Trust, timeout: float = 10.0) -> api.Account:
+        """The account as a light client sees it: every returned balance, role and nonce checked against
+        its Merkle proof, the proofs against the state root in the header of block height+2 (pipelined:
+        block h carries the root after h-2), whose commit certificate verifies against the validators of
+        `trust` (client/light.py); raises ProofError. Waits up to `timeout` for that block: an idle chain
+        makes none."""
+        return self.run(ops.verified_account(account_id, trust, timeout))
+
+    def check_account_proof(self, acc: api.Account, trust: Trust, timeout: float = 10.0) -> api.Account:
+        """`verified_account` for an answer already fetched with `account(id, proof=True)`."""
+        return self.run(ops.check_account(acc, trust, None, timeout))
+
+    def committed_header(self, trust: Trust, height: int, timeout: float = 10.0) -> BlockHeader:
+        """The header of block `height`, once its commit certificate verifies against `trust`."""
+        return self.run(ops.committed_header(trust, height, timeout))
 
     def query(self, thing: str, ident: str | bytes) -> dict[str, Any]:
         """A ledger object: thing is assets, receivables, loans, campaigns, collateral, fx-quotes, credit,

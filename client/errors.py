@@ -99,3 +99,10 @@ class UsageError(ClientError):
     """Input to a builder or command that cannot be used (unknown kind, bad field value)."""
 
     code = "usage"
+
+
+class ProofError(ClientError):
+    """A light-client check failed: the code names the broken link (`bad_genesis`, `genesis_mismatch`,
+    `bad_certificate`, `bad_proof`, `unproven`, `answer_mismatch`, `no_proof`); see client/light.py."""
+
+    code = "bad_proof"

@@ -18,21 +18,22 @@ from typing import Any, TypeVar
 
 import msgspec
 
+from client import light
 from client.errors import (
     BadResponse,
     ClientError,
     NotFound,
+    ProofError,
     TxDropped,
     TxFailed,
     TxRejected,
     TxTimeout,
 )
-from client.proofs import proof_of, verify_account_proof
 from client.txbuild import MEMO_FIELD, body_fields, build, sign
 from client.txbuild import open_memo as open_sealed
 from client.wallet import Wallet
 from protocol import api, codec
-from protocol.block import STATE_ROOT_LAG, Block
+from protocol.block import Block, BlockHeader
 from protocol.errors import ProtocolError
 from protocol.tx import SignedTx
 
@@ -286,25 +287,52 @@ def open_memo(wallet: Wallet, tx_hash: str | bytes) -> Op[str]:
     return open_sealed(wallet, memo)
 
 
-def verified_account(ident: str | bytes, timeout: float) -> Op[api.Account]:
-    """The account with its proofs checked against the header of block height+2, which commits to the
-    state root after `height` (`protocol.block.state_root_height`; waits up to `timeout` for that block).
-    Raises ClientError `bad_proof`."""
-    acc = yield from account(ident, proof=True)
-    height = int(proof_of(acc)["height"])
+def block_answer(height: int) -> Op[bytes]:
+    """`GET /blocks/{height}?format=msgpack` as served: canonical msgpack {block, certificate}."""
+    resp: Response = yield Request("GET", f"/blocks/{int(height)}?format=msgpack")
+    return resp.body
+
+
+def committed_header(trust: light.Trust, height: int, timeout: float) -> Op[BlockHeader]:
+    """The header of block `height` once its commit certificate verifies against the trusted genesis
+    validators; waits up to `timeout` for the block to be committed (an idle chain makes none)."""
     start = yield NOW
     while True:
         try:
-            header = (yield from get(f"/blocks/{height + STATE_ROOT_LAG}", api.Block)).header or {}
+            answer = yield from block_answer(height)
             break
         except NotFound:
             now = yield NOW
             if now - start >= timeout:
-                raise
+                raise TxTimeout(f"block {height}, whose header commits to the state the answer is proven in, "
+                                f"was not committed within {timeout} s (an idle chain makes no blocks)",
+                                last_status="not_found") from None
             yield Sleep(POLL_S)
-    if header.get("state_root") != proof_of(acc)["state_root"] or not verify_account_proof(acc, header["state_root"]):
-        raise ClientError("account proof does not match the committed header", code="bad_proof")
-    return msgspec.structs.replace(acc, verified_height=height + STATE_ROOT_LAG)
+    return light.committed_header(trust, answer, height)
+
+
+def check_account(acc: api.Account, trust: light.Trust, ident: str | bytes | None, timeout: float
+                  ) -> Op[api.Account]:
+    """An account answer with proofs, checked as a light client (client/light.py): only its proven
+    fields, each against its proof, under the state root in the certified header of block height+2
+    (pipelined: `light.certifying_height`); waits up to `timeout` for that block."""
+    doc = api.to_builtins(acc)
+    height = light.proof_of(doc)["height"]
+    wanted = doc.get("id") if ident is None else ident
+    try:
+        pid = wanted if isinstance(wanted, bytes) else bytes.fromhex(str(wanted))
+    except ValueError:
+        pid = b""
+    if len(pid) != 32:
+        raise ProofError("an account id is 64 hex characters", code="answer_mismatch")
+    header = yield from committed_header(trust, light.certifying_height(height), timeout)
+    out: api.Account = api.convert(light.verify_account(doc, pid, header.state_root), api.Account)
+    return out
+
+
+def verified_account(ident: str | bytes, trust: light.Trust, timeout: float) -> Op[api.Account]:
+    acc = yield from account(ident, proof=True)
+    return (yield from check_account(acc, trust, ident, timeout))
 
 
 # ---- plain documents ----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ from typing import Any
 import aiohttp
 import pytest
 
-from client.client import verify_account_proof
+from client.errors import ProofError
+from client.light import verify_account
 from client.txbuild import build_body, sign
 from client.wallet import Wallet, read_password
 from node.api import openapi
@@ -132,10 +133,14 @@ async def test_an_account_proof_verifies_against_the_named_state_root(node: Node
     a, _b = _wallets(single_home / "banka")
     status, doc, _ = await _call(node, "GET", f"/accounts/{a.account}?proof=1")
     assert status == 200 and doc["balances"]["CNY.BANKA"] > 0
-    assert verify_account_proof(doc)
+    root = bytes.fromhex(doc["proof"]["state_root"])
+    proven = verify_account(doc, bytes.fromhex(a.account), root)  # every field has a proof under the named root
+    assert proven["balances"] == doc["balances"] and proven["roles"] == doc["roles"]
     _s, st, _h = await _call(node, "GET", "/status")
-    assert doc["proof"]["state_root"] == st["state_root"]
-    assert not verify_account_proof(doc, "00" * 32)
+    assert doc["proof"]["state_root"] == st["state_root"] and doc["proof"]["height"] == st["height"]
+    assert doc["proof"]["header_height"] == doc["proof"]["height"] + 2  # pipelined: block h+2 certifies it
+    with pytest.raises(ProofError):
+        verify_account(doc, bytes.fromhex(a.account), b"\x00" * 32)
 
 
 async def test_block_zero_is_the_genesis_and_lists_show_it(node: Node) -> None:
