@@ -36,17 +36,20 @@ class Snapshot:
     credit: dict[bytes, dict[str, int]]
     balances: Counter[tuple[bytes, str]]
     loans: dict[bytes, dict[str, Any]]
+    receivable_assets: dict[bytes, str]
 
 
 def snapshot(state: StateReader) -> Snapshot:
     pledges = {item: (rec["pledged_to"], rec["loan"]) for prefix in PLEDGE_KINDS
                for item, rec in _scan(state, prefix) if rec["pledged_to"]}
+    receivables = _scan(state, keys.P_RECEIVABLE)
     balances: Counter[tuple[bytes, str]] = Counter()
     for k, v in _scan(state, keys.P_BALANCE):
         balances[(k[:32], k[32:].decode())] = v
     return Snapshot(frozen=frozenset(pid for pid, p in _scan(state, keys.P_PARTICIPANT) if p["frozen"]),
                     pledges=pledges, credit={pid: c for pid, c in _scan(state, keys.P_CREDIT)},
-                    balances=balances, loans=dict(_scan(state, keys.P_LOAN)))
+                    balances=balances, loans=dict(_scan(state, keys.P_LOAN)),
+                    receivable_assets={rid: r["asset"] for rid, r in receivables})
 
 
 class Roles:
@@ -78,10 +81,11 @@ class _Step:
         self.adopted = dict(adopted)  # item -> the loan that took over its standing pledge
         self.earned: Counter[tuple[bytes, str]] = Counter()
 
-    def credit(self, ev: Event) -> None:
+    def credit(self, ev: Event, after: Snapshot) -> None:
         to = ev.data["to"]
         assert to not in self.frozen, f"{ev.kind} credited frozen {to.hex()[:8]}: {ev.data}"
         if ev.kind == "funds_moved" and ev.data["reason"] == "receivable_settle":
+            assert ev.data["asset"] == after.receivable_assets[ev.data["ref"]], f"a receivable paid in another asset: {ev.data}"
             held = self.pledges.get(ev.data["ref"])
             assert held is None or held[0] == to, \
                 f"a payment on pledged receivable {ev.data['ref'].hex()[:8]} went to {to.hex()[:8]}, not its pledgee"
@@ -121,7 +125,7 @@ class _Step:
             elif ev.kind == "participant_unfrozen":
                 self.frozen.discard(d["account"])
             elif ev.kind in CREDITS:
-                self.credit(ev)
+                self.credit(ev, after)
             elif ev.kind.startswith("collateral_") and ev.kind != "collateral_registered":
                 self.pledge(ev)
             elif ev.kind == "receivable_discounted":

@@ -120,6 +120,8 @@ def _warm_start() -> tuple[Harness, Oracle]:
     cp = ok(h.send("sme2", "campaign-create", asset="CNY.B1", target=3_000_000, minimum=1_000_000,
                    deadline=h.time + 15 * DAY_MS))
     ok(h.send("inv1", "campaign-contribute", campaign=cp, amount=500_000))
+    ok(h.send("inv2", "campaign-contribute", campaign=cp, amount=200_000))
+    ok(h.send("reg", "freeze", account=i("inv2")))  # a frozen investor: closing the campaign waits for it
     ok(h.send("bank1", "fx-quote", base="CNY.B1", quote="USD.B2", rate=14_000_000, amount=1_000_000,
               expiry=h.time + 5 * DAY_MS))
     h.send = send  # type: ignore[method-assign]
@@ -135,7 +137,8 @@ class LedgerMachine(RuleBasedStateMachine):
         self.h = WARM.clone()
         self.names = [n for n, _ in PEOPLE] + ["ghost"]
         self.pid = {n: self.h.id(n) for n in self.names}
-        self.frozen: set[bytes] = set()
+        self.frozen: set[bytes] = {k[len(keys.P_PARTICIPANT):] for k, v in self.h.state.iter_range(
+            *keys.prefix_range(keys.P_PARTICIPANT)) if unpack(v)["frozen"]}
         self.ids: dict[str, list[bytes]] = {b: [k[len(p):] for k, _ in self.h.state.iter_range(*keys.prefix_range(p))]
                                             for b, p in (("r", keys.P_RECEIVABLE), ("co", keys.P_COLLATERAL),
                                                          ("lo", keys.P_LOAN), ("cp", keys.P_CAMPAIGN),
@@ -516,6 +519,7 @@ class LedgerMachine(RuleBasedStateMachine):
                     ln = loans[rec["loan"]]
                     assert rec["pledged_to"] == ln["lender"] and ln["status"] in ("applied", "active", "overdue")
                     assert k[len(prefix):] in ln["collateral"]
+                    assert prefix == keys.P_COLLATERAL or rec["asset"] == ln["asset"], "its payments go to the loan"
 
     @invariant()
     def an_open_discount_offer_never_exceeds_the_outstanding_amount(self) -> None:

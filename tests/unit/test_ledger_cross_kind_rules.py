@@ -111,6 +111,16 @@ def test_a_receivable_pledged_without_an_active_loan_cannot_be_settled_and_stays
         assert query.receivable(h.state, rid)["pledged_to"] == h.id("bankb").hex()
 
 
+def test_a_receivable_secures_only_a_loan_in_its_own_asset():
+    h = Harness.standard()
+    rid = receivable(h, 50_000)
+    r = h.send("smea", "loan-apply", lender=h.id("bankb"), asset=U, amount=1_000, term_ms=DAY_MS, collateral=[rid])
+    assert r.code == "asset_mismatch"
+    assert h.send("smea", "pledge", item=rid, to=h.id("bankb")).ok
+    r = h.send("smea", "loan-apply", lender=h.id("bankb"), asset=U, amount=1_000, term_ms=DAY_MS, collateral=[rid])
+    assert r.code == "asset_mismatch"
+
+
 def test_a_pledged_receivable_is_not_paid_while_its_lender_is_frozen():
     h = Harness.standard()
     rid = receivable(h, 50_000)

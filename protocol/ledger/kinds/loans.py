@@ -91,6 +91,9 @@ def _v_apply(state: StateView, tx: SignedTx, ctx: TxCtx) -> None:
     for item in items:
         _, rec, typ = load_item(state, item)
         check_pledgeable(rec, typ, ctx.actor, f["lender"])
+        if typ == "receivable" and rec["asset"] != f["asset"]:
+            raise LedgerError("asset_mismatch", f"receivable {item.hex()} is paid in {rec['asset']}; it secures "
+                                                "only a loan in that asset (its payments go to the loan)")
         if rec["pledged_to"] and rec["pledged_to"] != f["lender"]:
             raise LedgerError("pledged", f"item {item.hex()} is pledged to another bank")
         if rec["loan"]:
@@ -263,7 +266,7 @@ KINDS = [
               AMOUNT("amount", "principal, minor units"), F("term_ms", "int", "term, ms", lo=1, hi=MAX_TERM_MS),
               F("collateral", "list", "collateral or receivable ids", max_len=16, item="bytes32")),
              _v_apply, _a_apply, ("self_transfer", "not_registered", "recipient_frozen", "bad_role", "unknown_asset", "too_many",
-                                  "not_found", "not_owner", "bad_state", "pledged", "collateral_in_use", "bad_field"),
+                                  "not_found", "not_owner", "bad_state", "pledged", "collateral_in_use", "asset_mismatch"),
              ("loan_applied", "collateral_pledged"), check=asset_fields("asset", then=_c_apply)),
     KindSpec("loan-approve", "loans", "The lender approves; the ledger disburses the principal at once.",
              frozenset({"BANK"}),
