@@ -111,6 +111,9 @@ def _warm_start() -> tuple[Harness, Oracle]:
     l2 = ok(h.send("sme2", "loan-apply", lender=i("bank2"), asset="CNY.B1", amount=250_000, term_ms=10 * DAY_MS,
                    collateral=[r3]))
     ok(h.send("bank2", "loan-approve", loan=l2, rate_bps=900, penalty_bps=2_000))  # a receivable securing a loan
+    r4 = ok(h.send("sme3", "receivable-issue", debtor=i("sme2"), face=100_000, asset="CNY.B1", due=due, doc=doc))
+    ok(h.send("sme2", "receivable-accept", receivable=r4))
+    ok(h.send("sme3", "receivable-transfer", receivable=r4, to=i("sme2")))  # a debtor holding its own receivable
     ok(h.send("bank1", "credit-limit", borrower=i("sme3"), asset="CNY.B1", limit=2_000_000))
     l1 = ok(h.send("sme1", "loan-apply", lender=i("bank2"), asset="USD.B2", amount=1_000_000, term_ms=10 * DAY_MS,
                    collateral=[co1]))
