@@ -27,6 +27,7 @@ from client.kinds import AsyncKindBuilders
 from client.light import Trust
 from client.wallet import Wallet
 from protocol import api
+from protocol.block import BlockHeader
 from protocol.tx import SignedTx
 
 T = TypeVar("T")
@@ -192,6 +193,9 @@ class AsyncClient(AsyncKindBuilders):
 
     async def check_account_proof(self, acc: api.Account, trust: Trust, timeout: float = 10.0) -> api.Account:
         return await self.run(ops.check_account(acc, trust, None, timeout))
+
+    async def committed_header(self, trust: Trust, height: int, timeout: float = 10.0) -> BlockHeader:
+        return await self.run(ops.committed_header(trust, height, timeout))
 
     async def query(self, thing: str, ident: str | bytes) -> dict[str, Any]:
         return await self.run(ops.query(thing, ident))

@@ -36,9 +36,10 @@ class KindBuilders:
         Sender: BANK, INVESTOR.
         - `campaign`: campaign id (the campaign-create tx hash)
         - `amount`: amount in minor units (1..1000000000000000)
-        Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `over_target`, `too_many`,
-        `insufficient_funds`.
-        Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`.
+        Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `recipient_frozen`,
+        `over_target`, `too_many`, `insufficient_funds`.
+        Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`,
+        `transition_deferred`.
         """
         return self.send_kind(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
 
@@ -55,7 +56,7 @@ class KindBuilders:
         - `deadline`: deadline, ms (0..9223372036854775807)
         - `doc`: SHA-256 of the offering document (optional)
         Failure codes: `unknown_asset`, `bad_amount`, `past_due`, `bad_field`.
-        Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`.
+        Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`, `transition_deferred`.
         """
         return self.send_kind(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
 
@@ -113,7 +114,7 @@ class KindBuilders:
         - `quote_id`: the fx-quote tx hash
         - `amount`: base units (1..1000000000000000)
         Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `bad_amount`,
-        `insufficient_funds`.
+        `recipient_frozen`, `insufficient_funds`.
         Events: `funds_moved`, `funds_released`, `fx_accepted`.
         """
         return self.send_kind(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
@@ -131,7 +132,7 @@ class KindBuilders:
         - `amount`: most base units sold (locked in escrow) (1..1000000000000000)
         - `expiry`: quote expiry, ms (0..9223372036854775807)
         Failure codes: `unknown_asset`, `asset_mismatch`, `past_due`, `insufficient_funds`.
-        Events: `funds_escrowed`, `fx_quoted`, `fx_expired`.
+        Events: `funds_escrowed`, `fx_quoted`, `fx_expired`, `transition_deferred`.
         """
         return self.send_kind(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
 
@@ -164,7 +165,7 @@ class KindBuilders:
         - `term_ms`: term, ms (1..315360000000)
         - `collateral`: collateral or receivable ids
         Failure codes: `self_transfer`, `not_registered`, `recipient_frozen`, `bad_role`, `unknown_asset`,
-        `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`.
+        `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`, `asset_mismatch`.
         Events: `loan_applied`, `collateral_pledged`.
         """
         return self.send_kind(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
@@ -188,13 +189,13 @@ class KindBuilders:
     def loan_reject(
         self, wallet: Wallet, *, loan: Id, reason: str | None = None, nonce: int | None = None,
     ) -> Submitted:
-        """The lender declines; pledged items are released.
+        """The lender declines; the pledges the application made are released.
 
         Sender: BANK.
         - `loan`: loan id (the loan-apply tx hash)
         - `reason`: free text (optional)
         Failure codes: `not_found`, `not_lender`, `bad_state`.
-        Events: `loan_rejected`, `collateral_released`.
+        Events: `loan_rejected`, `collateral_released`, `collateral_detached`.
         """
         return self.send_kind(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
 
@@ -207,7 +208,8 @@ class KindBuilders:
         - `loan`: loan id (the loan-apply tx hash)
         - `amount`: most to pay; capped at what is owed (1..1000000000000000)
         Failure codes: `not_found`, `not_borrower`, `bad_state`, `insufficient_funds`, `recipient_frozen`.
-        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `credit_score_changed`.
+        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `credit_limit_used`, `collateral_released`,
+        `collateral_detached`, `credit_score_changed`.
         """
         return self.send_kind(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
 
@@ -219,7 +221,7 @@ class KindBuilders:
         Sender: any registered participant.
         - `item`: collateral id or receivable id
         - `to`: bank the item is pledged to
-        Failure codes: `not_found`, `not_owner`, `bad_state`, `pledged`, `not_registered`,
+        Failure codes: `not_found`, `not_owner`, `bad_state`, `self_transfer`, `pledged`, `not_registered`,
         `recipient_frozen`, `bad_role`.
         Events: `collateral_pledged`.
         """
@@ -284,14 +286,15 @@ class KindBuilders:
     def receivable_settle(
         self, wallet: Wallet, *, receivable: Id, amount: int, nonce: int | None = None,
     ) -> Submitted:
-        """The debtor pays the holder (partly or fully).
+        """The debtor pays the holder (partly or fully); while pledged for a loan, the lender first.
 
         Sender: any registered participant.
         - `receivable`: receivable id
         - `amount`: amount in minor units (1..1000000000000000)
-        Failure codes: `not_found`, `not_debtor`, `bad_state`, `bad_amount`, `insufficient_funds`,
-        `recipient_frozen`.
-        Events: `funds_moved`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
+        Failure codes: `not_found`, `not_debtor`, `bad_state`, `bad_amount`, `pledged`,
+        `insufficient_funds`, `recipient_frozen`.
+        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `collateral_detached`,
+        `receivable_offer_withdrawn`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
         """
         return self.send_kind(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
 
@@ -425,9 +428,10 @@ class AsyncKindBuilders:
         Sender: BANK, INVESTOR.
         - `campaign`: campaign id (the campaign-create tx hash)
         - `amount`: amount in minor units (1..1000000000000000)
-        Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `over_target`, `too_many`,
-        `insufficient_funds`.
-        Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`.
+        Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `recipient_frozen`,
+        `over_target`, `too_many`, `insufficient_funds`.
+        Events: `funds_escrowed`, `campaign_contributed`, `campaign_finalized`, `funds_released`, `minted`,
+        `transition_deferred`.
         """
         return await self.send_kind(wallet, "campaign-contribute", {"campaign": campaign, "amount": amount}, nonce)
 
@@ -444,7 +448,7 @@ class AsyncKindBuilders:
         - `deadline`: deadline, ms (0..9223372036854775807)
         - `doc`: SHA-256 of the offering document (optional)
         Failure codes: `unknown_asset`, `bad_amount`, `past_due`, `bad_field`.
-        Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`.
+        Events: `campaign_created`, `campaign_finalized`, `campaign_refunded`, `transition_deferred`.
         """
         return await self.send_kind(wallet, "campaign-create", {"asset": asset, "target": target, "minimum": minimum, "deadline": deadline, "doc": doc}, nonce)
 
@@ -502,7 +506,7 @@ class AsyncKindBuilders:
         - `quote_id`: the fx-quote tx hash
         - `amount`: base units (1..1000000000000000)
         Failure codes: `not_found`, `bad_state`, `expired`, `self_transfer`, `bad_amount`,
-        `insufficient_funds`.
+        `recipient_frozen`, `insufficient_funds`.
         Events: `funds_moved`, `funds_released`, `fx_accepted`.
         """
         return await self.send_kind(wallet, "fx-accept", {"quote_id": quote_id, "amount": amount}, nonce)
@@ -520,7 +524,7 @@ class AsyncKindBuilders:
         - `amount`: most base units sold (locked in escrow) (1..1000000000000000)
         - `expiry`: quote expiry, ms (0..9223372036854775807)
         Failure codes: `unknown_asset`, `asset_mismatch`, `past_due`, `insufficient_funds`.
-        Events: `funds_escrowed`, `fx_quoted`, `fx_expired`.
+        Events: `funds_escrowed`, `fx_quoted`, `fx_expired`, `transition_deferred`.
         """
         return await self.send_kind(wallet, "fx-quote", {"base": base, "quote": quote, "rate": rate, "amount": amount, "expiry": expiry}, nonce)
 
@@ -553,7 +557,7 @@ class AsyncKindBuilders:
         - `term_ms`: term, ms (1..315360000000)
         - `collateral`: collateral or receivable ids
         Failure codes: `self_transfer`, `not_registered`, `recipient_frozen`, `bad_role`, `unknown_asset`,
-        `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`.
+        `too_many`, `not_found`, `not_owner`, `bad_state`, `pledged`, `collateral_in_use`, `asset_mismatch`.
         Events: `loan_applied`, `collateral_pledged`.
         """
         return await self.send_kind(wallet, "loan-apply", {"lender": lender, "asset": asset, "amount": amount, "term_ms": term_ms, "collateral": collateral}, nonce)
@@ -577,13 +581,13 @@ class AsyncKindBuilders:
     async def loan_reject(
         self, wallet: Wallet, *, loan: Id, reason: str | None = None, nonce: int | None = None,
     ) -> AsyncSubmitted:
-        """The lender declines; pledged items are released.
+        """The lender declines; the pledges the application made are released.
 
         Sender: BANK.
         - `loan`: loan id (the loan-apply tx hash)
         - `reason`: free text (optional)
         Failure codes: `not_found`, `not_lender`, `bad_state`.
-        Events: `loan_rejected`, `collateral_released`.
+        Events: `loan_rejected`, `collateral_released`, `collateral_detached`.
         """
         return await self.send_kind(wallet, "loan-reject", {"loan": loan, "reason": reason}, nonce)
 
@@ -596,7 +600,8 @@ class AsyncKindBuilders:
         - `loan`: loan id (the loan-apply tx hash)
         - `amount`: most to pay; capped at what is owed (1..1000000000000000)
         Failure codes: `not_found`, `not_borrower`, `bad_state`, `insufficient_funds`, `recipient_frozen`.
-        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `credit_score_changed`.
+        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `credit_limit_used`, `collateral_released`,
+        `collateral_detached`, `credit_score_changed`.
         """
         return await self.send_kind(wallet, "loan-repay", {"loan": loan, "amount": amount}, nonce)
 
@@ -608,7 +613,7 @@ class AsyncKindBuilders:
         Sender: any registered participant.
         - `item`: collateral id or receivable id
         - `to`: bank the item is pledged to
-        Failure codes: `not_found`, `not_owner`, `bad_state`, `pledged`, `not_registered`,
+        Failure codes: `not_found`, `not_owner`, `bad_state`, `self_transfer`, `pledged`, `not_registered`,
         `recipient_frozen`, `bad_role`.
         Events: `collateral_pledged`.
         """
@@ -673,14 +678,15 @@ class AsyncKindBuilders:
     async def receivable_settle(
         self, wallet: Wallet, *, receivable: Id, amount: int, nonce: int | None = None,
     ) -> AsyncSubmitted:
-        """The debtor pays the holder (partly or fully).
+        """The debtor pays the holder (partly or fully); while pledged for a loan, the lender first.
 
         Sender: any registered participant.
         - `receivable`: receivable id
         - `amount`: amount in minor units (1..1000000000000000)
-        Failure codes: `not_found`, `not_debtor`, `bad_state`, `bad_amount`, `insufficient_funds`,
-        `recipient_frozen`.
-        Events: `funds_moved`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
+        Failure codes: `not_found`, `not_debtor`, `bad_state`, `bad_amount`, `pledged`,
+        `insufficient_funds`, `recipient_frozen`.
+        Events: `funds_moved`, `loan_payment`, `loan_repaid`, `collateral_released`, `collateral_detached`,
+        `receivable_offer_withdrawn`, `receivable_paid`, `receivable_settled`, `credit_score_changed`.
         """
         return await self.send_kind(wallet, "receivable-settle", {"receivable": receivable, "amount": amount}, nonce)
 

@@ -16,6 +16,8 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
+from protocol.ledger.events import EVENTS
+
 MAX_HEIGHT = 2**63 - 1
 MAX_TIME_OFFSET_MS = 10 * 365 * 24 * 3600 * 1000
 MAX_TX_HEX = 2 * 64 * 1024  # hex characters of the largest signed tx (protocol.tx.MAX_TX_BYTES)
@@ -27,7 +29,10 @@ Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="32 by
 IdParam = Annotated[str, msgspec.Meta(pattern="^[0-9a-fA-F]{64}$", description="32 bytes as hex (either case)")]
 AssetId = Annotated[str, msgspec.Meta(pattern="^[A-Z0-9][A-Z0-9._-]{0,23}$", description="asset id, e.g. CNY.BANKA")]
 Height = Annotated[int, msgspec.Meta(ge=0, le=MAX_HEIGHT)]
-EventKind = Annotated[str, msgspec.Meta(pattern="^[a-z][a-z0-9_]{0,63}$", description="event kind, e.g. funds_moved")]
+EventKind = Annotated[str, msgspec.Meta(
+    pattern="^(?:" + "|".join(sorted(EVENTS)) + ")$",
+    description="an event kind the ledger emits (docs/ledger.md, Events), e.g. funds_moved: a payment of any kind "
+                "is funds_moved with its reason; there is no event called transfer")]
 HexTx = Annotated[str, msgspec.Meta(pattern="^(?:[0-9a-fA-F]{2})*$", max_length=MAX_TX_HEX,
                                     description="hex of a canonical signed tx {sig, tx}")]
 TxState = Literal["pending", "committed", "failed", "dropped", "unknown"]

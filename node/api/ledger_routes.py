@@ -86,6 +86,9 @@ def one(fn: Callable[[StateReader, str], dict[str, Any]], model: type, path: typ
 
 
 async def events(request: web.Request) -> web.Response:
+    kind = request.query.get("kind")
+    if kind is not None:
+        query.check_event_kind(kind)  # the ledger's own answer (it names a tx kind's events) before the pattern's
     q = parsing.query(request, api.EventsQuery)
     return await _run(request, lambda r: query.events(r, account=q.account, kind=q.kind, from_height=q.from_height,
                                                       limit=q.limit), api.EventPage)
