@@ -75,7 +75,8 @@ ROUTES: list[Route] = [
           query=api.BlockQuery, also={MSGPACK: "format=msgpack: canonical msgpack {block: <block bytes>, "
                                                 "certificate: <bytes>}"}),
     Route("get", "/accounts/{id}", ledger_routes.account, "Account: roles, nonce, balances (proof=1 adds Merkle "
-          "proofs)", api.Account, _LEDGER_ERRORS, path_params=api.IdPath, query=api.AccountQuery),
+          "proofs of every field under the state root after proof.height, which the header of block "
+          "proof.header_height = height+2 carries)", api.Account, _LEDGER_ERRORS, path_params=api.IdPath, query=api.AccountQuery),
     Route("get", "/assets/{id}", ledger_routes.asset, "Asset", api.Asset, _LEDGER_ERRORS, path_params=api.AssetPath),
     Route("get", "/receivables/{id}", ledger_routes.receivable, "Receivable", api.Receivable, _LEDGER_ERRORS,
           path_params=api.IdPath),
