@@ -5,6 +5,7 @@ moves only with money between distinct parties, and a loan decision releases onl
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from protocol.ledger import query
@@ -198,19 +199,27 @@ def test_an_fx_accept_that_would_pay_a_frozen_bank_is_refused():
     assert bal(h, "banka", U) == before
 
 
+def paid_after_unfreeze(h: Harness, who: str, until_due: int, status: Callable[[], str], late: Callable[[], Receipt],
+                        done: str) -> int:
+    """Freeze `who` and let its payout fall due: the transition is deferred (the object stays open, a late
+    tx finds it expired, `who`'s balance does not move); after the unfreeze the next retry runs it (event
+    `done`). Returns what `who` received then."""
+    assert h.send("reg", "freeze", account=h.id(who)).ok
+    before = bal(h, who)
+    assert [e.kind for e in h.advance(until_due).events] == ["transition_deferred"]
+    assert bal(h, who) == before and status() == "open"
+    assert late().code == "expired"
+    assert h.send("reg", "unfreeze", account=h.id(who)).ok
+    assert done in [e.kind for e in h.advance(DAY_MS).events]
+    return bal(h, who) - before
+
+
 def test_an_fx_quote_of_a_frozen_bank_keeps_its_escrow_until_the_bank_is_unfrozen():
     h = Harness.standard({"frozen_retry_ms": DAY_MS})
     qid = ok(h.send("banka", "fx-quote", base=A, quote=U, rate=10**8, amount=1_000, expiry=h.time + DAY_MS))
-    assert h.send("reg", "freeze", account=h.id("banka")).ok
-    before = bal(h, "banka")
-    res = h.advance(DAY_MS)
-    assert [e.kind for e in res.events] == ["transition_deferred"]
-    assert bal(h, "banka") == before and query.fx_quote(h.state, qid)["status"] == "open"
-    assert h.send("smea", "fx-accept", quote_id=qid, amount=1).code == "expired"
-    assert h.send("reg", "unfreeze", account=h.id("banka")).ok
-    res = h.advance(DAY_MS)
-    assert "fx_expired" in [e.kind for e in res.events]
-    assert bal(h, "banka") == before + 1_000
+    paid = paid_after_unfreeze(h, "banka", DAY_MS, lambda: query.fx_quote(h.state, qid)["status"],
+                               lambda: h.send("smea", "fx-accept", quote_id=qid, amount=1), "fx_expired")
+    assert paid == 1_000
 
 
 def campaign(h: Harness, target: int = 1_000, minimum: int = 500, days: int = 10) -> bytes:
@@ -229,16 +238,10 @@ def test_a_campaign_whose_owner_is_frozen_at_its_deadline_pays_out_only_after_th
     h = Harness.standard({"frozen_retry_ms": DAY_MS})
     cid = campaign(h)
     assert h.send("inv", "campaign-contribute", campaign=cid, amount=600).ok
-    assert h.send("reg", "freeze", account=h.id("smea")).ok
-    owner = bal(h, "smea")
-    res = h.advance(10 * DAY_MS)
-    assert [e.kind for e in res.events] == ["transition_deferred"]
-    assert bal(h, "smea") == owner and query.campaign(h.state, cid)["status"] == "open"
-    assert h.send("banka", "campaign-contribute", campaign=cid, amount=1).code == "expired"
-    assert h.send("reg", "unfreeze", account=h.id("smea")).ok
-    res = h.advance(DAY_MS)
-    assert "campaign_finalized" in [e.kind for e in res.events]
-    assert bal(h, "smea") == owner + 600
+    paid = paid_after_unfreeze(h, "smea", 10 * DAY_MS, lambda: query.campaign(h.state, cid)["status"],
+                               lambda: h.send("banka", "campaign-contribute", campaign=cid, amount=1),
+                               "campaign_finalized")
+    assert paid == 600
 
 
 def test_refunds_and_shares_wait_while_an_investor_is_frozen():
