@@ -14,12 +14,18 @@ The ceiling: every validator verifies every tx signature once, and all four run 
 so the most the machine can commit is `verify_2_threads / 4` tx/s (docs/bench.md). Each figure is
 reported with its ratio to that ceiling. A progress line is printed when each level starts and ends.
 
+`python -m devtools.bench --level RATE [--seconds S] [--poll P] [--repeat N]` runs one level alone on a
+fresh testnet instead (RATE tx/s for S seconds, default 20, the generator polling every P s, default
+0.01 as in the latency level; N times in a row on the same testnet) and prints each with the latency
+broken into its stages (`stages`): what the before/after figures of a latency change are taken with.
+
 Rule: bounded in time (`BENCH_SECONDS`, default 420; the long run has its own `BENCH_LONG_S` cap), and
 every process it starts is stopped in a `finally`, including on Ctrl-C.
 """
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import socket
@@ -104,7 +110,8 @@ class Run:
         drain(self.urls, timeout=20.0)
         r = run_level(self.tn, self.nodes, self.pids, load)
         r["phase"] = phase
-        r["ratio_to_ceiling"] = round(r["committed_tps"] / self.ceiling, 3) if r["committed_tps"] else None
+        r["ratio_to_ceiling"] = round(r["committed_tps"] / self.ceiling, 3) \
+            if r["committed_tps"] and self.ceiling else None  # no ceiling measured for a level alone
         r["saturated"] = not r["committed_tps"] or r["committed_tps"] < 0.9 * load.rate
         print(f"  [{self.elapsed():5.0f} s] level {self.count} ({phase}): committed {r['committed_tps']} tx/s "
               f"(ratio {r['ratio_to_ceiling']}), p50 {r['latency_p50_ms']} ms, p95 {r['latency_p95_ms']} ms, "
@@ -146,6 +153,40 @@ class Run:
                 "first_rate_after_tps": again["committed_tps"],
                 "after_vs_fresh": round(again["committed_tps"] / first_tps, 3)
                 if again["committed_tps"] and first_tps else None, "after_level": again}
+
+
+def stages(lv: dict[str, Any]) -> str:
+    """A level's latency in stages: the generator's view (accepted answer, the proposer's block time, seen
+    in a block) and the nodes' mean step times (docs/bench.md, "Latency in stages")."""
+    st = lv.get("step_ms") or {}
+    return (f"accepted after {lv.get('accept_p50_ms')} ms (journal sync {lv.get('journal_sync_ms')} ms), "
+            f"in a proposed block after {lv.get('proposed_p50_ms')} ms (waited in the proposer's pool "
+            f"{lv.get('proposed_tx_wait_ms')} ms, propose wait {st.get('propose_wait')} ms), agreement "
+            f"{st.get('agreement')} ms (WAL append {st.get('wal_append')} ms), decided write "
+            f"{st.get('decided_write')} ms, execute wait {st.get('execute_wait')} ms, execute "
+            f"{lv.get('execute_ms_per_block')} ms; seen in a block after {lv.get('latency_p50_ms')} ms (p50)")
+
+
+def one_level(rate: int, seconds: float, poll: float, repeat: int, out_path: Path) -> list[dict[str, Any]]:
+    """A fresh testnet, then `repeat` levels at `rate` tx/s, each printed with its stages."""
+    t_start = time.monotonic()
+    levels: list[dict[str, Any]] = []
+    with tempfile.TemporaryDirectory(prefix="smeledger-bench-") as tmp:
+        tn = Path(tmp) / "tn"
+        try:
+            nodes = devnet.up(tn, free_base_port(), validators=VALIDATORS, observers=0, accounts=ACCOUNTS,
+                              quiet=True)
+            devnet.wait_first_commit(tn, nodes, timeout=60.0)
+            run = Run(tn, nodes, 0.0, t_start, float("inf"))
+            for _ in range(repeat):
+                lv = run.level("level", Load(rate, duration=seconds, poll=poll))
+                print("    " + stages(lv), flush=True)
+                levels.append(lv)
+        finally:
+            devnet.down(tn)
+    out_path.write_text(json.dumps({"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]},
+                                    "loadavg": os.getloadavg(), "levels": levels}, indent=2) + "\n")
+    return levels
 
 
 def _rss(levels: list[dict[str, Any]]) -> float | None:
@@ -230,8 +271,24 @@ def table(res: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def main() -> int:
+def _args(argv: list[str] | None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m devtools.bench", description="make bench, or one level alone")
+    p.add_argument("--level", type=int, metavar="RATE", help="run one level at RATE tx/s on a fresh testnet")
+    p.add_argument("--seconds", type=float, default=20.0, help="duration of that level (default 20)")
+    p.add_argument("--poll", type=float, default=0.01, help="the generator's block polling, s (default 0.01)")
+    p.add_argument("--repeat", type=int, default=1, help="run the level this many times in a row (default 1)")
+    a = p.parse_args(argv)
+    if a.level is not None and (a.level < 1 or not 0 < a.seconds <= 600 or not 1 <= a.repeat <= 20):
+        p.error("--level must be >= 1, --seconds in (0, 600], --repeat in 1..20")
+    return a
+
+
+def main(argv: list[str] | None = None) -> int:
+    a = _args(argv)
     try:
+        if a.level is not None:
+            one_level(a.level, a.seconds, a.poll, a.repeat, Path(os.environ.get("BENCH_OUT", "bench-level.json")))
+            return 0
         budget = float(os.environ.get("BENCH_SECONDS", "420"))
         out = Path(os.environ.get("BENCH_OUT", "bench-results.json"))
         res = bench(budget, out, long=os.environ.get("BENCH_LONG", "") == "1")

@@ -58,9 +58,14 @@ def proc_sample(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
+STEPS = ("propose_wait", "agreement", "wal_append", "decided_write", "execute_wait")  # node/consensus.py STEPS
+_STEP = 'smeledger_consensus_step_seconds_{}{{step="%s"}}'
+_TX_WAIT = "smeledger_proposed_tx_wait_seconds_{}"
+_JOURNAL = "smeledger_journal_sync_seconds_{}"
 METRICS = ("smeledger_block_execute_seconds_sum", "smeledger_block_execute_seconds_count",
            "smeledger_consensus_round_seconds_sum", "smeledger_consensus_round_seconds_count",
-           "smeledger_committed_txs_total", "smeledger_consensus_view_changes_total")
+           "smeledger_committed_txs_total", "smeledger_consensus_view_changes_total",
+           *(f.format(part) for f in (_TX_WAIT, _JOURNAL, *(_STEP % s for s in STEPS)) for part in ("sum", "count")))
 
 
 _NUMBER = re.compile(r"[-+]?[0-9]*\.?[0-9]+(e[-+]?[0-9]+)?", re.IGNORECASE)
@@ -80,21 +85,31 @@ def node_metrics(url: str) -> dict[str, float]:
     return out
 
 
+def _delta(before: list[dict[str, float]], after: list[dict[str, float]], name: str) -> float:
+    """The growth of one sample, summed over the nodes."""
+    return sum(a.get(name, 0.0) - b.get(name, 0.0) for b, a in zip(before, after, strict=True))
+
+
+def _mean_ms(before: list[dict[str, float]], after: list[dict[str, float]], histogram: str) -> float | None:
+    """Mean of a histogram's observations during the level, over all nodes (`histogram` has `{}` for
+    the sum/count suffix)."""
+    n = _delta(before, after, histogram.format("count"))
+    return round(1000 * _delta(before, after, histogram.format("sum")) / n, 1) if n else None
+
+
 def attribute(before: list[dict[str, float]], after: list[dict[str, float]]) -> dict[str, Any]:
-    """Mean over validators of execution time per block and per tx, and of the consensus round time."""
-    ex = rounds = blocks = txs = vc = 0.0
-    for b, a in zip(before, after, strict=True):
-        ex += a[METRICS[0]] - b[METRICS[0]]
-        blocks += a[METRICS[1]] - b[METRICS[1]]
-        rounds += a[METRICS[2]] - b[METRICS[2]]
-        txs += a[METRICS[4]] - b[METRICS[4]]
-        vc += a[METRICS[5]] - b[METRICS[5]]
-    rcount = sum(a[METRICS[3]] - b[METRICS[3]] for b, a in zip(before, after, strict=True))
+    """Mean over validators of execution time per block and per tx, and of the consensus round time; the
+    mean of each consensus step (`step_ms`), of the time a tx waited in the proposer's pool and of the
+    accepted-tx journal's group commit."""
+    ex, blocks, rounds, rcount, txs, vc = (_delta(before, after, m) for m in METRICS[:6])
     return {"execute_ms_per_block": round(1000 * ex / blocks, 1) if blocks else None,
             "execute_us_per_tx": round(1e6 * ex / txs, 1) if txs else None,
             "round_ms_avg": round(1000 * rounds / rcount, 1) if rcount else None,
             "execute_share_of_round": round(ex / rounds, 3) if rounds else None,
-            "view_changes": int(vc)}
+            "view_changes": int(vc),
+            "step_ms": {s: _mean_ms(before, after, _STEP % s) for s in STEPS},
+            "proposed_tx_wait_ms": _mean_ms(before, after, _TX_WAIT),
+            "journal_sync_ms": _mean_ms(before, after, _JOURNAL)}
 
 def steady_rate(blocks: list[dict[str, Any]], warm_s: float = WARM_S) -> dict[str, Any]:
     """Committed tx/s from block headers: blocks with txs, the first `warm_s` seconds dropped; the rate
@@ -178,6 +193,7 @@ def run_level(tn: Path, nodes: list[dict[str, Any]], pids: dict[str, int], load:
             "rejected_by_code": res.get("rejected_by_code", {}), "retried": res.get("retried"),
             "submit_tps": res["submit_rate"], "latency_p50_ms": res["latency_p50_ms"],
             "latency_p95_ms": res["latency_p95_ms"], "latency_p99_ms": res.get("latency_p99_ms"),
+            "accept_p50_ms": res.get("accept_p50_ms"), "proposed_p50_ms": res.get("proposed_p50_ms"),
             "node_cpu_cores": cpu, "node_cpu_total_cores": round(sum(cpu.values()), 2),
             "loadgen_cpu_cores": res.get("cpu_cores_during_run"),
             "node_rss_mib": {n: round(v / 1024, 1) for n, v in rss_max.items()},

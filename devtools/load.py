@@ -147,11 +147,11 @@ class LoadRun:
         t = self.tally
         url = self.nodes[node] + "/txs"
         async with sem:
-            now = time.monotonic()
+            now, wall = time.monotonic(), time.time()
             for tx in txs:
                 if tx.tries == 0:
                     t.submitted += 1
-                    tx.sent_at = now
+                    tx.sent_at, tx.sent_wall = now, wall
                 else:
                     t.retried += 1
                 tx.tries += 1
@@ -165,6 +165,7 @@ class LoadRun:
                 doc = None
                 self.last_error = f"{url}: {exc or type(exc).__name__}"
                 self.down_until[node] = time.monotonic() + NODE_BACKOFF_S
+        answered = time.monotonic() - now
         rows = doc.get("results") if isinstance(doc, dict) else None
         if not isinstance(rows, list) or len(rows) != len(txs):
             code = "unreachable" if doc is None else str(doc.get("error", "http_error"))
@@ -175,6 +176,8 @@ class LoadRun:
                 if not tx.accepted:  # a retry answered `duplicate` is the same accepted tx
                     tx.accepted = True
                     t.accepted += 1
+                    if tx.tries == 1:
+                        t.accept_latencies.append(answered)
             elif code in RETRYABLE and tx.tries < self.a.max_tries:
                 self.book.give_back(tx)
             else:
@@ -242,6 +245,8 @@ class LoadRun:
                 tx = self.by_hash.get(th)
                 if tx is not None and th not in self.done:
                     self.done[th] = now - tx.sent_at
+                    if tx.tries == 1:
+                        self.tally.proposed_latencies.append(block_time / 1000 - tx.sent_wall)
                     self.book.committed(tx.sender)
             h += 1
 

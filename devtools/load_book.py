@@ -56,6 +56,7 @@ class PendingTx:
     hash: bytes
     raw: bytes
     sent_at: float = 0.0
+    sent_wall: float = 0.0  # the same moment on the wall clock (compared with block header times)
     tries: int = 0
     accepted: bool = False  # some node answered accepted (or duplicate: it already had it)
 
@@ -149,6 +150,11 @@ class Tally:
     lost: int = 0  # accepted, but neither final nor pending on any node at the end
     unconfirmed: int = 0  # no node answered for it at the end (or the final check was skipped)
     latencies: list[float] = field(default_factory=list)
+    # stages of the latency, per tx: submit -> `accepted` answered (admission and the journal's sync), and
+    # submit -> the header time of its block (also gossip to the primary and the wait for a proposal;
+    # meaningful only when the nodes run on this machine's clock)
+    accept_latencies: list[float] = field(default_factory=list)
+    proposed_latencies: list[float] = field(default_factory=list)
     first_sent: float | None = None
     last_sent: float | None = None
 
@@ -163,7 +169,13 @@ class Tally:
                 "latency_p50_ms": round(p50 * 1000, 1) if p50 is not None else None,
                 "latency_p95_ms": round(p95 * 1000, 1) if p95 is not None else None,
                 "latency_p99_ms": round(p99 * 1000, 1) if p99 is not None else None,
+                "accept_p50_ms": _ms(percentile(self.accept_latencies, 50)),
+                "proposed_p50_ms": _ms(percentile(self.proposed_latencies, 50)),
                 "elapsed_s": round(elapsed, 2)}
+
+
+def _ms(seconds: float | None) -> float | None:
+    return round(seconds * 1000, 1) if seconds is not None else None
 
 
 def batch_body(raws: Sequence[bytes]) -> bytes:

@@ -60,6 +60,15 @@ from storage.errors import DatabaseCorrupt, SnapshotError
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
+STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+# the steps of `smeledger_consensus_step_seconds`, in the order a height goes through them
+STEPS = {
+    "propose_wait": "primary: from ready work at a new height to building the block (batching, parent root)",
+    "agreement": "from building (primary) or validating (backup) a height's block to deciding it",
+    "wal_append": "one synced append of own votes to the WAL (several per height)",
+    "decided_write": "the synced record of a decided block and its certificate",
+    "execute_wait": "a decided block waiting for the execution of the blocks before it",
+}
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -162,6 +171,11 @@ class _Metrics:
                                buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
         self.exec = Histogram("smeledger_block_execute_seconds", "Execute + store time of a block",
                               buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry)
+        self.step = Histogram("smeledger_consensus_step_seconds", "Time of one step of a height (see STEPS)",
+                              ["step"], buckets=STEP_BUCKETS, registry=registry)
+        self.tx_wait = Histogram("smeledger_proposed_tx_wait_seconds",
+                                 "Time a tx waited in the proposer's mempool before it was proposed",
+                                 buckets=STEP_BUCKETS, registry=registry)
         self.dropped = Counter("smeledger_consensus_dropped_messages", "Consensus messages dropped",
                                ["reason"], registry=registry)
         self.rejected = Counter("smeledger_blocks_rejected", "Proposed blocks failing validation", ["reason"],
@@ -197,8 +211,11 @@ class ConsensusDriver:
         self._tg: asyncio.TaskGroup | None = None
         self._last_commit = time.monotonic()
         self._wal_meta: dict[int, WalMeta] = {}
+        self._work_at: float | None = None  # when ready work was first known at the current height
+        self._round: tuple[int, float] | None = None  # (height, when its block was built or first validated)
         self.pipeline = Pipeline(store=store, executor=self.executor, mempool=mempool, sync=sync, health=health,
-                                 position=position, exec_seconds=self.metrics.exec, log=self.log,
+                                 position=position, exec_seconds=self.metrics.exec,
+                                 execute_wait=self.metrics.step.labels("execute_wait"), log=self.log,
                                  executed=lambda e: inbox.put_internal(e, first=True))
         self.replica = self._build_replica()
 
@@ -268,6 +285,8 @@ class ConsensusDriver:
         elif isinstance(item, _Work):
             mp = self.mempool
             self.health.note_ready(mp.ready_txs)
+            if mp.ready_txs > 0 and self._work_at is None:
+                self._work_at = time.monotonic()
             await self._feed(cs.WorkPending(mp.ready_txs, mp.ready_bytes))
         else:
             await self._feed(item)
@@ -316,8 +335,10 @@ class ConsensusDriver:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(a, cs.BuildBlock):
+                self._note_round(a.height)
                 self._build(a)
             elif isinstance(a, cs.ValidateBlock):
+                self._note_round(a.block.height)
                 self._validate(a.block)
             elif isinstance(a, cs.NeedSync):
                 self.sync.request(a.target_height, a.peers)
@@ -329,8 +350,15 @@ class ConsensusDriver:
             i += 1
         self._publish_position()
 
+    def _note_round(self, height: int) -> None:
+        """A height's block is being built or validated: its agreement starts (step metrics only)."""
+        if self._round is None or self._round[0] != height:
+            self._round = (height, time.monotonic())
+
     async def _persist(self, batch: list[cs.Persist]) -> None:
+        started = time.monotonic()
         seqs = await self.store.write(self._append_wal, [p.record for p in batch])
+        self.metrics.step.labels("wal_append").observe(time.monotonic() - started)
         for seq, p in zip(seqs, batch, strict=True):
             self._wal_meta[seq] = p.meta
 
@@ -373,7 +401,13 @@ class ConsensusDriver:
     # ---- block building and validation ---------------------------------------------------------
 
     def _build(self, a: cs.BuildBlock) -> None:
+        now = time.monotonic()
+        if self._work_at is not None:
+            self.metrics.step.labels("propose_wait").observe(now - self._work_at)
+            self._work_at = None
         txs = self.mempool.take_batch(a.max_txs, a.max_bytes)
+        for tx in txs:
+            self.metrics.tx_wait.observe(now - self.mempool.arrived_at(tx.hash))
         parent = self.pipeline.parent()
         if not txs or parent.block_hash != a.parent or parent.state_root is None:
             self.inbox.put_internal(cs.BlockBuilt(None))
@@ -429,8 +463,13 @@ class ConsensusDriver:
         """CommitBlock: the block and its certificate are durable before the next action; the replica
         then goes on to the next height while the pipeline executes this block."""
         txs = self.executor.decoded(block)
+        started = time.monotonic()
         await self.pipeline.decide(block, codec.encode(cert.to_value()), txs)
         now = time.monotonic()
+        self.metrics.step.labels("decided_write").observe(now - started)
+        if self._round is not None and self._round[0] == block.height:
+            self.metrics.step.labels("agreement").observe(started - self._round[1])
+        self._work_at = now if self.mempool.ready_txs > 0 else None
         self.metrics.round.observe(now - self._last_commit)
         self._last_commit = now
         self.metrics.commits.inc()

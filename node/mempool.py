@@ -193,6 +193,10 @@ class Mempool:
             return True
         return self._sigs.known(tx_hash, sig)
 
+    def arrived_at(self, tx_hash: bytes) -> float:
+        """When a pending tx was admitted here (the pool's monotonic clock)."""
+        return self._arrival[tx_hash][1]
+
     def by_raw(self, raw: bytes) -> SignedTx | None:
         """The pending, already verified tx with exactly these wire bytes (a proposed block's txs are
         looked up here so they are not decoded or verified a second time)."""

@@ -45,11 +45,12 @@ class _Decided:
     block: Block
     cert_bytes: bytes
     txs: tuple[SignedTx, ...]
+    at: float  # monotonic time it was decided
 
 
 class Pipeline:
     def __init__(self, *, store: ChainStore, executor: BlockExecutor, mempool: Mempool, sync: SyncService,
-                 health: Health, position: Position, exec_seconds: Histogram,
+                 health: Health, position: Position, exec_seconds: Histogram, execute_wait: Histogram,
                  executed: Callable[[cs.BlockExecuted], None], log: Any,
                  max_unexecuted: int = MAX_UNEXECUTED) -> None:
         """`executed(event)` hands the driver each `BlockExecuted` (it feeds the replica)."""
@@ -60,6 +61,7 @@ class Pipeline:
         self.health = health
         self.position = position
         self.exec_seconds = exec_seconds
+        self.execute_wait = execute_wait
         self._on_executed = executed
         self.log = log
         self.max_unexecuted = max_unexecuted
@@ -120,7 +122,7 @@ class Pipeline:
         """Make a decided block durable and queue it for execution; its txs leave the mempool."""
         await self.store.write(self._persist, block, cert_bytes)
         self._tip = Parent(block.height, block.hash, block.header.time, None)
-        self._queue.append(_Decided(block, cert_bytes, txs))
+        self._queue.append(_Decided(block, cert_bytes, txs, time.monotonic()))
         for tx in txs:
             self._in_blocks[tx.hash] = block.height
         self.mempool.remove_committed(txs)  # nonces from the txs; the ledger's follow after execution
@@ -156,6 +158,7 @@ class Pipeline:
                 await self._wake.wait()
                 continue
             d = self._queue[0]
+            self.execute_wait.observe(time.monotonic() - d.at)
             done = await self.execute(d.block, d.cert_bytes, d.txs)
             self._queue.popleft()
             for tx in d.txs:
