@@ -44,6 +44,7 @@ DEFAULT_DROPPED_KEEP_S = 7 * 24 * 3600
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
                     "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
+CONSENSUS_MAY_BE_0 = ("batch_timeout_ms",)  # 0: propose as soon as the height is open
 _PORT = (1, 65535)
 _BIG = 2**62
 
@@ -340,7 +341,8 @@ def _memory(m: dict[str, Any]) -> MemorySection:
 
 def _consensus(m: dict[str, Any]) -> ConsensusSection:
     _only(m, set(CONSENSUS_FIELDS), "consensus")
-    return ConsensusSection(tuple((k, _int(m, k, "consensus", 0, 1, _BIG)) for k in sorted(m)))
+    return ConsensusSection(tuple((k, _int(m, k, "consensus", 0, 0 if k in CONSENSUS_MAY_BE_0 else 1, _BIG))
+                                  for k in sorted(m)))
 
 
 def _logging(m: dict[str, Any]) -> LoggingSection:

@@ -211,6 +211,7 @@ class ConsensusDriver:
         self._tg: asyncio.TaskGroup | None = None
         self._last_commit = time.monotonic()
         self._wal_meta: dict[int, WalMeta] = {}
+        self._wal_doomed: list[int] = []  # compacted away: dropped in the next append's write
         self._work_at: float | None = None  # when ready work was first known at the current height
         self._round: tuple[int, float] | None = None  # (height, when its block was built or first validated)
         self.pipeline = Pipeline(store=store, executor=self.executor, mempool=mempool, sync=sync, health=health,
@@ -315,17 +316,21 @@ class ConsensusDriver:
         while i < len(actions):
             a = actions[i]
             if isinstance(a, cs.Persist):
-                batch = [a]
-                while i + 1 < len(actions) and isinstance(actions[i + 1], cs.Persist):
-                    i += 1
-                    nxt = actions[i]
-                    assert isinstance(nxt, cs.Persist)
-                    batch.append(nxt)
-                await self._persist(batch)
-            elif isinstance(a, cs.Broadcast):
-                self.p2p.broadcast(T_CONS, a.msg.to_value())
-            elif isinstance(a, cs.Send):
-                self.p2p.send(a.to, T_CONS, a.msg.to_value())
+                # one synced write for the Persists of a run of Persist/Send/Broadcast actions (a primary's
+                # PRE-PREPARE and PREPARE), then the run's messages in order: each still leaves after its
+                # own record is durable, only later by the time the other records took to join the write
+                end = i
+                while end < len(actions) and isinstance(actions[end], cs.Persist | cs.Broadcast | cs.Send):
+                    end += 1
+                run = actions[i:end]
+                await self._persist([p for p in run if isinstance(p, cs.Persist)])
+                for m in run:
+                    if not isinstance(m, cs.Persist):
+                        self._send(m)
+                i = end
+                continue
+            if isinstance(a, cs.Broadcast | cs.Send):
+                self._send(a)
             elif isinstance(a, cs.CommitBlock):
                 await self._commit(a.block, a.certificate)
             elif isinstance(a, cs.SetTimer):
@@ -355,30 +360,37 @@ class ConsensusDriver:
         if self._round is None or self._round[0] != height:
             self._round = (height, time.monotonic())
 
+    def _send(self, a: cs.Broadcast | cs.Send) -> None:
+        if isinstance(a, cs.Broadcast):
+            self.p2p.broadcast(T_CONS, a.msg.to_value())
+        else:
+            self.p2p.send(a.to, T_CONS, a.msg.to_value())
+
     async def _persist(self, batch: list[cs.Persist]) -> None:
+        """One synced WAL write for the batch; the records compaction doomed since leave in it."""
+        doomed, self._wal_doomed = self._wal_doomed, []
         started = time.monotonic()
-        seqs = await self.store.write(self._append_wal, [p.record for p in batch])
+        seqs = await self.store.write(self._append_wal, [p.record for p in batch], doomed)
         self.metrics.step.labels("wal_append").observe(time.monotonic() - started)
+        for s in doomed:
+            self._wal_meta.pop(s, None)
         for seq, p in zip(seqs, batch, strict=True):
             self._wal_meta[seq] = p.meta
 
-    def _append_wal(self, records: list[bytes]) -> list[int]:
+    def _append_wal(self, records: list[bytes], doomed: list[int]) -> list[int]:
         """Writer thread: the synced WAL append (failure points around it for crash tests)."""
         failpoints.hit("wal.before_append")
-        seqs = self.store.wal.append_many(records)
+        seqs = self.store.wal.append_many(records, drop=doomed)
         failpoints.hit("wal.after_append")
         return seqs
 
-    async def _compact_wal(self) -> None:
-        """Drop the WAL records the replica can no longer need (after each commit: a few records stay)."""
+    def _compact_wal(self) -> None:
+        """After each commit: name the WAL records the replica can no longer need (a few records stay).
+        They leave with the next append, in its synced write, instead of in a write of their own on the
+        way from one height to the next; until then a crash brings them back and the start drops them."""
         seqs = sorted(self._wal_meta)
         keep = set(compact_plan([self._wal_meta[s] for s in seqs], self.replica.committed))
-        doomed = [s for i, s in enumerate(seqs) if i not in keep]
-        if doomed:
-            # not synced: a crash may bring the records back, and the next start drops them again
-            await self.store.write(self.store.wal.drop, doomed, False)
-            for s in doomed:
-                del self._wal_meta[s]
+        self._wal_doomed = [s for i, s in enumerate(seqs) if i not in keep]
 
     def _set_timer(self, kind: str, token: int, delay_ms: int) -> None:
         old = self._timers.pop(kind, None)
@@ -476,7 +488,7 @@ class ConsensusDriver:
         self.metrics.txs.inc(len(txs))
         self.chain.last_commit_ms = now_ms()
         self.inbox.work_changed()
-        await self._compact_wal()
+        self._compact_wal()
         await self.pipeline.backpressure()
 
     @staticmethod
@@ -503,7 +515,7 @@ class ConsensusDriver:
         self.metrics.synced.inc()
         await self._feed(cs.SyncedTo(done.height, done.block_hash, cert, done.state_root))
         self.inbox.work_changed()
-        await self._compact_wal()
+        self._compact_wal()
 
     async def _install(self, plan: SnapshotPlan) -> None:
         await self.pipeline.drain()
@@ -518,7 +530,7 @@ class ConsensusDriver:
         self.health.note_progress()
         await self._feed(cs.SyncedTo(plan.height, plan.block_hash, plan.cert, plan.state_root))
         self.inbox.work_changed()
-        await self._compact_wal()
+        self._compact_wal()
 
     def _install_sync(self, plan: SnapshotPlan) -> ChainHead:
         """Writer thread: install a fully imported snapshot as the new head."""

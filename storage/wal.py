@@ -58,23 +58,32 @@ class ConsensusWal:
         """Durably append one record; returns its sequence number."""
         return self.append_many([record])[0]
 
-    def append_many(self, records: Sequence[bytes]) -> list[int]:
-        """Durably append records together (one synced batch); returns their sequence numbers."""
+    def append_many(self, records: Sequence[bytes], drop: Sequence[int] = ()) -> list[int]:
+        """Durably append records together (one synced batch); returns their sequence numbers. The records
+        `drop` names (the owner's compaction) leave in the same batch, so they cost no write of their own;
+        the bounds count the log after the drop."""
+        gone = [s for s in dict.fromkeys(drop) if s in self._sizes]
         size = 0
         for r in records:
             if len(r) > self.max_record_bytes:
                 raise RecordTooLarge(f"WAL record of {len(r)} bytes exceeds {self.max_record_bytes}")
             size += len(r)
-        if len(self._sizes) + len(records) > self.max_records or self._bytes + size > self.max_bytes:
+        kept_records = len(self._sizes) - len(gone)
+        kept_bytes = self._bytes - sum(self._sizes[s] for s in gone)
+        if kept_records + len(records) > self.max_records or kept_bytes + size > self.max_bytes:
             raise WalFull(f"consensus WAL is full ({len(self._sizes)} records, {self._bytes} bytes); "
                           "prune it at a stable checkpoint")
         seqs = list(range(self._next, self._next + len(records)))
         with self.db.batch(sync=True) as b:
+            for s in gone:
+                b.delete(schema.wal_key(s))
             for seq, r in zip(seqs, records, strict=True):
                 b.put(schema.wal_key(seq), r)
+        for s in gone:
+            del self._sizes[s]
         for seq, r in zip(seqs, records, strict=True):
             self._sizes[seq] = len(r)
-        self._bytes += size
+        self._bytes = kept_bytes + size
         self._next += len(records)
         return seqs
 

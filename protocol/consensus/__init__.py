@@ -17,7 +17,8 @@ Construction::
 Driver contract (binding):
 1. Execute each returned action list strictly in order, before feeding the next event.
 2. `Persist(record)`: append and fsync before executing the next action (write-ahead: the matching
-   Send/Broadcast follows it).
+   Send/Broadcast follows it). The Persists of a run of Persist/Send/Broadcast actions may be made
+   durable in one fsync before the run's messages go out in order: that only delays messages.
 3. `CommitBlock(block, certificate)`: store block + certificate durably (one write batch) before the next
    action and feed a fresh `WorkPending(txs, bytes)` (also when zero); execute it in height order, off the
    round (the next height is agreed on meanwhile: block h carries the state root after h - 2), then feed

@@ -1,7 +1,8 @@
 """What goes into `Replica.handle` (events) and what comes out (actions).
 
 Rule: the driver executes a returned action list strictly in order; a `Persist` is durable (fsynced)
-before the next action runs, and a `CommitBlock` is durable in the block store before the next action runs.
+before the next action runs (the Persists of a run of Persist/Send/Broadcast actions may share one fsync
+that precedes the run's messages: they only leave later), and a `CommitBlock` is durable in the block store before the next action runs.
 Everything the driver must answer is answered by feeding an event back (`BuildBlock` -> `BlockBuilt`,
 `ValidateBlock` -> `BlockValidated`, `CommitBlock` -> `BlockExecuted`, `NeedSync` -> `SyncedTo`).
 """
@@ -18,7 +19,7 @@ from protocol.consensus.wal import WalMeta, WalRecord
 # Timer kinds. A replica keeps at most one timer of each kind; a fire whose token is not the latest
 # one set for that kind is ignored, so the driver never needs to cancel precisely.
 TIMER_VIEW = "view"          # work pending (or a view change running) without a commit
-TIMER_BATCH = "batch"        # the primary waits this long for a fuller block
+TIMER_BATCH = "batch"        # the primary waits this long for a fuller block (batch_timeout_ms > 0 only)
 TIMER_RETRANSMIT = "retransmit"  # re-send own messages of an unfinished round
 
 

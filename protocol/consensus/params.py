@@ -13,9 +13,12 @@ VC_HISTORY = 8  # own VIEW-CHANGEs of this many most recent views are kept (and 
 
 @dataclass(frozen=True, slots=True)
 class ConsensusParams:
-    max_block_txs: int = 2_000           # the primary cuts a block at this many pending txs...
-    max_block_bytes: int = 4 * 1024 * 1024  # ...or this many pending bytes...
-    batch_timeout_ms: int = 50           # ...or when this timer fires after work became pending
+    max_block_txs: int = 2_000           # a block holds at most this many txs...
+    max_block_bytes: int = 4 * 1024 * 1024  # ...and this many tx bytes
+    # 0: the primary proposes as soon as the height is open and work is ready (the block takes what
+    # became ready during the previous round: adaptive batching); > 0: it waits up to this long for a
+    # full block after work became ready
+    batch_timeout_ms: int = 0
     view_timeout_ms: int = 2_000         # base view timeout: work pending without a commit
     view_timeout_cap_ms: int = 60_000    # the exponential back-off stops doubling here
     retransmit_ms: int = 1_000           # own messages of an unfinished round are re-sent this often
@@ -29,13 +32,14 @@ class ConsensusParams:
     help_interval_ms: int = 500          # at most one catch-up proof per lagging validator this often
 
     def __post_init__(self) -> None:
-        for name in ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
+        for name in ("max_block_txs", "max_block_bytes", "view_timeout_ms",
                      "retransmit_ms", "checkpoint_interval", "future_view_window",
                      "future_height_window", "per_sender_buffer", "max_evidence", "sig_cache_size"):
             if getattr(self, name) < 1:
                 raise ValueError(f"consensus parameter {name} must be >= 1")
-        if self.help_interval_ms < 0:
-            raise ValueError("consensus parameter help_interval_ms must be >= 0")
+        for name in ("batch_timeout_ms", "help_interval_ms"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"consensus parameter {name} must be >= 0")
         if self.view_timeout_cap_ms < self.view_timeout_ms:
             raise ValueError("view_timeout_cap_ms must be >= view_timeout_ms")
         if self.window != 1:

@@ -209,7 +209,7 @@ class Replica(ViewChanging):
         if not self._root_known() or self.pending_txs <= 0:
             return
         full = self.pending_txs >= self.p.max_block_txs or self.pending_bytes >= self.p.max_block_bytes
-        if full or self.batch_due:
+        if full or self.batch_due or self.p.batch_timeout_ms == 0:
             self.building = True
             self.batch_due = False
             self._cancel(ev.TIMER_BATCH)

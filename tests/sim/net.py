@@ -50,7 +50,7 @@ from protocol.crypto import PrivateKey, sha256, verify
 CHAIN = "sim-chain"
 GENESIS_ROOT = sha256(b"genesis-state")
 
-SIM_PARAMS = ConsensusParams(max_block_txs=16, max_block_bytes=4096, batch_timeout_ms=20, view_timeout_ms=400,
+SIM_PARAMS = ConsensusParams(max_block_txs=16, max_block_bytes=4096, batch_timeout_ms=0, view_timeout_ms=400,
                              view_timeout_cap_ms=3_200, retransmit_ms=250, checkpoint_interval=10,
                              future_view_window=16, future_height_window=40, per_sender_buffer=32,
                              max_evidence=16, sig_cache_size=2_048, help_interval_ms=200)

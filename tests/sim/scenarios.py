@@ -9,10 +9,10 @@ bound are checked. Rule: everything derives from `seed`; the trace hash identifi
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from tests.sim.byzantine import BEHAVIOURS
-from tests.sim.net import Faults, Sim
+from tests.sim.net import SIM_PARAMS, Faults, Sim
 
 SCENARIOS = ("normal", "lossy", "partition", "crash", "skew", "silent", "equivocate", "twins", "badsig",
              "flood", "mixed", "pipeline")
@@ -87,7 +87,9 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
     fault_ms = rng.randint(1_500, 3_500)
     faults = Faults(until_ms=fault_ms)
     observers = 1 if scenario in ("normal", "partition") else 0
-    sim = Sim(seed, n, faults, observers=observers)
+    # most runs propose as soon as a height opens (the default); a quarter wait for a fuller block
+    batch_ms = random.Random(f"batch/{scenario}/{n}/{seed}").choice((0, 0, 0, 20))
+    sim = Sim(seed, n, faults, replace(SIM_PARAMS, batch_timeout_ms=batch_ms), observers=observers)
     byz = scenario if scenario in ("silent", "equivocate", "twins", "badsig", "flood") else None
     network = scenario
     if scenario == "mixed":

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
+
+import pytest
 
 from protocol.block import GENESIS_PARENT, Block
 from protocol.consensus import (
@@ -136,6 +139,25 @@ def test_the_primary_cuts_a_full_block_at_once_and_a_partial_one_when_the_batch_
     out = r.handle(BlockBuilt(b), 21)
     kinds = [type(a.msg if isinstance(a, Broadcast) else a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
     assert kinds == ["Persist", "PrePrepare", "Persist", "Prepare"]
+
+
+def test_without_a_batch_timer_the_primary_proposes_as_soon_as_the_height_is_open_and_work_is_ready() -> None:
+    r = Replica(CHAIN, VALIDATORS, KEYS[0], replace(PARAMS, batch_timeout_ms=0), 0, GENESIS_PARENT, ())
+    out = r.handle(WorkPending(1, 10), 0)  # one ready tx, far from a full block: proposed at once
+    assert [(a.height, a.max_txs) for a in of(out, BuildBlock)] == [(1, PARAMS.max_block_txs)]
+    b1 = block(txs=(b"a",))
+    r.handle(BlockBuilt(b1), 1)
+    out = r.handle(WorkPending(5, 50), 2)  # work arriving while height 1 is agreed on waits for it
+    assert not of(out, BuildBlock)
+    assert of(_commit_quorum(r, b1), CommitBlock)
+    out = r.handle(WorkPending(5, 50), 3)  # height 2 is open: what arrived meanwhile goes at once
+    assert [(a.height, a.parent) for a in of(out, BuildBlock)] == [(2, b1.hash)]
+    assert TIMER_BATCH not in r.timers
+
+
+def test_a_negative_batch_timeout_is_refused() -> None:
+    with pytest.raises(ValueError, match="batch_timeout_ms must be >= 0"):
+        ConsensusParams(batch_timeout_ms=-1)
 
 
 def test_view_timeouts_double_per_failed_view_up_to_the_cap_and_reset_after_a_commit() -> None:

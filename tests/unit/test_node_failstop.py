@@ -96,7 +96,7 @@ async def test_an_idle_chain_makes_no_blocks_and_a_tx_behind_a_nonce_gap_is_not_
         assert node.parts is not None
         a, b = _wallets(single_home)
         start = node.parts.store.head.height
-        await asyncio.sleep(0.5)  # a 1-validator chain with a 50 ms batch timer would have made blocks by now
+        await asyncio.sleep(0.5)  # a 1-validator chain proposes ready work at once: it would have made blocks by now
         assert node.parts.store.head.height == start, "an idle chain made a block"
         doc = await _post(node, [_transfer(a, b, 2)])
         assert doc["accepted"] == 1
@@ -112,6 +112,43 @@ async def test_an_idle_chain_makes_no_blocks_and_a_tx_behind_a_nonce_gap_is_not_
         _, acct = await _get(node, "/accounts/" + a.account)
         assert acct["nonce"] == 3, "filling the gap committed all three"
         assert node.parts.store.head.height - start <= 2
+    finally:
+        await _stop(node, task)
+
+
+async def test_a_proposers_own_votes_of_a_height_reach_the_wal_in_one_synced_write_before_any_of_them_is_sent(
+        single_home: Path) -> None:
+    node, task = await _start(ephemeral(load_home(single_home / "banka")))  # alone: it proposes and votes
+    try:
+        assert node.parts is not None
+        parts = node.parts
+        log: list[tuple[Any, ...]] = []
+        append = parts.store.wal.append_many
+
+        def appending(records: Any, drop: Any = ()) -> list[int]:
+            seqs = append(records, drop)
+            log.append(("wal", len(records), len(drop)))
+            return seqs
+
+        broadcast = parts.p2p.broadcast
+
+        def recording(msg_type: str, body: Any, **kw: Any) -> int:
+            log.append(("sent", body["t"]))
+            return broadcast(msg_type, body, **kw)
+
+        parts.store.wal.append_many = appending  # type: ignore[method-assign]
+        parts.p2p.broadcast = recording  # type: ignore[method-assign]
+        a, b = _wallets(single_home)
+        start = parts.store.head.height
+        for nonce in (0, 1):
+            assert (await _post(node, [_transfer(a, b, nonce)]))["accepted"] == 1
+            await _until(lambda n=nonce: parts.store.head.height == start + 1 + n)
+        writes = [i for i, e in enumerate(log) if e[0] == "wal"]
+        assert len(writes) == 2, log  # one synced write per height: PRE-PREPARE, PREPARE and COMMIT
+        for w in writes:
+            assert log[w][1] == 3
+            assert [e[0] for e in log[w + 1:w + 4]] == ["sent"] * 3, log
+        assert log[writes[0]][2] == 0 and log[writes[1]][2] > 0, "the first height's records leave with the next write"
     finally:
         await _stop(node, task)
 

@@ -90,3 +90,20 @@ def test_a_home_is_bound_to_one_chain_and_refuses_another_genesis(tmp_path: Path
     with pytest.raises(GenesisMismatch):
         meta.bind("other-chain", b"\x01" * 32)
     db.close()
+
+
+def test_records_named_to_drop_leave_in_the_same_synced_append_and_free_their_room(tmp_path: Path) -> None:
+    db = Database.open(tmp_path / "db")
+    wal = ConsensusWal(db, max_records=3, max_bytes=100, max_record_bytes=40)
+    wal.append_many([b"h1-a", b"h1-b", b"h2-a"])
+    with pytest.raises(WalFull):  # full, and nothing named to drop
+        wal.append(b"h2-b")
+    assert wal.append_many([b"h2-b", b"h3-a"], drop=[0, 1, 1, 99]) == [3, 4]  # a repeat or unknown seq: ignored
+    assert wal.records() == [b"h2-a", b"h2-b", b"h3-a"] and len(wal) == 3 and wal.total_bytes == 12
+    with pytest.raises(WalFull):  # a refused append drops nothing either
+        wal.append_many([b"h4-a", b"h4-b"], drop=[2])
+    assert wal.records() == [b"h2-a", b"h2-b", b"h3-a"]
+    db.close()
+    db = Database.open(tmp_path / "db")
+    assert ConsensusWal(db).entries() == [(2, b"h2-a"), (3, b"h2-b"), (4, b"h3-a")]
+    db.close()
