@@ -72,7 +72,8 @@ def build_parser() -> Parser:
     p.add_argument("--progress", choices=("auto", "bar", "json", "none"), default="auto",
                    help="live progress: a bar on a terminal, JSON lines on stderr otherwise (auto)")
     p.add_argument("--memo-bytes", type=int, help="attach a memo of this many bytes to every transfer (default 0)")
-    p.add_argument("--poll", type=float, help="seconds between polls for the next block (default 0.05)")
+    p.add_argument("--poll", type=float, help="seconds to pause when a node answers a block request without "
+                   "waiting for the block (an error, or its waiters are full; default 0.05)")
     p.set_defaults(func=cmd_load)
     return parser
 

@@ -275,7 +275,8 @@ def _args(argv: list[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m devtools.bench", description="make bench, or one level alone")
     p.add_argument("--level", type=int, metavar="RATE", help="run one level at RATE tx/s on a fresh testnet")
     p.add_argument("--seconds", type=float, default=20.0, help="duration of that level (default 20)")
-    p.add_argument("--poll", type=float, default=0.01, help="the generator's block polling, s (default 0.01)")
+    p.add_argument("--poll", type=float, default=0.01, help="the generator's pause after a block request "
+                   "that did not wait, s (default 0.01)")
     p.add_argument("--repeat", type=int, default=1, help="run the level this many times in a row (default 1)")
     a = p.parse_args(argv)
     if a.level is not None and (a.level < 1 or not 0 < a.seconds <= 600 or not 1 <= a.repeat <= 20):

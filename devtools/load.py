@@ -5,7 +5,8 @@ signing never limits the rate), released by a `Pacer` every `tick` and POSTed in
 or several nodes. Each sender's nonces are tracked locally from `GET /accounts`; a sender never has more
 than `max_inflight` txs admitted but not yet committed (the mempool's per-sender bound), and txs the node
 asks us to retry (full pool, sender limit, unreachable node) go back to their sender in nonce order. A
-follower reads every new block (`GET /blocks/{h}`) and matches its tx hashes. At the end every accepted
+follower reads every new block (`GET /blocks/{h}?wait_ms=`, a long poll: the node answers as soon as the
+block is stored) and matches its tx hashes. At the end every accepted
 tx is followed to its final status with `GET /txs/{hash}` (DESIGN section 7): `committed`, `failed`
 (with its receipt), `dropped` (with a reason), still `pending` somewhere, or `lost` — accepted, but
 neither final nor pending on any node. `--record` writes every accepted hash with that status; a run with
@@ -50,6 +51,9 @@ from devtools.load_book import (
 from devtools.progress import Reporter
 from protocol.api import FINAL_STATES
 from protocol.ledger.kinds.money import MAX_MEMO
+
+FOLLOW_WAIT_MS = 1000  # how long one block request waits at the node (its stop is noticed within this)
+
 
 # ---- setup --------------------------------------------------------------------------------------
 
@@ -226,17 +230,21 @@ class LoadRun:
 
     async def follow(self, session: Any, stop: asyncio.Event) -> None:
         """Read every block after the start height (raw msgpack: the node does not decode its txs for us)
-        and match our tx hashes."""
+        and match our tx hashes. Each request waits at the node for the block (FOLLOW_WAIT_MS); only an
+        answer that did not wait (an error, or the node's waiters are full) is followed by a `poll` pause."""
         h = self.start_height + 1
         node = 0
         while not stop.is_set():
+            asked = time.monotonic()
             try:
-                blk = await self._block(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}?format=msgpack")
+                blk = await self._block(session, f"{self.nodes[node % len(self.nodes)]}/blocks/{h}"
+                                                 f"?format=msgpack&wait_ms={FOLLOW_WAIT_MS}")
             except (TimeoutError, OSError, aiohttp.ClientError, ClientError, ValueError):
                 node += 1
                 blk = None
             if blk is None:
-                await asyncio.sleep(self.a.poll)
+                if time.monotonic() - asked < self.a.poll:
+                    await asyncio.sleep(self.a.poll)
                 continue
             now = time.monotonic()
             block_time, hashes = blk

@@ -13,6 +13,9 @@ the execution path replaces only after its batch is written, and `commit_in_flig
 install is running: the API and sync read one consistent head instead of racing a half-finished one.
 Consensus may be one or more decided blocks ahead of it (`storage.decided`).
 
+`wait_for_height` lets a reader (a follower's long poll of `GET /blocks/{height}`) wait, bounded in time
+and in the number of waiters, for the head to reach a height instead of asking again and again.
+
 `ChainStatus` is consensus/sync progress for /status (the driver and sync write it, the API reads it);
 `TimeOffset` is the testnet-only block-time offset (the admin API writes it, the proposer reads it).
 
@@ -22,6 +25,7 @@ Rule: the holders are touched on the event loop only; the head is replaced, neve
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -37,6 +41,7 @@ from storage.wal import ConsensusWal
 T = TypeVar("T")
 
 READ_THREADS = 2  # long reads (API queries, sync serving) at once; the writer thread is never among them
+HEIGHT_WAITERS = 256  # readers waiting for a height at once; more are answered at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +92,8 @@ class ChainStore:
         self._closed = False
         self.commit_in_flight = False
         self._head = self.read_head()
+        self._head_changed = asyncio.Event()  # set and replaced each time the head is
+        self._height_waiters = 0
 
     # ---- the head ------------------------------------------------------------------------------------
 
@@ -105,6 +112,23 @@ class ChainStore:
     def set_head(self, head: ChainHead) -> None:
         """Publish a new head; called on the loop after the commit that made it is durable."""
         self._head = head
+        changed, self._head_changed = self._head_changed, asyncio.Event()
+        changed.set()
+
+    async def wait_for_height(self, height: int, timeout_s: float) -> bool:
+        """Wait up to `timeout_s` until the head reaches `height`; True when it has. With HEIGHT_WAITERS
+        already waiting it answers at once."""
+        if self._head.height >= height or self._height_waiters >= HEIGHT_WAITERS:
+            return self._head.height >= height
+        self._height_waiters += 1
+        try:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    while self._head.height < height:
+                        await self._head_changed.wait()
+        finally:
+            self._height_waiters -= 1
+        return self._head.height >= height
 
     # ---- threads -------------------------------------------------------------------------------------
 

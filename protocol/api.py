@@ -23,6 +23,7 @@ MAX_TIME_OFFSET_MS = 10 * 365 * 24 * 3600 * 1000
 MAX_TX_HEX = 2 * 64 * 1024  # hex characters of the largest signed tx (protocol.tx.MAX_TX_BYTES)
 MAX_BATCH_TXS = 10_000  # the API's hard cap on txs per POST (a node's config may set fewer)
 MAX_BLOCK_LIST = 100
+MAX_BLOCK_WAIT_MS = 5_000  # GET /blocks/{height}?wait_ms=: the longest an answer waits for the block
 MAX_EVENTS_LIMIT = 1000
 
 Hex32 = Annotated[str, msgspec.Meta(pattern="^[0-9a-f]{64}$", description="32 bytes as lowercase hex")]
@@ -368,6 +369,8 @@ class HeightPath(Doc, frozen=True, kw_only=True):
 
 class BlockQuery(Doc, frozen=True, kw_only=True):
     format: Literal["json", "msgpack"] = "json"
+    # a block not stored yet: wait up to this long for it before answering 404 (a follower's long poll)
+    wait_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_BLOCK_WAIT_MS)] = 0
 
 
 class BlocksQuery(Doc, frozen=True, kw_only=True):

@@ -70,7 +70,8 @@ ROUTES: list[Route] = [
     Route("get", "/blocks", routes.list_blocks, "Recent block summaries, newest first", api.BlockList,
           {400: "bad_limit | bad_height", 404: "no block at `before` (below what this node stores)"},
           query=api.BlocksQuery),
-    Route("get", "/blocks/{height}", routes.get_block, "A block with its commit certificate", api.Block,
+    Route("get", "/blocks/{height}", routes.get_block, "A block with its commit certificate (wait_ms: wait "
+          "that long for a block not stored yet)", api.Block,
           {400: "bad_height | bad_format", 404: "no block at this height"}, path_params=api.HeightPath,
           query=api.BlockQuery, also={MSGPACK: "format=msgpack: canonical msgpack {block: <block bytes>, "
                                                 "certificate: <bytes>}"}),

@@ -191,8 +191,10 @@ def block_doc(d: ApiDeps, height: int, full: bool = True) -> api.Block:
 async def get_block(request: web.Request) -> web.StreamResponse:
     d = deps(request)
     height = parsing.path(request, api.HeightPath).height
-    fmt = parsing.query(request, api.BlockQuery).format
-    if fmt == "msgpack" and height > 0:
+    q = parsing.query(request, api.BlockQuery)
+    if q.wait_ms:
+        await d.store.wait_for_height(height, q.wait_ms / 1000)
+    if q.format == "msgpack" and height > 0:
         blocks = d.store.blocks
 
         def stored() -> bytes:

@@ -16,7 +16,9 @@ from client.errors import ProofError
 from client.light import verify_account
 from client.txbuild import build_body, sign
 from client.wallet import Wallet, read_password
+from devtools.load_book import block_tx_hashes
 from node.api import openapi
+from node.chain import HEIGHT_WAITERS
 from node.service import Node
 from protocol import codec
 from tests.conftest import ephemeral, load_home
@@ -150,6 +152,45 @@ async def test_block_zero_is_the_genesis_and_lists_show_it(node: Node) -> None:
     assert status == 200 and doc["blocks"][0]["height"] == doc["head"]
     if doc["head"] < 5:
         assert doc["blocks"][-1]["genesis"] is True
+
+
+async def test_a_follower_waiting_for_the_next_block_gets_it_once_stored_and_a_404_when_none_comes(
+        node: Node, single_home: Path) -> None:
+    assert node.parts is not None
+    store = node.parts.store
+    nxt = store.head.height + 1
+    status, _, _ = await _call(node, "GET", f"/blocks/{nxt + 5}?wait_ms=1")
+    assert status == 404  # no block came within the wait
+    waiting = asyncio.create_task(_call(node, "GET", f"/blocks/{nxt}?format=msgpack&wait_ms=5000"))
+    for _ in range(1000):  # until the request waits for the block
+        assert not waiting.done(), waiting.result()
+        if store._height_waiters:
+            break
+        await asyncio.sleep(0.01)
+    assert store._height_waiters == 1
+    a, b = _wallets(single_home / "banka")
+    tx = _transfer(a, b, 0)
+    await _call(node, "POST", "/txs", data=tx.raw, headers={"Content-Type": "application/msgpack"})
+    status, body, _ = await waiting
+    assert status == 200 and block_tx_hashes(body)[1] == [tx.hash]
+    for bad in ("-1", "5001", "soon"):
+        status, doc, _ = await _call(node, "GET", f"/blocks/{nxt}?wait_ms={bad}")
+        assert status == 400 and doc["error"] == "bad_wait_ms"
+
+
+async def test_readers_past_the_waiter_bound_are_answered_at_once(node: Node) -> None:
+    assert node.parts is not None
+    store = node.parts.store
+    far = store.head.height + 1000
+    waiters = [asyncio.create_task(store.wait_for_height(far, 10)) for _ in range(HEIGHT_WAITERS)]
+    await asyncio.sleep(0)
+    assert store._height_waiters == HEIGHT_WAITERS
+    assert await store.wait_for_height(far, 10) is False  # the bound is full: no wait
+    assert await store.wait_for_height(store.head.height, 10) is True  # a stored height never waits
+    for w in waiters:
+        w.cancel()
+    await asyncio.gather(*waiters, return_exceptions=True)
+    assert store._height_waiters == 0
 
 
 async def test_metrics_are_prometheus_text_from_this_nodes_registry(node: Node) -> None:
