@@ -79,6 +79,7 @@ class ReplicaCore(ABC):
         self.prepared: tuple[PreparedCertificate, Block] | None = None
         self.building = False
         self.batch_due = False
+        self.last_build: int | None = None  # `now` of this replica's last BuildBlock (the batch interval)
         self.announce = False         # broadcast our newest commit certificate at the next retransmit
         self.synced_for: int = committed_height
         # elsewhere

@@ -19,7 +19,7 @@ from protocol.consensus.wal import WalMeta, WalRecord
 # Timer kinds. A replica keeps at most one timer of each kind; a fire whose token is not the latest
 # one set for that kind is ignored, so the driver never needs to cancel precisely.
 TIMER_VIEW = "view"          # work pending (or a view change running) without a commit
-TIMER_BATCH = "batch"        # the primary waits this long for a fuller block (batch_timeout_ms > 0 only)
+TIMER_BATCH = "batch"        # a partial block waits out the batch interval (batch_timeout_ms > 0 only)
 TIMER_RETRANSMIT = "retransmit"  # re-send own messages of an unfinished round
 
 

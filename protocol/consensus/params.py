@@ -15,9 +15,9 @@ VC_HISTORY = 8  # own VIEW-CHANGEs of this many most recent views are kept (and 
 class ConsensusParams:
     max_block_txs: int = 2_000           # a block holds at most this many txs...
     max_block_bytes: int = 4 * 1024 * 1024  # ...and this many tx bytes
-    # 0: the primary proposes as soon as the height is open and work is ready (the block takes what
-    # became ready during the previous round: adaptive batching); > 0: it waits up to this long for a
-    # full block after work became ready
+    # the batch interval: a primary proposes a block that is not full at most once per this many ms, and
+    # else as soon as the height is open and work is ready (the block takes what became ready during the
+    # previous round: adaptive batching); 0 = no interval
     batch_timeout_ms: int = 0
     view_timeout_ms: int = 2_000         # base view timeout: work pending without a commit
     view_timeout_cap_ms: int = 60_000    # the exponential back-off stops doubling here

@@ -209,13 +209,16 @@ class Replica(ViewChanging):
         if not self._root_known() or self.pending_txs <= 0:
             return
         full = self.pending_txs >= self.p.max_block_txs or self.pending_bytes >= self.p.max_block_bytes
-        if full or self.batch_due or self.p.batch_timeout_ms == 0:
+        since = None if self.last_build is None else self.now - self.last_build
+        # (a clock that went back counts as a passed interval: a proposal never waits longer than one)
+        if full or self.batch_due or since is None or not 0 <= since < self.p.batch_timeout_ms:
             self.building = True
             self.batch_due = False
+            self.last_build = self.now
             self._cancel(ev.TIMER_BATCH)
             self.out.append(ev.BuildBlock(h, v, self.committed_hash, self.p.max_block_txs, self.p.max_block_bytes))
-        elif ev.TIMER_BATCH not in self.timers:
-            self._set(ev.TIMER_BATCH, self.p.batch_timeout_ms)
+        elif ev.TIMER_BATCH not in self.timers:  # a partial block waits out the rest of the batch interval
+            self._set(ev.TIMER_BATCH, self.p.batch_timeout_ms - since)
 
     def _on_built(self, block: Block | None) -> None:
         if block is None:  # nothing to propose after all; the next WorkPending above zero tries again

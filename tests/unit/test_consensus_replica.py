@@ -123,22 +123,38 @@ def test_a_replica_rebuilt_after_a_view_change_stays_in_that_view_and_resends_th
     assert again.vcs[1] == {2: vc}  # it still counts towards the quorum for view 1
 
 
-def test_the_primary_cuts_a_full_block_at_once_and_a_partial_one_when_the_batch_timer_fires() -> None:
-    r = replica(0)
-    out = r.handle(WorkPending(PARAMS.max_block_txs, 100), 0)
-    assert of(out, BuildBlock) and of(out, BuildBlock)[0].max_txs == PARAMS.max_block_txs
-    r = replica(0)
-    out = r.handle(WorkPending(3, 100), 0)
+def test_with_a_batch_interval_a_partial_block_waits_out_its_rest_and_a_full_one_goes_at_once() -> None:
+    r = replica(0)  # PARAMS: a 20 ms batch interval
+    out = r.handle(WorkPending(3, 100), 0)  # nothing proposed before: no interval to wait out
+    b1 = block(txs=(b"a",))
+    assert [a.height for a in of(out, BuildBlock)] == [1]
+    r.handle(BlockBuilt(b1), 1)
+    assert of(_commit_quorum(r, b1), CommitBlock)
+    out = r.handle(WorkPending(3, 100), 5)  # 5 ms after the last proposal: wait the 15 ms left
     assert not of(out, BuildBlock)
     timer = next(a for a in of(out, SetTimer) if a.kind == TIMER_BATCH)
-    assert timer.delay_ms == PARAMS.batch_timeout_ms
+    assert timer.delay_ms == PARAMS.batch_timeout_ms - 5
     out = r.handle(TimerFired(TIMER_BATCH, timer.token), 20)
     build = of(out, BuildBlock)[0]
-    b = Block.build(chain=CHAIN, height=build.height, parent=build.parent, proposer=VALIDATORS[0], view=build.view,
-                    time=20, state_root=ROOT, txs=(b"a", b"b", b"c"))
-    out = r.handle(BlockBuilt(b), 21)
+    b2 = Block.build(chain=CHAIN, height=build.height, parent=build.parent, proposer=VALIDATORS[0], view=build.view,
+                     time=20, state_root=ROOT, txs=(b"b", b"c", b"d"))
+    out = r.handle(BlockBuilt(b2), 21)
     kinds = [type(a.msg if isinstance(a, Broadcast) else a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
     assert kinds == ["Persist", "PrePrepare", "Persist", "Prepare"]
+    assert of(_commit_quorum(r, b2), CommitBlock)
+    r.handle(BlockExecuted(1, b1.hash, ROOT), 22)  # block 3 carries the root after block 1
+    out = r.handle(WorkPending(PARAMS.max_block_txs, 100), 23)  # a full block does not wait
+    assert [(a.height, a.max_txs) for a in of(out, BuildBlock)] == [(3, PARAMS.max_block_txs)]
+
+
+def test_a_clock_that_went_back_never_makes_a_proposal_wait_longer_than_the_batch_interval() -> None:
+    r = replica(0)
+    r.handle(WorkPending(1, 10), 1_000)
+    b1 = block(txs=(b"a",))
+    r.handle(BlockBuilt(b1), 1_001)
+    assert of(_commit_quorum(r, b1), CommitBlock)
+    out = r.handle(WorkPending(1, 10), 400)  # the driver's clock stepped back by 600 ms
+    assert [a.height for a in of(out, BuildBlock)] == [2]
 
 
 def test_without_a_batch_timer_the_primary_proposes_as_soon_as_the_height_is_open_and_work_is_ready() -> None:
@@ -313,8 +329,7 @@ def _commit_quorum(r: Replica, b: Block, view: int = 0) -> list[Any]:
 
 def test_the_primary_proposes_the_next_height_while_the_last_block_still_executes_but_not_two_ahead() -> None:
     r = replica(0)
-    r.handle(WorkPending(1, 10), 0)
-    built = of(r.handle(TimerFired(TIMER_BATCH, r.timers[TIMER_BATCH]), 20), BuildBlock)
+    built = of(r.handle(WorkPending(1, 10), 0), BuildBlock)
     b1 = block(txs=(b"a",))
     r.handle(BlockBuilt(b1), 21)
     assert of(_commit_quorum(r, b1), CommitBlock) and built
