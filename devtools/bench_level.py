@@ -23,6 +23,7 @@ from typing import Any
 
 from client.client import Client
 from client.errors import ClientError
+from node.consensus_metrics import STEPS
 from protocol.api import to_builtins
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
@@ -58,7 +59,6 @@ def proc_sample(pid: int) -> tuple[float, int]:
     return cpu, rss
 
 
-STEPS = ("propose_wait", "agreement", "wal_append", "decided_write", "execute_wait")  # node/consensus.py STEPS
 _STEP = 'smeledger_consensus_step_seconds_{}{{step="%s"}}'
 _TX_WAIT = "smeledger_proposed_tx_wait_seconds_{}"
 _JOURNAL = "smeledger_journal_sync_seconds_{}"

@@ -44,7 +44,7 @@ DEFAULT_DROPPED_KEEP_S = 7 * 24 * 3600
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
                     "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
-CONSENSUS_MAY_BE_0 = ("batch_timeout_ms",)  # 0: propose as soon as the height is open
+CONSENSUS_MAY_BE_0 = ("batch_timeout_ms",)  # 0: no batch interval (propose as soon as the height is open)
 _PORT = (1, 65535)
 _BIG = 2**62
 

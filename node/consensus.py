@@ -4,7 +4,8 @@ One task takes items from the `ConsensusInbox` (internal items first: timer fire
 blocks and snapshots handed over by sync; then the mempool's ready totals when they changed; then network
 messages from a bounded queue), calls `Replica.handle(event, now_ms)` and carries the returned actions out
 strictly in order. `Persist` records are synced to the WAL before any later action, so a vote is on disk
-before anyone can see it. `CommitBlock` is pipelined: the decided block and its certificate are synced to
+before anyone can see it (the Persists of a run of Persist/Send/Broadcast actions share one synced write
+that precedes the run's messages, and the records WAL compaction dropped ride along in it). `CommitBlock` is pipelined: the decided block and its certificate are synced to
 `storage.decided` before the next action (so the replica may agree on the next height at once), its txs
 leave the mempool, and the `Pipeline` (node/pipeline.py; its `run()` a child task here) executes decided
 blocks in height order on the store's execution thread, publishing each new head before the replica
@@ -34,10 +35,11 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import CollectorRegistry
 
 from node import failpoints
 from node.chain import ChainHead, ChainStatus, ChainStore, TimeOffset
+from node.consensus_metrics import ConsensusMetrics, StepClock
 from node.executor import BlockExecutor, BlockRejected, Parent
 from node.genesis import Genesis
 from node.logging import Position
@@ -60,15 +62,6 @@ from storage.errors import DatabaseCorrupt, SnapshotError
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
-STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
-# the steps of `smeledger_consensus_step_seconds`, in the order a height goes through them
-STEPS = {
-    "propose_wait": "primary: from ready work at a new height to building the block (batching, parent root)",
-    "agreement": "from building (primary) or validating (backup) a height's block to deciding it",
-    "wal_append": "one synced append of own votes to the WAL (several per height)",
-    "decided_write": "the synced record of a decided block and its certificate",
-    "execute_wait": "a decided block waiting for the execution of the blocks before it",
-}
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -160,30 +153,6 @@ class ConsensusInbox:
         await fut
 
 
-class _Metrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self.commits = Counter("smeledger_consensus_commits", "Blocks committed by consensus", registry=registry)
-        self.synced = Counter("smeledger_sync_blocks_applied", "Blocks applied from block sync", registry=registry)
-        self.txs = Counter("smeledger_committed_txs", "Transactions committed", registry=registry)
-        self.view_changes = Counter("smeledger_consensus_view_changes", "Views entered after view 0",
-                                    registry=registry)
-        self.round = Histogram("smeledger_consensus_round_seconds", "Time between consecutive commits",
-                               buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30), registry=registry)
-        self.exec = Histogram("smeledger_block_execute_seconds", "Execute + store time of a block",
-                              buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=registry)
-        self.step = Histogram("smeledger_consensus_step_seconds", "Time of one step of a height (see STEPS)",
-                              ["step"], buckets=STEP_BUCKETS, registry=registry)
-        self.tx_wait = Histogram("smeledger_proposed_tx_wait_seconds",
-                                 "Time a tx waited in the proposer's mempool before it was proposed",
-                                 buckets=STEP_BUCKETS, registry=registry)
-        self.dropped = Counter("smeledger_consensus_dropped_messages", "Consensus messages dropped",
-                               ["reason"], registry=registry)
-        self.rejected = Counter("smeledger_blocks_rejected", "Proposed blocks failing validation", ["reason"],
-                                registry=registry)
-        self.evidence = Counter("smeledger_consensus_evidence", "Conflicting signed messages seen",
-                                registry=registry)
-
-
 class ConsensusDriver:
     def __init__(self, *, genesis: Genesis, key: PrivateKey, params: ConsensusParams, store: ChainStore,
                  mempool: Mempool, p2p: P2P, sync: SyncService, inbox: ConsensusInbox, chain: ChainStatus,
@@ -203,7 +172,8 @@ class ConsensusDriver:
         self.log = log.bind(component="consensus")
         self.position = position
         self.validators = tuple(genesis.validator_keys)
-        self.metrics = _Metrics(registry)
+        self.metrics = ConsensusMetrics(registry)
+        self.steps = StepClock(self.metrics)
         self.executor = BlockExecutor(genesis.chain_id, store.blocks, max_future_ms=MAX_CLOCK_DRIFT_MS,
                                       max_block_txs=params.max_block_txs, max_block_bytes=params.max_block_bytes)
         self._timers: dict[str, asyncio.TimerHandle] = {}
@@ -212,11 +182,9 @@ class ConsensusDriver:
         self._last_commit = time.monotonic()
         self._wal_meta: dict[int, WalMeta] = {}
         self._wal_doomed: list[int] = []  # compacted away: dropped in the next append's write
-        self._work_at: float | None = None  # when ready work was first known at the current height
-        self._round: tuple[int, float] | None = None  # (height, when its block was built or first validated)
         self.pipeline = Pipeline(store=store, executor=self.executor, mempool=mempool, sync=sync, health=health,
                                  position=position, exec_seconds=self.metrics.exec,
-                                 execute_wait=self.metrics.step.labels("execute_wait"), log=self.log,
+                                 execute_wait=self.steps.steps["execute_wait"], log=self.log,
                                  executed=lambda e: inbox.put_internal(e, first=True))
         self.replica = self._build_replica()
 
@@ -286,8 +254,8 @@ class ConsensusDriver:
         elif isinstance(item, _Work):
             mp = self.mempool
             self.health.note_ready(mp.ready_txs)
-            if mp.ready_txs > 0 and self._work_at is None:
-                self._work_at = time.monotonic()
+            if mp.ready_txs > 0:
+                self.steps.work_ready()
             await self._feed(cs.WorkPending(mp.ready_txs, mp.ready_bytes))
         else:
             await self._feed(item)
@@ -340,10 +308,9 @@ class ConsensusDriver:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(a, cs.BuildBlock):
-                self._note_round(a.height)
                 self._build(a)
             elif isinstance(a, cs.ValidateBlock):
-                self._note_round(a.block.height)
+                self.steps.agreeing(a.block.height)
                 self._validate(a.block)
             elif isinstance(a, cs.NeedSync):
                 self.sync.request(a.target_height, a.peers)
@@ -354,11 +321,6 @@ class ConsensusDriver:
                 self.log.warning("consensus_evidence", validator=a.index, first=type(a.first).__name__)
             i += 1
         self._publish_position()
-
-    def _note_round(self, height: int) -> None:
-        """A height's block is being built or validated: its agreement starts (step metrics only)."""
-        if self._round is None or self._round[0] != height:
-            self._round = (height, time.monotonic())
 
     def _send(self, a: cs.Broadcast | cs.Send) -> None:
         if isinstance(a, cs.Broadcast):
@@ -371,7 +333,7 @@ class ConsensusDriver:
         doomed, self._wal_doomed = self._wal_doomed, []
         started = time.monotonic()
         seqs = await self.store.write(self._append_wal, [p.record for p in batch], doomed)
-        self.metrics.step.labels("wal_append").observe(time.monotonic() - started)
+        self.steps.steps["wal_append"].observe(time.monotonic() - started)
         for s in doomed:
             self._wal_meta.pop(s, None)
         for seq, p in zip(seqs, batch, strict=True):
@@ -413,13 +375,8 @@ class ConsensusDriver:
     # ---- block building and validation ---------------------------------------------------------
 
     def _build(self, a: cs.BuildBlock) -> None:
-        now = time.monotonic()
-        if self._work_at is not None:
-            self.metrics.step.labels("propose_wait").observe(now - self._work_at)
-            self._work_at = None
         txs = self.mempool.take_batch(a.max_txs, a.max_bytes)
-        for tx in txs:
-            self.metrics.tx_wait.observe(now - self.mempool.arrived_at(tx.hash))
+        self.steps.building(a.height, [self.mempool.arrived_at(tx.hash) for tx in txs])
         parent = self.pipeline.parent()
         if not txs or parent.block_hash != a.parent or parent.state_root is None:
             self.inbox.put_internal(cs.BlockBuilt(None))
@@ -477,11 +434,7 @@ class ConsensusDriver:
         txs = self.executor.decoded(block)
         started = time.monotonic()
         await self.pipeline.decide(block, codec.encode(cert.to_value()), txs)
-        now = time.monotonic()
-        self.metrics.step.labels("decided_write").observe(now - started)
-        if self._round is not None and self._round[0] == block.height:
-            self.metrics.step.labels("agreement").observe(started - self._round[1])
-        self._work_at = now if self.mempool.ready_txs > 0 else None
+        now = self.steps.decided(block.height, started, self.mempool.ready_txs > 0)
         self.metrics.round.observe(now - self._last_commit)
         self._last_commit = now
         self.metrics.commits.inc()

@@ -116,7 +116,7 @@ async def test_an_idle_chain_makes_no_blocks_and_a_tx_behind_a_nonce_gap_is_not_
         await _stop(node, task)
 
 
-async def test_a_proposers_own_votes_of_a_height_reach_the_wal_in_one_synced_write_before_any_of_them_is_sent(
+async def test_a_proposers_own_votes_of_a_height_reach_the_wal_in_one_synced_write_before_any_is_sent_and_each_step_is_timed(
         single_home: Path) -> None:
     node, task = await _start(ephemeral(load_home(single_home / "banka")))  # alone: it proposes and votes
     try:
@@ -149,6 +149,11 @@ async def test_a_proposers_own_votes_of_a_height_reach_the_wal_in_one_synced_wri
             assert log[w][1] == 3
             assert [e[0] for e in log[w + 1:w + 4]] == ["sent"] * 3, log
         assert log[writes[0]][2] == 0 and log[writes[1]][2] > 0, "the first height's records leave with the next write"
+        counts = {step: parts.registry.get_sample_value("smeledger_consensus_step_seconds_count", {"step": step})
+                  for step in ("propose_wait", "agreement", "wal_append", "decided_write", "execute_wait")}
+        assert counts == {"propose_wait": 2, "agreement": 2, "wal_append": 2, "decided_write": 2,
+                          "execute_wait": 2}, "each step of each height is timed once"
+        assert parts.registry.get_sample_value("smeledger_proposed_tx_wait_seconds_count") == 2
     finally:
         await _stop(node, task)
 
