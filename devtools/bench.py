@@ -2,7 +2,8 @@
 Ed25519 verification limit measured in the same run; latency at a fixed rate; RSS under a flood.
 
 Steps: (1) the machine's limits (`bench_limits`: verifies/s on 1 and 2 threads, transfers/s executed on
-one thread); (2) a fresh testnet (4 validators, no observer) in a temp dir on free ports; (3) the level
+one thread) and block-sync catch-up (`catchup_bench`: `catchup_tx_per_s`); (2) a fresh testnet (4
+validators, no observer) in a temp dir on free ports; (3) the level
 search: `smeledger load` at doubling offered rates, then bisecting, while /proc is sampled for each
 node's CPU and RSS (`bench_level.run_level`); (4) latency at a fixed 1,000 tx/s; (5) a big-memo level
 (1,000-byte memos); (6) a flood at 5x the best committed rate for 60 s (the mempool sheds with 503,
@@ -39,6 +40,8 @@ from client.errors import ClientError
 from devtools import devnet
 from devtools.bench_level import Load, attribute, drain, run_level, steady_rate
 from devtools.bench_limits import execute_limit, verify_limit
+from devtools.catchup_bench import catchup_rate
+from devtools.catchup_bench import describe as describe_catchup
 
 __all__ = ["attribute", "bench", "next_rate", "steady_rate"]
 
@@ -49,8 +52,6 @@ LATENCY_RATE = 1000  # the fixed offered rate of `latency_1000`
 MEMO_BYTES = 1000  # the big-memo level (issue 9)
 FLOOD_FACTOR, FLOOD_S = 5, 60.0
 LONG_TXS = 1_000_000
-CATCHUP_NOTE = ("block-sync catch-up is measured by the sync bench (issue 8); not on this branch's main yet, "
-                "so the key stays null rather than an invented figure")
 
 
 # ---- ports ------------------------------------------------------------------------------------------
@@ -208,6 +209,8 @@ def bench(budget: float, out_path: Path, long: bool = False) -> dict[str, Any]:
           f"{limits['apply_us_per_tx']} us + Merkle stage {limits['stage_us_per_tx']} us + commit "
           f"{limits['commit_us_per_tx']} us per tx) -> verify+execute ceiling for {VALIDATORS} validators on "
           f"{cores} cores: {limits['cpu_model_ceiling_tps']:,} tx/s", flush=True)
+    catchup = catchup_rate()  # block-sync catch-up of a node replaying certified blocks (devtools/catchup_bench.py)
+    print(describe_catchup(catchup), flush=True)
     with tempfile.TemporaryDirectory(prefix="smeledger-bench-") as tmp:
         tn = Path(tmp) / "tn"
         base = free_base_port()
@@ -242,7 +245,7 @@ def bench(budget: float, out_path: Path, long: bool = False) -> dict[str, Any]:
                   "retried": flood["retried"], "rss_mib_series": flood["rss_mib_series"]},
         "big_memo": {"memo_bytes": MEMO_BYTES, "offered_tps": memo["offered_tps"],
                      "committed_tps": memo["committed_tps"], "ratio_to_ceiling": memo["ratio_to_ceiling"]},
-        "catchup_tx_per_s": None, "catchup_note": CATCHUP_NOTE,
+        **catchup,
         "long_run": long_res,
         "levels": [*levels, latency, memo, flood], "seconds": round(time.monotonic() - t_start, 1)}
     out_path.write_text(json.dumps(result, indent=2) + "\n")

@@ -60,6 +60,7 @@ def main(blocks: int = 10, accounts: int = ACCOUNTS) -> None:
             block = Block.build(chain="bench", height=h, parent=store.last_block_hash() or b"\x00" * 32,
                                 proposer=key.public_key, view=0, time=h * 1000,
                                 state_root=store.state_root_at(state_root_height(h)) or b"\x00" * 32,
+                                results_root=store.results_root_at(state_root_height(h)) or b"\x00" * 32,
                                 txs=[tx.raw for tx in txs])
             raw = block.encode()
             receipts = [codec.encode({"tx_hash": tx.hash, "status": "ok", "code": "ok", "message": "",

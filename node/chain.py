@@ -56,7 +56,7 @@ class ChainHead:
 
 @dataclass
 class ChainStatus:
-    """Consensus/sync progress as `/status` shows it; the consensus driver and sync keep it current."""
+    """Consensus/sync/backfill progress as `/status` shows it; the consensus driver and sync keep it current."""
 
     view: int = 0
     primary: bytes | None = None  # public key of the primary of `view`
@@ -64,6 +64,8 @@ class ChainStatus:
     sync_target: int | None = None  # height sync is heading for
     sync_progress: int | None = None  # height sync has reached
     last_commit_ms: int | None = None  # wall-clock ms of the last local commit
+    history_from: int = 0  # lowest height with full history (blocks, receipts, events); 0: genesis on
+    backfilling: bool = False  # history backfill is fetching what lies below history_from
 
 
 @dataclass

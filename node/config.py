@@ -41,6 +41,14 @@ DEFAULT_NONCE_WINDOW = 1_000
 DEFAULT_MEMPOOL_TTL_S = 900  # a tx pending this long (e.g. behind a nonce gap) is dropped as `expired`
 DEFAULT_DROPPED_KEEP = 100_000  # dropped txs whose reason GET /txs/{hash} still answers
 DEFAULT_DROPPED_KEEP_S = 7 * 24 * 3600
+# Block sync keeps every block, receipt and event; state sync skips history (backfilled later). A node with
+# data that is behind by at most this many blocks catches up by block sync. The busiest this chain gets
+# is about 10 blocks/s (a block per ~100 ms: the 50 ms batch timer plus a consensus round; at saturation
+# blocks fill up and the rate drops to ~1/s, docs/bench.md), so 144,000 blocks are at least 4 hours of
+# full load; block sync replays them at >= 10,000 tx/s (make bench: catchup_tx_per_s).
+DEFAULT_BLOCK_SYNC_MAX_GAP = 4 * 3600 * 10
+DEFAULT_SNAPSHOTS_ON_DISK = 3  # stable-checkpoint snapshots kept on disk (and served after a restart)
+DEFAULT_SNAPSHOT_DISK_BYTES = 8 * 1024**3  # all of them together; the oldest go first
 LOG_LEVELS = ("debug", "info", "warning", "error")
 CONSENSUS_FIELDS = ("max_block_txs", "max_block_bytes", "batch_timeout_ms", "view_timeout_ms",
                     "view_timeout_cap_ms", "retransmit_ms", "checkpoint_interval")
@@ -138,6 +146,14 @@ class ConsensusSection:
 
 
 @dataclass(frozen=True, slots=True)
+class SyncSection:
+    block_sync_max_gap: int = DEFAULT_BLOCK_SYNC_MAX_GAP  # further behind (or empty): state sync + backfill
+    snapshot_dir: Path = Path("snapshots")  # relative to the node home
+    snapshots_on_disk: int = DEFAULT_SNAPSHOTS_ON_DISK
+    snapshot_disk_bytes: int = DEFAULT_SNAPSHOT_DISK_BYTES
+
+
+@dataclass(frozen=True, slots=True)
 class LoggingSection:
     level: str = "info"
 
@@ -161,6 +177,7 @@ class Config:
     journal: JournalSection = field(default_factory=JournalSection)
     memory: MemorySection = field(default_factory=MemorySection)
     consensus: ConsensusSection = field(default_factory=ConsensusSection)
+    sync: SyncSection = field(default_factory=SyncSection)
     logging: LoggingSection = field(default_factory=LoggingSection)
     health: HealthSection = field(default_factory=HealthSection)
     testnet: TestnetSection = field(default_factory=TestnetSection)
@@ -173,6 +190,11 @@ class Config:
     @property
     def token_path(self) -> Path:
         return self.node.home / self.api.token_file
+
+    @property
+    def snapshot_path(self) -> Path:
+        d = self.sync.snapshot_dir
+        return d if d.is_absolute() else self.node.home / d
 
 
 # --- field readers ---------------------------------------------------------------------------------
@@ -345,6 +367,16 @@ def _consensus(m: dict[str, Any]) -> ConsensusSection:
                                   for k in sorted(m)))
 
 
+def _sync(m: dict[str, Any]) -> SyncSection:
+    d = SyncSection()
+    _only(m, {f.name for f in fields(SyncSection)}, "sync")
+    return SyncSection(
+        block_sync_max_gap=_int(m, "block_sync_max_gap", "sync", d.block_sync_max_gap, 0, _BIG),
+        snapshot_dir=Path(_str(m, "snapshot_dir", "sync", str(d.snapshot_dir), 4096)),
+        snapshots_on_disk=_int(m, "snapshots_on_disk", "sync", d.snapshots_on_disk, 0, 1000),
+        snapshot_disk_bytes=_int(m, "snapshot_disk_bytes", "sync", d.snapshot_disk_bytes, 0, 2**50))
+
+
 def _logging(m: dict[str, Any]) -> LoggingSection:
     _only(m, {"level"}, "logging")
     level = _str(m, "level", "logging", "info", 16).lower()
@@ -363,7 +395,8 @@ def _testnet(m: dict[str, Any]) -> TestnetSection:
     return TestnetSection(allow_time_offset=_bool(m, "allow_time_offset", "testnet", False))
 
 
-SECTIONS = ("node", "p2p", "api", "mempool", "journal", "memory", "consensus", "logging", "health", "testnet")
+SECTIONS = ("node", "p2p", "api", "mempool", "journal", "memory", "consensus", "sync", "logging", "health",
+            "testnet")
 
 
 def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> Config:
@@ -375,7 +408,8 @@ def from_dict(raw: Mapping[str, Any], base: Path, path: Path | None = None) -> C
     return Config(node=_node(_table(raw, "node"), base), p2p=_p2p(_table(raw, "p2p")),
                   api=_api(_table(raw, "api")), mempool=pool, journal=_journal(_table(raw, "journal"), pool),
                   memory=_memory(_table(raw, "memory")),
-                  consensus=_consensus(_table(raw, "consensus")), logging=_logging(_table(raw, "logging")),
+                  consensus=_consensus(_table(raw, "consensus")), sync=_sync(_table(raw, "sync")),
+                  logging=_logging(_table(raw, "logging")),
                   health=_health(_table(raw, "health")), testnet=_testnet(_table(raw, "testnet")), path=path)
 
 

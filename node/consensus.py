@@ -55,6 +55,8 @@ from protocol.consensus.params import ConsensusParams
 from protocol.consensus.wal import WalMeta, compact_plan, decode_record
 from protocol.crypto import PrivateKey
 from protocol.errors import ProtocolError
+from protocol.ledger import keys as ledger_keys
+from protocol.ledger.results import parse_results_roots
 from protocol.messages import T_CONS
 from storage import schema
 from storage.errors import DatabaseCorrupt, SnapshotError
@@ -378,13 +380,13 @@ class ConsensusDriver:
         txs = self.mempool.take_batch(a.max_txs, a.max_bytes)
         self.steps.building(a.height, [self.mempool.arrived_at(tx.hash) for tx in txs])
         parent = self.pipeline.parent()
-        if not txs or parent.block_hash != a.parent or parent.state_root is None:
+        if not txs or parent.block_hash != a.parent or parent.state_root is None or parent.results_root is None:
             self.inbox.put_internal(cs.BlockBuilt(None))
             return
         t = max(now_ms() + self.time_offset.offset_ms, parent.time_ms + 1)
         block = Block.build(chain=self.genesis.chain_id, height=a.height, parent=a.parent,
                             proposer=self.key.public_key, view=a.view, time=t, state_root=parent.state_root,
-                            txs=[tx.raw for tx in txs])
+                            results_root=parent.results_root, txs=[tx.raw for tx in txs])
         self.executor.remember(block, tuple(txs))
         self.inbox.put_internal(cs.BlockBuilt(block))
 
@@ -490,6 +492,12 @@ class ConsensusDriver:
         blocks = self.store.blocks
         extra = blocks.head_ops(plan.height, plan.block_hash, plan.state_root)
         extra.append((schema.certificate_key(plan.height), codec.encode(plan.cert.to_value())))
+        extra.append(blocks.history_from_op(plan.height + 1))  # history backfill fills what lies below
+        # the snapshot's certified state names the results roots of its height and the one below, which the
+        # next two headers carry (and history backfill starts from)
+        before, last = parse_results_roots(plan.importer.staged_value(ledger_keys.RESULTS))
+        extra.append(blocks.results_root_op(plan.height, last))
+        extra.append(blocks.results_root_op(max(0, plan.height - 1), before))
         failpoints.hit("snapshot.before_install")
         plan.importer.finish(extra_ops=extra)
         failpoints.hit("snapshot.after_install")

@@ -1,12 +1,13 @@
 """Block validation and execution: the only code that turns a decided block into stored state.
 
 `BlockExecutor.precheck` checks what the consensus replica does not (chain, height, parent, proposer time
-bounds, state root, size, tx decoding, chain ids, duplicates) against one immutable `Parent`: the last
-decided block, which may not be executed yet (pipelining: the header carries the state root after
-height-2, `protocol.block.state_root_height`); the caller checks signatures. `execute` runs the ledger's
-`apply_block` over an overlay of the live state, stages the Merkle update and commits block (its wire
-bytes, never re-encoded), certificate, receipts, tx index, state changes and the new head in ONE synced
-LevelDB batch, and returns the new head.
+bounds, state and results roots, size, tx decoding, chain ids, duplicates) against one immutable `Parent`:
+the last decided block, which may not be executed yet (pipelining: the header carries the state and
+results roots after height-2, `protocol.block.state_root_height`); the caller checks signatures.
+`execute` runs the ledger's `apply_block` over an overlay of the live state, stages the Merkle update and
+commits block (its wire bytes, never re-encoded), certificate, receipts and block results, tx index,
+state changes and the new head in ONE synced LevelDB batch (which checks the header's roots against the
+stored ones: a mismatch stops the node, its execution diverged), and returns the new head.
 
 Rule: a single writer of execution. Only the consensus driver calls `execute`, on the store's execution
 thread, one block at a time in height order; the API and sync only read. Decoded and verified txs of a validated block are kept (bounded) so a
@@ -45,13 +46,14 @@ class Executed:
 @dataclass(frozen=True, slots=True)
 class Parent:
     """What a block proposed at `height + 1` must follow: the last decided block (height, hash, time) and
-    the state root its header must carry, None where this node never executed that height (below a
-    state-synced start: the commit certificate of the block vouches for it then)."""
+    the state and results roots its header must carry, None where this node never executed that height
+    (below a state-synced start: the commit certificate of the block vouches for it then)."""
 
     height: int
     block_hash: bytes
     time_ms: int
     state_root: bytes | None
+    results_root: bytes | None = None
 
 
 class BlockRejected(Exception):
@@ -93,6 +95,9 @@ class BlockExecutor:
             raise BlockRejected("wrong_parent", "block parent is not the last committed block")
         if head.state_root is not None and h.state_root != head.state_root:
             raise BlockRejected("wrong_state_root", "block state_root is not the state after height "
+                                f"{state_root_height(h.height)}")
+        if head.results_root is not None and h.results_root != head.results_root:
+            raise BlockRejected("wrong_results_root", "block results_root is not the results root of height "
                                 f"{state_root_height(h.height)}")
         if h.time <= head.time_ms and height > 0:
             raise BlockRejected("time_not_monotonic", "block time is not after its parent's")
@@ -139,9 +144,9 @@ class BlockExecutor:
             overlay = Overlay(reader)
             result = apply_block(overlay, block.header, txs)
             staged = state.stage(overlay.changes())
-            receipts = [r.encode() for r in result.receipts]
-            self.blocks.commit(block, certificate, receipts, staged, block_bytes=block.raw,
-                               tx_hashes=[t.hash for t in txs])
+            self.blocks.commit(block, certificate, result.receipt_bytes, staged, block_bytes=block.raw,
+                               tx_hashes=[t.hash for t in txs], block_events=result.events_bytes,
+                               results_root=result.results_root)
             senders = sorted({t.sender for t in txs})
             nonces = {s: next_nonce(reader, s) for s in senders}
         finally:

@@ -6,7 +6,7 @@ h+1 while h executes (docs/consensus.md, "Pipelining"). `decide` makes a decided
 mempool then. `run()` (a child task of the consensus driver) executes queued blocks one at a time on the
 store's execution thread, publishes each new head, corrects the mempool's nonces from the ledger and
 hands the driver `BlockExecuted`. `parent()` is what a block at the next height must follow: the last
-decided block and the state root after `state_root_height` of that height.
+decided block and the state and results roots of `state_root_height` of that height.
 
 Rule: one queue, bounded by `max_unexecuted` (beyond it `decide` waits for execution, so agreement can
 run at most that far ahead); a tx stays a known duplicate (`in_blocks`) until its block's batch is
@@ -70,6 +70,7 @@ class Pipeline:
         self._wake = asyncio.Event()
         self._done = asyncio.Event()  # set after each execution (waiters re-check what they need)
         self._roots: dict[int, bytes] = {}
+        self._results: dict[int, bytes] = {}  # results roots of the last executed heights
         self.reset(store.head)
 
     # ---- where the chain is ------------------------------------------------------------------------
@@ -83,6 +84,7 @@ class Pipeline:
         """Start from an executed head with nothing queued (construction, a snapshot install)."""
         self._tip = Parent(head.height, head.block_hash, head.time_ms, None)
         self._roots = {head.height: head.state_root}
+        self._results = {}
 
     def parent(self) -> Parent:
         """What a block at the next height must follow: the last decided block, and the state root after
@@ -95,7 +97,10 @@ class Pipeline:
         root = self._roots.get(want)
         if root is None:
             root = self.store.blocks.state_root_at(want)
-        return Parent(tip.height, tip.block_hash, tip.time_ms, root)
+        results = self._results.get(want)
+        if results is None:
+            results = self.store.blocks.results_root_at(want)
+        return Parent(tip.height, tip.block_hash, tip.time_ms, root, results)
 
     def in_blocks(self, tx_hash: bytes) -> bool:
         """The tx is in a decided block not executed yet (so not in the tx index yet)."""
@@ -178,8 +183,10 @@ class Pipeline:
         done = await self.store.execute(self._execute_block, block, cert_bytes, txs)
         self.store.set_head(done.head)
         self._roots[done.height] = done.state_root
+        self._results[done.height] = done.result.results_root
         for h in [h for h in self._roots if h <= done.height - RECENT_ROOTS]:
             del self._roots[h]
+            self._results.pop(h, None)
         if done.height > self._tip.height:  # a synced block
             self._tip = Parent(done.height, done.block_hash, block.header.time, None)
         self.exec_seconds.observe(time.monotonic() - started)

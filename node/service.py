@@ -46,12 +46,13 @@ from node.logging import Position, Throttle, install_loop_handler, node_logger
 from node.mempool import Mempool, MempoolLimits
 from node.p2p import P2P, P2PSettings, PeerAddr, TxGossip
 from node.status import Health, NodeCollector, NodeStatus
-from node.sync import SyncEnv, SyncService
+from node.sync import SyncEnv, SyncService, SyncSettings
 from protocol.consensus.params import ConsensusParams
 from protocol.crypto import PrivateKey
 from protocol.errors import ProtocolError
 from protocol.ledger import admission_error, apply_genesis, next_nonce
 from protocol.ledger import keys as ledger_keys
+from protocol.ledger.results import genesis_index_entries
 from protocol.limits import SizeLimits
 from protocol.state import Overlay
 from protocol.tx import SignedTx
@@ -296,7 +297,8 @@ class Node:
               params: ConsensusParams, frame: int, api_connections: int) -> Components:
         disable_created_metrics()  # one name per metric: no `<counter>_created` series beside each counter
         registry = CollectorRegistry()
-        chain, time_offset = ChainStatus(), TimeOffset(allowed=cfg.testnet.allow_time_offset)
+        chain = ChainStatus(history_from=store.blocks.history_from())
+        time_offset = TimeOffset(allowed=cfg.testnet.allow_time_offset)
         health = Health(stall_after_s=cfg.health.stall_after_s)
         position.update(height=store.head.height)
 
@@ -336,8 +338,12 @@ class Node:
         gossip = TxGossip(p2p, mempool, settings, log=log.bind(component="gossip"), primary=lambda: chain.primary)
 
         inbox = ConsensusInbox()
+        sc = cfg.sync
+        sync_settings = SyncSettings(block_sync_max_gap=sc.block_sync_max_gap, snapshot_dir=cfg.snapshot_path,
+                                     snapshots_on_disk=sc.snapshots_on_disk, snapshot_disk_bytes=sc.snapshot_disk_bytes)
         sync = SyncService(SyncEnv(store, p2p, gen.chain_id, tuple(gen.validator_keys), chain), inbox,
-                           checkpoint_interval=params.checkpoint_interval, registry=registry, log=log)
+                           checkpoint_interval=params.checkpoint_interval, registry=registry, log=log,
+                           settings=sync_settings, genesis_index=lambda: genesis_index_entries(gen.ledger))
         consensus = ConsensusDriver(genesis=gen, key=key, params=params, store=store, mempool=mempool, p2p=p2p,
                                     sync=sync, inbox=inbox, chain=chain, health=health, time_offset=time_offset,
                                     registry=registry, log=log, position=position)

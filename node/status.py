@@ -114,6 +114,8 @@ class NodeStatus:
             "peers": len(self.p2p.connected()), "mempool_size": len(mp), "mempool_bytes": mp.size_bytes,
             "mempool_ready": mp.ready_txs,
             "syncing": ch.syncing, "sync_target": ch.sync_target, "sync_progress": ch.sync_progress,
+            "history_from": ch.history_from,
+            "backfill": {"running": ch.backfilling, "remaining_heights": ch.history_from},
             "consensus": self.health.consensus_running, "accepting": self.health.accepting,
             "healthy": not problems, "problems": problems,
             "time_offset_ms": self.time_offset.offset_ms, "uptime_ms": int(time.time() * 1000) - self.started_ms,
@@ -142,6 +144,8 @@ class NodeCollector(Collector):
         yield gauge("smeledger_peers", "Connected peers", len(st.p2p.connected()))
         yield gauge("smeledger_validators", "Validators in the genesis set", len(st.genesis.validators))
         yield gauge("smeledger_syncing", "1 while block or state sync runs", 1 if st.chain.syncing else 0)
+        yield gauge("smeledger_history_from", "Lowest height with full history (0: from genesis); above 0 after "
+                    "a state sync until history backfill is done", st.chain.history_from)
         yield gauge("smeledger_accepting", "1 while the API accepts transactions", 1 if h.accepting else 0)
         yield gauge("smeledger_is_validator", "1 for a validator, 0 for an observer", 1 if st.is_validator else 0)
         yield gauge("smeledger_healthy", "1 while /health answers 200 (intake open, consensus running, "

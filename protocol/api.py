@@ -56,6 +56,11 @@ class Health(Doc, frozen=True, kw_only=True):
     problems: list[str] = []
 
 
+class Backfill(Doc, frozen=True, kw_only=True):
+    running: bool = False
+    remaining_heights: Annotated[int, msgspec.Meta(description="heights below history_from still to fetch")] = 0
+
+
 class Status(Doc, frozen=True, kw_only=True):
     node_id: Hex32
     chain_id: str
@@ -74,6 +79,9 @@ class Status(Doc, frozen=True, kw_only=True):
     mempool_bytes: int = 0
     sync_target: int | None = None
     sync_progress: int | None = None
+    history_from: Annotated[int, msgspec.Meta(description="lowest height from which this node serves every "
+                                              "block, tx, receipt and event (0: all, from genesis)")] = 0
+    backfill: Backfill = Backfill()
     mempool_ready: int = 0
     consensus: bool = False
     accepting: bool = False

@@ -3,9 +3,11 @@
 Wire: `{"header": {...}, "txs": [<raw signed tx bytes>, ...]}`. The header carries the chain id, height,
 parent hash, proposer public key, view, timestamp in milliseconds (the only clock the ledger ever sees),
 the Merkle root of the tx hashes, and the state root after block height-2 (`state_root_height`; the
-genesis state for heights 1 and 2): execution of block h-1 runs while h is agreed on, so a header
-certifies the state one block later (as CometBFT's and HotStuff's pipelines do). Block hash = SHA-256 of
-the canonical header encoding. Rule: a Block is immutable; its hash and tx root are computed once, and its
+genesis state for heights 1 and 2) and the results root of that same block (its receipts and
+time-driven events, protocol/results.py): execution of block h-1 runs while h is agreed on, so a header
+certifies the state and the results two blocks down (as CometBFT's and HotStuff's pipelines do). Block
+hash = SHA-256 of the canonical header encoding. Rule: a Block is immutable; its hash and tx root are
+computed once, and its
 canonical bytes (`raw`) once: kept from the wire when decoded, encoded at most once when built, and
 carried as they are inside consensus messages, WAL records and storage, never re-encoded.
 """
@@ -25,13 +27,17 @@ from protocol.tx import MAX_CHAIN_LEN, MAX_TX_BYTES
 BLOCK_LIMITS = codec.Limits(max_bytes=BLOCK_CEILING_BYTES, max_depth=8, max_bin=MAX_TX_BYTES,
                             max_array=BLOCK_MAX_TXS, max_map=32)
 GENESIS_PARENT = b"\x00" * HASH_SIZE
-STATE_ROOT_LAG = 2  # block h's header carries the state root after block h - STATE_ROOT_LAG
+STATE_ROOT_LAG = 2  # block h's header carries the state and results roots after block h - STATE_ROOT_LAG
 
 
 def state_root_height(height: int) -> int:
-    """The height whose resulting state root block `height` carries in its header (0 = genesis)."""
+    """The height whose resulting state root (and results root) block `height` carries in its header
+    (0 = genesis)."""
     return max(0, height - STATE_ROOT_LAG)
-_HEADER_KEYS = frozenset({"chain", "height", "parent", "proposer", "view", "time", "tx_root", "state_root"})
+
+
+_HEADER_KEYS = frozenset({"chain", "height", "parent", "proposer", "view", "time", "tx_root", "state_root",
+                          "results_root"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +50,12 @@ class BlockHeader:
     time: int  # milliseconds since the Unix epoch, chosen by the proposer within validated bounds
     tx_root: bytes
     state_root: bytes  # state root after block state_root_height(height), i.e. height-2
+    results_root: bytes  # results root of block state_root_height(height) (protocol/results.py)
 
     def to_value(self) -> dict[str, Any]:
         return {"chain": self.chain, "height": self.height, "parent": self.parent,
                 "proposer": self.proposer, "view": self.view, "time": self.time,
-                "tx_root": self.tx_root, "state_root": self.state_root}
+                "tx_root": self.tx_root, "state_root": self.state_root, "results_root": self.results_root}
 
     def encode(self) -> bytes:
         return codec.encode(self.to_value())
@@ -68,7 +75,8 @@ class BlockHeader:
                    view=req_int(m, "view", lo=0, hi=2**63 - 1),
                    time=req_int(m, "time", lo=0, hi=2**63 - 1),
                    tx_root=req_bytes(m, "tx_root", size=HASH_SIZE),
-                   state_root=req_bytes(m, "state_root", size=HASH_SIZE))
+                   state_root=req_bytes(m, "state_root", size=HASH_SIZE),
+                   results_root=req_bytes(m, "results_root", size=HASH_SIZE))
 
 
 def tx_root_of(txs: tuple[bytes, ...] | list[bytes]) -> bytes:
@@ -107,10 +115,11 @@ class Block:
 
     @classmethod
     def build(cls, *, chain: str, height: int, parent: bytes, proposer: bytes, view: int, time: int,
-              state_root: bytes, txs: tuple[bytes, ...] | list[bytes]) -> Block:
+              state_root: bytes, results_root: bytes, txs: tuple[bytes, ...] | list[bytes]) -> Block:
         txs = tuple(txs)
         header = BlockHeader(chain=chain, height=height, parent=parent, proposer=proposer, view=view,
-                             time=time, tx_root=tx_root_of(txs), state_root=state_root)
+                             time=time, tx_root=tx_root_of(txs), state_root=state_root,
+                             results_root=results_root)
         return cls(header=header, txs=txs)
 
     @classmethod

@@ -33,7 +33,7 @@ BLOCK_MAX_TX_BYTES = 8 * MIB
 VALIDATORS_MAX = 1024
 
 BIN_HEADER = 5  # msgpack bin 32: the largest header in front of a byte string
-HEADER_BYTES = 512  # a block header: chain id (<= 64), 4 hashes/keys of 32 bytes, 3 ints, keys
+HEADER_BYTES = 512  # a block header: chain id (<= 64), 5 hashes/keys of 32 bytes, 3 ints, keys
 SIG_ENTRY_BYTES = 72  # [index, signature] in a certificate: array, int <= 3 bytes, bin header, 64 bytes
 CERT_FIXED_BYTES = 160  # a certificate's height, view, hash and keys
 MESSAGE_FIXED_BYTES = 512  # a consensus message's own fields (type, chain, view, height, hash, from, sig)

@@ -21,7 +21,7 @@ from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list, req_str
 from protocol.tx import MAX_CHAIN_LEN, MAX_TX_BYTES
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2  # 2: block headers carry results_root; res_req/res_resp (history)
 
 T_HELLO = "hello"
 T_AUTH = "auth"
@@ -33,10 +33,12 @@ T_SYNC_REQ = "sync_req"
 T_SYNC_RESP = "sync_resp"
 T_SNAP_REQ = "snap_req"
 T_SNAP_RESP = "snap_resp"
+T_RES_REQ = "res_req"
+T_RES_RESP = "res_resp"
 
 HANDSHAKE_TYPES = frozenset({T_HELLO, T_AUTH})
 P2P_TYPES = frozenset({T_TXS, T_PING, T_PONG})
-ROUTED_TYPES = frozenset({T_CONS, T_SYNC_REQ, T_SYNC_RESP, T_SNAP_REQ, T_SNAP_RESP})
+ROUTED_TYPES = frozenset({T_CONS, T_SYNC_REQ, T_SYNC_RESP, T_SNAP_REQ, T_SNAP_RESP, T_RES_REQ, T_RES_RESP})
 SESSION_TYPES = P2P_TYPES | ROUTED_TYPES  # types allowed after the handshake
 KNOWN_TYPES = HANDSHAKE_TYPES | SESSION_TYPES
 MAX_TYPE_LEN = 16

@@ -5,6 +5,13 @@ Wire (canonical msgpack maps, every request carries a requester-chosen `rid` ech
 - `sync_resp` `{"rid", "status": "ok"|"busy"|"none", "from", "height": server head,
   "first": server's lowest stored block (0: none), "blocks": [[block bytes, certificate bytes], ...]}`;
   `ok` carries >= 1 contiguous blocks starting at `from`, the exact stored bytes; the others carry none.
+- `res_req`   `{"rid", "from": h >= 1, "count": 1..MAX_SYNC_BLOCKS, "receipt": i}`: history backfill asks for
+  the results of blocks from..from+count-1 (their blocks come by `sync_req`), receipts of block `from`
+  starting at index i (to continue an answer that stopped inside a block).
+- `res_resp`  `{"rid", "status", "from", "receipt", "height": server head, "first": lowest height the server
+  holds with full history (0: genesis included), "results": [[[receipt bytes, ...], events bytes, total],
+  ...]}`: `ok` carries >= 1 entries for contiguous heights from `from`; an entry with fewer receipts than
+  `total` ends the answer (the frame was full), the requester asks again from there.
 - `snap_req`  `{"rid", "kind": "manifest"}` or `{"rid", "kind": "chunk", "height", "index"}`
 - `snap_resp` `{"rid", "kind", "status"}` plus, for an `ok` manifest: `height`, `block_hash`,
   `state_root`, `manifest` (canonical bytes of storage's SnapshotManifest), `checkpoint` (the stable
@@ -24,7 +31,7 @@ from protocol.consensus.certs import CheckpointCertificate
 from protocol.crypto import HASH_SIZE
 from protocol.errors import FieldError
 from protocol.fields import expect_map, only_keys, req_bytes, req_int, req_list, req_str
-from protocol.limits import BLOCK_CEILING_BYTES, VALIDATORS_MAX, certificate_bytes
+from protocol.limits import BLOCK_CEILING_BYTES, BLOCK_MAX_TXS, VALIDATORS_MAX, certificate_bytes
 
 MAX_RID = 2**63 - 1
 MAX_HEIGHT = 2**63 - 1
@@ -34,6 +41,7 @@ MAX_WIRE_BLOCK_BYTES = BLOCK_CEILING_BYTES
 MAX_CHUNK_WIRE_BYTES = 32 * 1024 * 1024
 MAX_MANIFEST_WIRE_BYTES = 48 * 1024 * 1024
 MAX_CHUNK_INDEX = 1_000_000
+MAX_RESULT_WIRE_BYTES = 32 * 1024 * 1024  # one receipt or one block's events list (the frame bounds the sum)
 
 STATUS_OK = "ok"
 STATUS_BUSY = "busy"  # rate limit or full serving queue: ask again later or elsewhere
@@ -114,6 +122,74 @@ class SyncResponse:
         return cls(rid=_rid(m), status=status,
                    start=_height(m, "from"), height=_height(m, "height", lo=0),
                    first=_height(m, "first", lo=0), blocks=tuple(blocks))
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsRequest:
+    rid: int
+    start: int  # first height
+    count: int
+    receipt: int  # index of the first receipt wanted of block `start` (continuing a partial answer)
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "from": self.start, "count": self.count, "receipt": self.receipt}
+
+    @classmethod
+    def from_value(cls, v: Any) -> ResultsRequest:
+        m = expect_map(v, "res_req")
+        only_keys(m, {"rid", "from", "count", "receipt"}, "res_req")
+        return cls(rid=_rid(m), start=_height(m, "from"), count=req_int(m, "count", lo=1, hi=MAX_SYNC_BLOCKS),
+                   receipt=req_int(m, "receipt", lo=0, hi=BLOCK_MAX_TXS))
+
+
+@dataclass(frozen=True, slots=True)
+class BlockResults:
+    """One block's results as served: receipts from some index on, its events, and how many it has."""
+
+    receipts: tuple[bytes, ...]
+    events: bytes
+    total: int  # receipts the block has (the answer is partial when it carries fewer)
+
+    def to_value(self) -> list[Any]:
+        return [list(self.receipts), self.events, self.total]
+
+    @classmethod
+    def from_value(cls, item: Any) -> BlockResults:
+        if not isinstance(item, list) or len(item) != 3 or not isinstance(item[0], list) \
+                or not isinstance(item[1], bytes) or not isinstance(item[2], int) or isinstance(item[2], bool):
+            raise FieldError("res_resp results are [[receipt bytes, ...], events bytes, total]")
+        receipts, events, total = item
+        if not 0 <= total <= BLOCK_MAX_TXS or len(receipts) > total or len(events) > MAX_RESULT_WIRE_BYTES \
+                or not all(isinstance(r, bytes) and len(r) <= MAX_RESULT_WIRE_BYTES for r in receipts):
+            raise FieldError("res_resp results out of range")
+        return cls(tuple(receipts), events, total)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultsResponse:
+    rid: int
+    status: str
+    start: int
+    receipt: int
+    height: int
+    first: int
+    results: tuple[BlockResults, ...] = ()
+
+    def to_value(self) -> dict[str, Any]:
+        return {"rid": self.rid, "status": self.status, "from": self.start, "receipt": self.receipt,
+                "height": self.height, "first": self.first, "results": [r.to_value() for r in self.results]}
+
+    @classmethod
+    def from_value(cls, v: Any) -> ResultsResponse:
+        m = expect_map(v, "res_resp")
+        only_keys(m, {"rid", "status", "from", "receipt", "height", "first", "results"}, "res_resp")
+        status = _status(m)
+        results = tuple(BlockResults.from_value(r) for r in req_list(m, "results", max_len=MAX_SYNC_BLOCKS))
+        if (status == STATUS_OK) != bool(results):
+            raise FieldError("res_resp carries results exactly when its status is ok")
+        return cls(rid=_rid(m), status=status, start=_height(m, "from"),
+                   receipt=req_int(m, "receipt", lo=0, hi=BLOCK_MAX_TXS), height=_height(m, "height", lo=0),
+                   first=_height(m, "first", lo=0), results=results)
 
 
 @dataclass(frozen=True, slots=True)

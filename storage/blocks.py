@@ -1,9 +1,13 @@
 """The block store: blocks, commit certificates, the tx index, receipts and per-height state roots.
 
 Rule: committing height h is ONE synced write batch holding the block, its certificate, the block-hash
-and tx indexes, the receipts, the staged state ops and the new height / last hash / state root, so a
-crash leaves the node at h-1 or h, never in between. Blocks are stored as the exact bytes that were
-built or received and are served from those bytes, never re-encoded. Pruning is not implemented.
+and tx indexes, the receipts and the block's own results (events, results root), the staged state ops
+and the new height / last hash / state root, so a crash leaves the node at h-1 or h, never in between.
+Blocks are stored as the exact bytes that were built or received and are served from those bytes, never
+re-encoded. Pruning is not implemented.
+
+History: a node that joined by state sync at height H holds full history only from H+1
+(`history_from()`; storage/history.py adds verified older blocks below it).
 
 Integrity on read: nothing is returned unchecked. A block must decode, carry its height, match its tx
 root, and its recomputed header hash must be indexed at that height; a certificate must name the block
@@ -20,6 +24,7 @@ from collections.abc import Iterator, Sequence
 
 from protocol.block import Block, state_root_height
 from protocol.crypto import HASH_SIZE
+from protocol.results import GENESIS_RESULTS
 from storage import schema
 from storage.db import Database, Op
 from storage.errors import DatabaseCorrupt, HeightMismatch, StorageError
@@ -79,6 +84,11 @@ class BlockStore:
         return [(schema.META_HEIGHT, u64(height)), (schema.META_LAST_HASH, last_hash),
                 (schema.META_STATE_ROOT, state_root), (schema.state_root_at_key(height), state_root)]
 
+    @staticmethod
+    def results_root_op(height: int, results_root: bytes) -> Op:
+        """Op that records the results root of `height` (a snapshot install knows those of H-1 and H)."""
+        return schema.results_root_at_key(height), results_root
+
     # -- commits ---------------------------------------------------------------------------------------
 
     def commit_genesis(self, staged: StagedState, genesis_hash: bytes) -> None:
@@ -90,14 +100,19 @@ class BlockStore:
             with self.db.batch(sync=True) as b:
                 b.apply(staged.ops)
                 b.apply(self.head_ops(0, genesis_hash, staged.new_root))
+                b.put(schema.results_root_at_key(0), GENESIS_RESULTS)
             self.state.mark_committed(staged)
 
     def commit(self, block: Block, certificate: bytes, receipts: Sequence[bytes], staged: StagedState, *,
-               block_bytes: bytes | None = None, tx_hashes: Sequence[bytes] | None = None) -> None:
+               block_bytes: bytes | None = None, tx_hashes: Sequence[bytes] | None = None,
+               block_events: bytes | None = None, results_root: bytes | None = None) -> None:
         """Durably commit `block` at height()+1 with everything that belongs to it, in one synced batch.
 
         `block_bytes` are the block's canonical bytes as received (encoded once here when omitted);
-        `tx_hashes` are the hashes the executor already computed (derived from the txs when omitted).
+        `tx_hashes` are the hashes the executor already computed (derived from the txs when omitted);
+        `block_events` and `results_root` are the block's own results (none stored when omitted). The
+        header's state and results roots of `state_root_height(h)` are checked against the stored ones;
+        where none is stored (below a state-synced start) the certified header's are recorded.
         `staged` must come from `state.stage` on the current root. Raises HeightMismatch, StaleStage,
         StorageError(code="bad_commit") or DatabaseWriteFailed; on any error nothing is written.
         """
@@ -120,6 +135,10 @@ class BlockStore:
             if want is not None and block.header.state_root != want:  # None: below a state-synced start
                 raise StorageError(f"block header state_root is not the state root after height {base}",
                                    code="bad_commit")
+            want_results = self.results_root_at(base)
+            if want_results is not None and block.header.results_root != want_results:
+                raise StorageError(f"block header results_root is not the results root of height {base}",
+                                   code="bad_commit")
             # A tx hash seen before (a replay recorded as failed) keeps pointing at its first inclusion.
             get = db.get
             seen: set[bytes] = set()
@@ -127,6 +146,14 @@ class BlockStore:
                 b.put(schema.block_key(h), raw)
                 b.put(schema.block_hash_key(block.hash), u64(h))
                 b.put(schema.certificate_key(h), certificate)
+                if block_events is not None:
+                    b.put(schema.block_events_key(h), block_events)
+                if results_root is not None:
+                    b.put(schema.results_root_at_key(h), results_root)
+                if want is None:  # below a state-synced start: the certified header says what it was
+                    b.put(schema.state_root_at_key(base), block.header.state_root)
+                if want_results is None:
+                    b.put(schema.results_root_at_key(base), block.header.results_root)
                 put = b.put
                 for i, (th, receipt) in enumerate(zip(hashes, receipts, strict=True)):
                     put(schema.receipt_key(h, i), receipt)
@@ -136,6 +163,22 @@ class BlockStore:
                 b.apply(staged.ops)
                 b.apply(self.head_ops(h, block.hash, staged.new_root))
             self.state.mark_committed(staged)
+
+    # -- history (storage/history.py writes it) -------------------------------------------------------
+
+    def history_from(self) -> int:
+        """Lowest height from which every block, receipt and index entry is stored (0: all, genesis too)."""
+        raw = self.db.get(schema.META_HISTORY_FROM)
+        if raw is None:
+            return 0
+        if len(raw) != schema.U64:
+            raise self._corrupt("the stored history start is not a u64", schema.META_HISTORY_FROM)
+        return schema.read_u64(raw)
+
+    @staticmethod
+    def history_from_op(height: int) -> Op:
+        """Op that records where full history starts (in the batch that installs a snapshot)."""
+        return schema.META_HISTORY_FROM, u64(height)
 
     # -- reads (each checked; see the module rule) ---------------------------------------------------
 
@@ -205,6 +248,18 @@ class BlockStore:
         if raw is not None and len(raw) != HASH_SIZE:
             raise self._corrupt(f"the state root stored for height {height} is not 32 bytes", key)
         return raw
+
+    def results_root_at(self, height: int) -> bytes | None:
+        """Results root of `height` (what the header of height+2 carries; GENESIS_RESULTS at 0)."""
+        key = schema.results_root_at_key(height)
+        raw = self.db.get(key)
+        if raw is not None and len(raw) != HASH_SIZE:
+            raise self._corrupt(f"the results root stored for height {height} is not 32 bytes", key)
+        return raw
+
+    def block_events_at(self, height: int) -> bytes | None:
+        """The block's own result bytes (its time-driven events) as committed, or None."""
+        return self.db.get(schema.block_events_key(height))
 
     def get_tx_location(self, tx_hash: bytes) -> tuple[int, int] | None:
         """(height, index in block) of a committed tx, checked against the tx at that place."""

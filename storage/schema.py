@@ -13,6 +13,8 @@ fixed-width big-endian so that LevelDB's byte order is numeric order. To add a n
 | `r`    | `r` + height u64                      | state root (32) after executing that height         |
 | `T`    | `T` + tx hash (32)                    | height u64 + index u32                              |
 | `R`    | `R` + height u64 + index u32          | receipt bytes (opaque to storage)                   |
+| `E`    | `E` + height u64                      | the block's own result bytes (time-driven events)   |
+| `Q`    | `Q` + height u64                      | results root (32) of that height                    |
 | `s`    | `s` + logical state key               | state value bytes (ordered: the ledger's iter_range)|
 | `k`    | `k` + bucket u16                      | Merkle bucket blob: sorted (key hash + leaf hash)   |
 | `n`    | `n` + level u8 + index u16            | Merkle node hash (32); only level 16 is persisted   |
@@ -36,6 +38,8 @@ CERTIFICATE: Final = b"C"
 STATE_ROOT_AT: Final = b"r"
 TX_INDEX: Final = b"T"
 RECEIPT: Final = b"R"
+BLOCK_EVENTS: Final = b"E"
+RESULTS_ROOT_AT: Final = b"Q"
 STATE: Final = b"s"
 MERKLE_BUCKET: Final = b"k"
 MERKLE_NODE: Final = b"n"
@@ -52,6 +56,8 @@ TABLE: Final[dict[bytes, str]] = {
     STATE_ROOT_AT: "height u64 -> state root after that height",
     TX_INDEX: "tx hash -> height u64 + index u32",
     RECEIPT: "height u64 + index u32 -> receipt bytes",
+    BLOCK_EVENTS: "height u64 -> the block's own result bytes (its time-driven events; opaque)",
+    RESULTS_ROOT_AT: "height u64 -> results root of that height (the header two above carries it)",
     STATE: "logical state key -> value",
     MERKLE_BUCKET: "bucket u16 -> sorted 64-byte (key hash + leaf hash) entries",
     MERKLE_NODE: "level u8 + index u16 -> node hash",
@@ -70,7 +76,8 @@ META_CHAIN_ID: Final = META + b"chain_id"  # utf-8 chain id
 META_GENESIS_HASH: Final = META + b"genesis_hash"  # 32 bytes
 META_SCHEMA_VERSION: Final = META + b"schema_version"  # u64
 META_SEAL: Final = META + b"seal"  # 16 random bytes: the last write of a clean close (storage/db.py)
-SCHEMA_VERSION: Final = 1
+META_HISTORY_FROM: Final = META + b"history_from"  # u64: lowest height with full history (absent: 0)
+SCHEMA_VERSION: Final = 2  # 2: block headers carry results_root; blocks keep their own results (E, Q)
 
 
 def u64(n: int) -> bytes:
@@ -121,6 +128,14 @@ def receipt_key(height: int, index: int) -> bytes:
     return RECEIPT + u64(height) + u32(index)
 
 
+def block_events_key(height: int) -> bytes:
+    return BLOCK_EVENTS + u64(height)
+
+
+def results_root_at_key(height: int) -> bytes:
+    return RESULTS_ROOT_AT + u64(height)
+
+
 def state_key(key: bytes) -> bytes:
     return STATE + key
 
@@ -155,7 +170,7 @@ _NAMES: Final[dict[bytes, str]] = {
     STATE_ROOT_AT: "state root at height", TX_INDEX: "tx index", RECEIPT: "receipt", STATE: "state value",
     MERKLE_BUCKET: "Merkle bucket", MERKLE_NODE: "Merkle node", WAL: "consensus WAL record",
     SNAPSHOT_META: "snapshot manifest", IMPORT_STAGING: "snapshot import staging",
-    DECIDED: "decided block not executed yet",
+    DECIDED: "decided block not executed yet", BLOCK_EVENTS: "block events", RESULTS_ROOT_AT: "results root at height",
 }
 assert set(_NAMES) == set(TABLE)
 
@@ -164,7 +179,8 @@ def describe(key: bytes) -> str:
     """A key as an operator reads it in an error: its namespace, the decoded height/index/hash, its hex."""
     prefix, rest = key[:1], key[1:]
     name = _NAMES.get(prefix, "unknown namespace")
-    if prefix in (BLOCK, CERTIFICATE, STATE_ROOT_AT, WAL, SNAPSHOT_META, DECIDED) and len(rest) == U64:
+    if prefix in (BLOCK, CERTIFICATE, STATE_ROOT_AT, WAL, SNAPSHOT_META, DECIDED, BLOCK_EVENTS,
+                  RESULTS_ROOT_AT) and len(rest) == U64:
         name += f" {int.from_bytes(rest, 'big')}"
     elif prefix == RECEIPT and len(rest) == U64 + U32:
         name += f" {int.from_bytes(rest[:U64], 'big')}/{int.from_bytes(rest[U64:], 'big')}"

@@ -247,6 +247,10 @@ class SnapshotImporter:
         self._done = False
         self._wipe_staging()
 
+    def staged_value(self, key: bytes) -> bytes | None:
+        """The value the imported chunks gave the logical state key `key` (before `finish`)."""
+        return self._store.db.get(_STAGE_S + key)
+
     def _wipe_staging(self) -> None:
         db = self._store.db
         with db.batch(sync=False) as b:

@@ -175,6 +175,10 @@ def block_doc(d: ApiDeps, height: int, full: bool = True) -> api.Block:
                          state_root_after=root.hex() if root else None, tx_count=0, txs=[])
     block = blocks.get_block(height)
     if block is None:
+        hf = d.status.chain.history_from
+        if 0 < height < hf <= d.store.head.height + 1:
+            raise NotFound(f"no block at height {height} yet: this node joined from a snapshot and holds history "
+                           f"from {hf}; history backfill is fetching the rest")
         raise NotFound(f"no block at height {height} (head is {d.store.head.height})")
     root_after = blocks.state_root_at(height)
     summary: dict[str, Any] = dict(

@@ -12,11 +12,13 @@ import itertools
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter
 
 from node.chain import ChainStatus, ChainStore
+from node.config import DEFAULT_BLOCK_SYNC_MAX_GAP, DEFAULT_SNAPSHOT_DISK_BYTES, DEFAULT_SNAPSHOTS_ON_DISK
 from node.p2p import P2P
 from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
 from storage.snapshot import SnapshotImporter, SnapshotManifest
@@ -37,8 +39,8 @@ class SyncSettings:
     timeout_penalty: float = 3.0  # ...one that did not answer in time
     misbehave_penalty: float = 30.0  # ...one that sent an invalid block, certificate or chunk
     peer_info_ttl: float = 1.0  # a peer's reported head/lowest block is trusted for ranges this long
-    # state sync
-    state_sync_gap: int = 0  # start state sync when target - height > this; 0 = 2 * checkpoint interval
+    # state sync: an empty node, or one behind by more than this many blocks (node/config.py says why)
+    block_sync_max_gap: int = DEFAULT_BLOCK_SYNC_MAX_GAP
     manifest_timeout: float = 3.0  # how long offers are collected
     chunk_bytes: int = 1024 * 1024  # key+value payload per served chunk
     max_buffered_chunks: int = 16  # fetched chunks waiting for their turn in the importer
@@ -48,6 +50,13 @@ class SyncSettings:
     serve_rate: float = 50.0  # requests per second served per peer; beyond: busy
     serve_burst: int = 100
     snapshots_kept: int = 2  # candidate snapshots held besides the latest servable one
+    snapshot_dir: Path | None = None  # stable snapshots written here and served after a restart (None: off)
+    snapshots_on_disk: int = DEFAULT_SNAPSHOTS_ON_DISK  # newest kept on disk
+    snapshot_disk_bytes: int = DEFAULT_SNAPSHOT_DISK_BYTES  # all of them together
+    # history backfill (after a state sync)
+    history_batch_blocks: int = 128  # blocks asked for per hist_req (fewer come back when they are large)
+    history_parallel: int = 4  # hist_reqs in flight, one per peer
+    history_buffer_bytes: int = 64 * 1024 * 1024  # fetched, not yet verified and written
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,9 @@ class SyncMetrics:
                               ["type", "status"], registry=registry)
         self.snapshots_installed = Counter("smeledger_sync_snapshots_installed", "State syncs installed",
                                            registry=registry)
+        self.history = Counter("smeledger_history_blocks_backfilled", "Old blocks (with receipts and events) "
+                               "fetched, verified along the hash chain and stored by history backfill",
+                               registry=registry)
 
 
 @dataclass
@@ -164,15 +176,19 @@ class Pending:
 
 @dataclass
 class Requests:
-    """Open requests by rid. A response is kept only if it answers an open rid from the same peer."""
+    """Open requests by rid. A response is kept only if it answers an open rid from the same peer.
+
+    Fetchers whose answers arrive as the same message type take disjoint rid ranges (`rid_base`), so an
+    answer can never be taken for another fetcher's request."""
 
     clock: Callable[[], float] = time.monotonic
     open: dict[int, Pending] = field(default_factory=dict)
     _rids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     on_answer: Callable[[], None] | None = None
+    rid_base: int = 0
 
     def add(self, peer: bytes, what: Any, timeout: float) -> int:
-        rid = next(self._rids)
+        rid = self.rid_base + next(self._rids)
         self.open[rid] = Pending(peer, what, self.clock() + timeout)
         return rid
 
@@ -225,11 +241,15 @@ def release_all(requests: Requests, book: PeerBook) -> None:
 
 
 async def wait_for_answer(requests: Requests, wake: asyncio.Event, poll: float = 0.2) -> None:
-    """Return when a request was answered, the next one expires, `wake` is set, or after `poll` seconds."""
+    """Return when a request was answered, the next one expires, `wake` is set, or after `poll` seconds.
+
+    `asyncio.timeout`, not `asyncio.wait_for`: on Python 3.11 `wait_for` swallows a cancellation that
+    arrives as the event is set, and the fetcher would then run on after its node stopped."""
     if any(p.done for p in requests.open.values()):
         return
     dl = requests.next_deadline()
     timeout = poll if dl is None else max(0.0, min(poll, dl - requests.clock()))
     wake.clear()
     with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(wake.wait(), timeout)
+        async with asyncio.timeout(timeout):
+            await wake.wait()

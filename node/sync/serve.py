@@ -1,33 +1,31 @@
-"""The serving side of sync: blocks with their certificates, and snapshots at stable checkpoints.
+"""The serving side of sync: blocks with their certificates, their results (for history backfill), and
+snapshots at stable checkpoints (held by `Snapshots`, node/sync/snapshots.py).
 
 Requests are parsed in the P2P reader task and put on a bounded queue; one worker answers them in order,
 reading the database in a worker thread. Over the queue bound or a peer's rate (token bucket) the answer
-is `busy`. Blocks and certificates are sent as the exact stored bytes, never re-encoded.
-
-Snapshots: the driver calls `note_committed` right after committing a multiple of K, in its task, so a
-LevelDB snapshot taken there is the state of exactly that height; `note_stable_checkpoint` makes one
-servable. Rule: a held snapshot is closed only when no thread reads it (the worker owns all reads), and
-at most `snapshots_kept` candidates plus the latest servable one are held, and up to `SUPERSEDED_KEPT`
-superseded ones that were already offered, for `SUPERSEDED_GRACE_S`, so downloads in progress finish.
+is `busy`. Blocks, certificates and results are sent as the exact stored bytes, never re-encoded.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
 from node.sync.common import SyncEnv, SyncMetrics, SyncSettings
-from protocol.consensus.certs import CheckpointCertificate
-from protocol.messages import T_SNAP_RESP, T_SYNC_RESP
+from node.sync.snapfiles import SnapshotFileError, SnapshotFiles
+from node.sync.snapshots import Held, Snapshots
+from protocol.messages import T_RES_RESP, T_SNAP_RESP, T_SYNC_RESP
 from protocol.syncmsg import (
     KIND_CHUNK,
     KIND_MANIFEST,
     STATUS_BUSY,
     STATUS_NONE,
     STATUS_OK,
+    BlockResults,
+    ResultsRequest,
+    ResultsResponse,
     SnapChunk,
     SnapOffer,
     SnapRefusal,
@@ -35,29 +33,9 @@ from protocol.syncmsg import (
     SyncRequest,
     SyncResponse,
 )
-from storage.snapshot import MIN_CHUNK_BYTES, SnapshotManifest, StateSnapshot
+from storage.snapshot import MIN_CHUNK_BYTES
 
 ENVELOPE_SLACK = 64 * 1024  # envelope, field names and channel overhead around a response's payload
-
-
-SUPERSEDED_GRACE_S = 30.0  # an offered snapshot stays servable this long after a newer one appears...
-SUPERSEDED_KEPT = 2  # ...for at most this many superseded snapshots
-
-
-@dataclass
-class Held:
-    """One LevelDB snapshot the node may serve."""
-
-    height: int
-    block_hash: bytes
-    snap: StateSnapshot
-    checkpoint: CheckpointCertificate | None = None
-    commit: bytes | None = None
-    manifest: SnapshotManifest | None = None
-    manifest_bytes: bytes | None = None
-    retired: bool = False
-    closed: bool = False
-    superseded_at: float | None = None  # monotonic time a newer snapshot became servable
 
 
 @dataclass
@@ -73,12 +51,9 @@ class SyncServer:
     metrics: SyncMetrics
     log: Any
     interval: int  # K: snapshots are taken at multiples of this height
-    held: list[Held] = field(default_factory=list)
     _queue: asyncio.Queue[tuple[bytes, str, Any]] = field(init=False)
     _buckets: dict[bytes, _Bucket] = field(default_factory=dict)
-    _in_use: Held | None = None
-    _closing: deque[Held] = field(default_factory=deque)
-    _thread_job: asyncio.Future[Any] | None = None
+    snapshots: Snapshots = field(init=False)
 
     def __post_init__(self) -> None:
         self._queue = asyncio.Queue(self.settings.serve_queue)
@@ -86,6 +61,15 @@ class SyncServer:
         self.frame_budget = frame - ENVELOPE_SLACK  # one block alone may use all of it
         self.response_budget = max(MIN_CHUNK_BYTES, min(self.settings.max_response_bytes, self.frame_budget))
         self.chunk_bytes = max(MIN_CHUNK_BYTES, min(self.settings.chunk_bytes, self.response_budget - 1024))
+        s = self.settings
+        files = None if s.snapshot_dir is None else SnapshotFiles(
+            s.snapshot_dir, keep=s.snapshots_on_disk, max_bytes=s.snapshot_disk_bytes, chain_id=self.env.chain_id,
+            validators=self.env.validators)
+        self.snapshots = Snapshots(self.env, s, self.log, self.interval, self.chunk_bytes, files)
+
+    @property
+    def held(self) -> list[Held]:
+        return self.snapshots.held
 
     # ---- intake (P2P reader task: parse, rate-limit, enqueue; never block) -----------------------
 
@@ -116,6 +100,12 @@ class SyncServer:
         if not self._admit(peer, "blocks", req):
             self._send(peer, T_SYNC_RESP, SyncResponse(req.rid, STATUS_BUSY, req.start, 0, 0).to_value(), "busy")
 
+    def on_res_req(self, peer: bytes, body: Any) -> None:
+        req = ResultsRequest.from_value(body)
+        if not self._admit(peer, "results", req):
+            busy = ResultsResponse(req.rid, STATUS_BUSY, req.start, req.receipt, 0, 0)
+            self._send(peer, T_RES_RESP, busy.to_value(), "busy")
+
     def on_snap_req(self, peer: bytes, body: Any) -> None:
         req = SnapRequest.from_value(body)
         if not self._admit(peer, "snap", req):
@@ -135,21 +125,15 @@ class SyncServer:
             if kind == "blocks":
                 resp = await self._in_thread(None, self._blocks_response, req)
                 self._send(peer, T_SYNC_RESP, resp.to_value(), resp.status)
+            elif kind == "results":
+                res = await self._in_thread(None, self._results_response, req)
+                self._send(peer, T_RES_RESP, res.to_value(), res.status)
             else:
                 body, status = await self._snap_response(req)
                 self._send(peer, T_SNAP_RESP, body, status)
 
     async def _in_thread(self, held: Held | None, fn: Any, *args: Any) -> Any:
-        """Run a database read in a thread; `held` cannot be closed until it returns."""
-        self._in_use = held
-        job = asyncio.get_running_loop().run_in_executor(None, fn, *args)
-        self._thread_job = job
-        try:
-            return await asyncio.shield(job)
-        finally:
-            self._in_use = None
-            self._thread_job = None
-            self._close_retired()
+        return await self.snapshots.read(held, fn, *args)
 
     def _blocks_response(self, req: SyncRequest) -> SyncResponse:
         blocks = self.env.store.blocks
@@ -171,6 +155,40 @@ class SyncServer:
                 size += n
         return SyncResponse(req.rid, STATUS_OK if out else STATUS_NONE, req.start, head, first, tuple(out))
 
+    def _results_response(self, req: ResultsRequest) -> ResultsResponse:
+        """Results of blocks from `req.start` on, within the response budget; an entry that does not fit
+        whole is cut after the receipts that do and ends the answer (the requester continues there)."""
+        blocks = self.env.store.blocks
+        head = self.env.store.head.height
+        first = blocks.history_from()
+        out: list[BlockResults] = []
+        size, skip = 0, req.receipt
+        held = range(req.start, min(req.start + req.count, head + 1)) if req.start >= max(first, 1) else range(0)
+        for h in held:
+            events = blocks.block_events_at(h)
+            if events is None:
+                break
+            receipts = blocks.receipts_at(h)
+            budget = self.response_budget if out else self.frame_budget
+            n = len(events) + 16
+            take: list[bytes] = []
+            for r in receipts[skip:]:
+                if size + n + len(r) + 8 > budget:
+                    break
+                take.append(r)
+                n += len(r) + 8
+            if size + n > budget or (not take and skip < len(receipts)):
+                if not out:
+                    self.log.warning("sync_results_too_large", height=h, receipt=skip, frame_budget=self.frame_budget)
+                break
+            out.append(BlockResults(tuple(take), events, len(receipts)))
+            size += n
+            if skip + len(take) < len(receipts):
+                break
+            skip = 0
+        return ResultsResponse(req.rid, STATUS_OK if out else STATUS_NONE, req.start, req.receipt, head, first,
+                               tuple(out))
+
     async def _snap_response(self, req: SnapRequest) -> tuple[dict[str, Any], str]:
         none = SnapRefusal(req.rid, req.kind, STATUS_NONE).to_value(), STATUS_NONE
         if req.kind == KIND_MANIFEST:
@@ -178,11 +196,11 @@ class SyncServer:
             if held is None or held.checkpoint is None or held.commit is None:
                 return none
             if held.manifest_bytes is None:
-                manifest = await self._in_thread(held, held.snap.manifest, self.chunk_bytes)
+                manifest = await self._in_thread(held, held.read_manifest, self.chunk_bytes)
                 held.manifest, held.manifest_bytes = manifest, manifest.encode()
             if held.closed or held.manifest_bytes is None:
                 return none
-            offer = SnapOffer(req.rid, held.height, held.block_hash, held.snap.root, held.manifest_bytes,
+            offer = SnapOffer(req.rid, held.height, held.block_hash, held.root, held.manifest_bytes,
                               held.checkpoint, held.commit)
             if len(held.manifest_bytes) + len(held.commit) > self.response_budget:
                 self.log.warning("sync_manifest_too_large", height=held.height, bytes=len(held.manifest_bytes))
@@ -193,7 +211,11 @@ class SyncServer:
         if not match:
             return none
         held = match[0]
-        data = await self._in_thread(held, held.snap.chunk, req.index, self.chunk_bytes)
+        try:
+            data = await self._in_thread(held, held.read_chunk, req.index, self.chunk_bytes)
+        except SnapshotFileError as exc:
+            await self.snapshots.drop_damaged(held, exc)
+            return none
         if data is None:
             return none
         return SnapChunk(req.rid, held.height, req.index, data).to_value(), STATUS_OK
@@ -201,75 +223,14 @@ class SyncServer:
     # ---- snapshots (driver task) ---------------------------------------------------------------------
 
     def servable(self) -> Held | None:
-        ok = [h for h in self.held if h.checkpoint is not None and not h.retired]
-        return max(ok, key=lambda h: h.height) if ok else None
+        return self.snapshots.servable()
 
     def note_committed(self, height: int, block_hash: bytes, state_root: bytes) -> None:
-        if height <= 0 or height % self.interval != 0:
-            return
-        snap = self.env.store.state.snapshot()
-        if snap.height != height or snap.root != state_root:
-            snap.close()
-            self.log.warning("sync_snapshot_skipped", height=height, snapshot_height=snap.height)
-            return
-        self.held.append(Held(height, block_hash, snap))
-        self._trim()
+        self.snapshots.note_committed(height, block_hash, state_root)
 
     def note_stable_checkpoint(self, height: int, block_hash: bytes, state_root: bytes, cert_value: Any) -> None:
-        cert = cert_value if isinstance(cert_value, CheckpointCertificate) else \
-            CheckpointCertificate.from_value(cert_value)
-        for h in self.held:
-            if h.height == height and not h.retired:
-                if h.block_hash != block_hash or h.snap.root != state_root or cert.height != height:
-                    self.log.error("sync_checkpoint_mismatch", height=height)
-                    return
-                h.checkpoint = cert
-                h.commit = self.env.store.blocks.get_certificate(height)
-                self._trim()
-                return
-
-    def _trim(self) -> None:
-        best = self.servable()
-        candidates = sorted((h for h in self.held if h is not best and not h.retired and h.checkpoint is None),
-                            key=lambda h: -h.height)
-        now = time.monotonic()
-        # a superseded snapshot that was offered stays a while, so downloads in progress can finish
-        grace = sorted((h for h in self.held if h is not best and not h.retired and h.checkpoint is not None
-                        and h.manifest is not None), key=lambda h: -h.height)[:SUPERSEDED_KEPT]
-        for h in grace:
-            if h.superseded_at is None:
-                h.superseded_at = now
-        for h in self.held:
-            if h is best or h.retired:
-                continue
-            if h in grace and h.superseded_at is not None and now - h.superseded_at < SUPERSEDED_GRACE_S:
-                continue
-            if h.checkpoint is not None or h not in candidates[: self.settings.snapshots_kept] or \
-                    (best is not None and h.height < best.height):
-                h.retired = True
-                self._closing.append(h)
-        self.held = [h for h in self.held if not h.retired]
-        self._close_retired()
-
-    def _close_retired(self) -> None:
-        keep: deque[Held] = deque()
-        while self._closing:
-            h = self._closing.popleft()
-            if h is self._in_use:
-                keep.append(h)
-            elif not h.closed:
-                h.snap.close()
-                h.closed = True
-        self._closing = keep
+        self.snapshots.note_stable_checkpoint(height, block_hash, state_root, cert_value)
 
     async def close(self) -> None:
-        """After the worker is cancelled: wait for its thread, then close every snapshot."""
-        job = self._thread_job
-        if job is not None:
-            await asyncio.wait([job], timeout=5.0)
-        self._in_use = None
-        for h in self.held:
-            h.retired = True
-            self._closing.append(h)
-        self.held = []
-        self._close_retired()
+        """After the worker is cancelled: wait for its threads, then close every snapshot."""
+        await self.snapshots.close()

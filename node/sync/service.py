@@ -1,10 +1,13 @@
-"""`SyncService`: the node's block sync and snapshot state sync, serving and fetching.
+"""`SyncService`: the node's block sync, snapshot state sync and history backfill, serving and fetching.
 
 The consensus driver calls `request(target, peers)` on NeedSync (non-blocking, coalesced; a higher
 target raises the running round's target), `note_committed` after each commit and
 `note_stable_checkpoint` on StableCheckpoint. `run()` (the component's one task) serves peers, runs
-rounds (state sync first when the gap is large or the node is empty and a certified snapshot is offered,
-then block sync to the target) and probes validators' heads while nothing commits.
+rounds, probes validators' heads while nothing commits, and backfills history (node/sync/history.py).
+A round is block sync to the target (every block certified and executed, so the node keeps every
+block, receipt and event), preceded by state sync only when the node is empty or behind by more than
+`block_sync_max_gap` blocks and a certified snapshot is offered; after a state sync, history backfill
+fetches what lies below the snapshot.
 
 Rule: sync never writes blocks or state. Verified blocks go to `handover.deliver_block(block, cert)` in
 strict height order and snapshots to `handover.install_snapshot(plan)`; both are the consensus driver's
@@ -17,19 +20,20 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
 from node.sync.blocks import NEED_SNAPSHOT, BlockFetcher
 from node.sync.common import PeerBook, Requests, SnapshotPlan, SyncEnv, SyncMetrics, SyncSettings
+from node.sync.history import HistoryBackfill
 from node.sync.serve import ENVELOPE_SLACK, SyncServer
 from node.sync.statesync import SnapshotFetcher
 from protocol.block import Block
 from protocol.consensus.certs import CommitCertificate
-from protocol.messages import T_SNAP_REQ, T_SNAP_RESP, T_SYNC_REQ, T_SYNC_RESP
-from protocol.syncmsg import SyncRequest, SyncResponse, decode_snap_resp
+from protocol.messages import T_RES_REQ, T_RES_RESP, T_SNAP_REQ, T_SNAP_RESP, T_SYNC_REQ, T_SYNC_RESP
+from protocol.syncmsg import ResultsResponse, SyncRequest, SyncResponse, decode_snap_resp
 from storage.errors import SnapshotError, SnapshotRootMismatch
 
 
@@ -43,26 +47,29 @@ class Handover(Protocol):
 
 MAX_HINT_PEERS = 64
 MAX_RETRY_S = 30.0  # failed rounds back off exponentially up to this
+PROBE_RID_BASE = 1 << 61  # probes answer as sync_resp too: their rids never meet block sync's
 
 
 class SyncService:
     def __init__(self, env: SyncEnv, handover: Handover, *, checkpoint_interval: int, registry: CollectorRegistry,
-                 log: Any, settings: SyncSettings | None = None, state_sync: bool = True) -> None:
+                 log: Any, settings: SyncSettings | None = None, state_sync: bool = True,
+                 genesis_index: Callable[[], Sequence[tuple[bytes, bytes]]] = tuple) -> None:
+        """`genesis_index()`: the derived index entries genesis writes (rebuilt when backfill reaches 0)."""
         self.env = env
         self.settings = s = settings or SyncSettings()
         self.log = log.bind(component="sync")
         self.metrics = SyncMetrics(registry)
         self.interval = checkpoint_interval
-        self.state_sync_gap = s.state_sync_gap or 2 * self.interval
         self._handover = handover
         self._state_sync_on = state_sync
         self._wake = asyncio.Event()
         self.book = PeerBook(s, self.metrics, self.log)
         self.block_requests = Requests(on_answer=self._wake.set)
         self.snap_requests = Requests(on_answer=self._wake.set)
-        self.probes = Requests()
+        self.probes = Requests(rid_base=PROBE_RID_BASE)
         self._heads: dict[bytes, int] = {}  # validator -> head height it reported to a probe
         self.server = SyncServer(env, s, self.metrics, self.log, self.interval)
+        self.history = HistoryBackfill(env, s, self.metrics, self.log, genesis_index)
         self._target = 0
         self._hint: tuple[bytes, ...] = ()
         self.rounds = 0
@@ -76,11 +83,15 @@ class SyncService:
         p2p.register(T_SNAP_REQ, self.server.on_snap_req)
         p2p.register(T_SYNC_RESP, self._on_sync_resp)
         p2p.register(T_SNAP_RESP, self._on_snap_resp)
+        p2p.register(T_RES_REQ, self.server.on_res_req)
+        p2p.register(T_RES_RESP, self._on_res_resp)
         try:
             async with asyncio.TaskGroup() as tg:
                 tg.create_task(self.server.run(), name="sync-serve")
+                tg.create_task(self.server.snapshots.run(), name="sync-snapshots")
                 tg.create_task(self._run(), name="sync-fetch")
                 tg.create_task(self._probe_loop(), name="sync-probe")
+                tg.create_task(self.history.run(), name="sync-history")
         finally:
             await self.server.close()
             self.env.status.syncing = False
@@ -112,7 +123,7 @@ class SyncService:
 
     def _on_sync_resp(self, peer: bytes, body: Any) -> None:
         resp = SyncResponse.from_value(body)
-        if self.block_requests.answer(peer, resp.rid, resp):
+        if self.block_requests.answer(peer, resp.rid, resp) or self.history.on_blocks(peer, resp):
             return
         if self.probes.answer(peer, resp.rid, resp):
             self.probes.drop(resp.rid)
@@ -151,6 +162,10 @@ class SyncService:
             self.log.info("sync_behind_idle_network", height=local, target=heads[f])
             self.request(heads[f], [p for p, h in sorted(self._heads.items()) if h >= heads[f]])
 
+    def _on_res_resp(self, peer: bytes, body: Any) -> None:
+        if not self.history.on_results(peer, ResultsResponse.from_value(body)):
+            self.metrics.peer_failures.labels("unsolicited").inc()
+
     def _on_snap_resp(self, peer: bytes, body: Any) -> None:
         resp = decode_snap_resp(body)
         if not self.snap_requests.answer(peer, resp.rid, resp):
@@ -184,7 +199,7 @@ class SyncService:
         self.log.info("sync_started", height=local, target=target)
         result = "failed"
         try:
-            if self._state_sync_on and (target - local > self.state_sync_gap or local == 0):
+            if self._state_sync_on and (local == 0 or target - local > self.settings.block_sync_max_gap):
                 await self._state_sync()
             result = await self._fetcher().run()
             if result == NEED_SNAPSHOT and self._state_sync_on and await self._state_sync():
@@ -228,6 +243,7 @@ class SyncService:
             return False
         self.metrics.snapshots_installed.inc()
         self.env.status.sync_progress = plan.height
+        self.history.wake()
         self.log.info("state_sync_installed", height=plan.height, state_root=plan.state_root.hex(),
                       block_hash=plan.block_hash.hex(), chunks=len(plan.manifest.chunk_hashes),
                       items=plan.importer.items)

@@ -77,6 +77,7 @@ from protocol.consensus.messages import (
     PrePrepare,
     SignedMessage,
     ViewChange,
+    ViewQuery,
     decode_message,
     encode_message,
 )
@@ -90,6 +91,7 @@ __all__ = [
     "CommitCertificate", "CommitProof", "ConsensusParams", "Event", "Evidence", "Message", "MessageReceived",
     "NeedSync", "NewView", "Persist", "PrePrepare", "Prepare", "PreparedCertificate", "Replica", "Send",
     "SetTimer", "SignedMessage", "StableCheckpoint", "SyncedTo", "TimerFired", "ValidateBlock", "ViewChange",
+    "ViewQuery",
     "WalMeta", "WalRecord", "WorkPending", "checkpoint_bytes", "compact_plan", "compact_records", "decode_message", "decode_record",
     "encode_message", "max_faulty", "quorum", "vote_bytes",
 ]

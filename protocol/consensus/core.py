@@ -92,6 +92,10 @@ class ReplicaCore(ABC):
         self.last_vc_help: dict[int, int] = {}
         self.pending_txs = 0
         self.pending_bytes = 0
+        # view catch-up: quorum-backed evidence that validators are in a view above ours
+        self.view_hint = committed_cert.view if committed_cert is not None else 0  # a commit certificate's view
+        self.peer_views: dict[int, int] = {}  # validator -> highest view of a validly signed vote of it
+        self.last_query: int | None = None
         self.timers: dict[str, int] = {}
         self._token = 0
         self._booted = False
@@ -114,7 +118,7 @@ class ReplicaCore(ABC):
                 "checkpoints": sum(len(v) for v in self.ckpts.values()), "blocks": len(self.blocks),
                 "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help) + len(self.last_vc_help),
                 "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal),
-                "vc_history": len(self.vc_history)}
+                "vc_history": len(self.vc_history), "peer_views": len(self.peer_views)}
 
     def size_bounds(self) -> dict[str, int]:
         p, n = self.p, self.n
@@ -123,7 +127,7 @@ class ReplicaCore(ABC):
                 "checkpoints": n * (p.future_height_window // p.checkpoint_interval + 1),
                 "blocks": n * p.per_sender_buffer + 2, "evidence": p.max_evidence, "sig_cache": p.sig_cache_size,
                 "help": 2 * n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
-                "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY}
+                "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY, "peer_views": n}
 
     def _restore(self, records: Sequence[bytes]) -> None:
         recs = [decode_record(r) for r in records]

@@ -303,6 +303,42 @@ def newview_bytes(chain: str, view: int, height: int, vcs: tuple[ViewChange, ...
 
 
 @dataclass(frozen=True, slots=True)
+class ViewQuery(Signed):
+    """"My view is `view` and my height `height`, but validators are voting in a higher view": asks the
+    receivers for their NEW-VIEW (and newest commit certificate). Signed so a receiver answers the
+    validator it names; it commits its signer to nothing, so re-signing one is never equivocation."""
+
+    chain: str
+    view: int
+    height: int
+    index: int
+    sig: bytes
+
+    T = "viewquery"
+
+    def signed_bytes(self) -> bytes:
+        return codec.encode({"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
+                             "from": self.index})
+
+    def to_value(self) -> dict[str, Any]:
+        return {"t": self.T, "chain": self.chain, "view": self.view, "height": self.height, "from": self.index,
+                "sig": self.sig}
+
+    @classmethod
+    def from_value(cls, v: Any) -> ViewQuery:
+        m = expect_map(v, cls.T)
+        chain, index, sig = _common(m, {"t", "chain", "view", "height", "from", "sig"}, cls.T)
+        return cls(chain=chain, view=req_int(m, "view", lo=0, hi=MAX_VIEW),
+                   height=req_int(m, "height", lo=0, hi=MAX_HEIGHT), index=index, sig=sig)
+
+    @classmethod
+    def create(cls, key: PrivateKey, chain: str, view: int, height: int, index: int) -> ViewQuery:
+        unsigned = cls(chain=chain, view=view, height=height, index=index, sig=b"")
+        return cls(chain=chain, view=view, height=height, index=index,
+                   sig=key.sign(DOMAIN_CONSENSUS, unsigned.signed_bytes()))
+
+
+@dataclass(frozen=True, slots=True)
 class CommitProof:
     """An unsigned envelope for a commit certificate, sent to a validator seen lagging behind."""
 
@@ -320,13 +356,13 @@ class CommitProof:
         return cls(cert=CommitCertificate.from_value(m.get("cert")))
 
 
-SignedMessage = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView
+SignedMessage = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery
 Message = SignedMessage | CommitProof
 
 _DECODERS: dict[str, Any] = {
     PrePrepare.T: PrePrepare.from_value, Prepare.T: Prepare.from_value, Commit.T: Commit.from_value,
     Checkpoint.T: Checkpoint.from_value, ViewChange.T: ViewChange.from_value, NewView.T: NewView.from_value,
-    CommitProof.T: CommitProof.from_value,
+    ViewQuery.T: ViewQuery.from_value, CommitProof.T: CommitProof.from_value,
 }
 
 

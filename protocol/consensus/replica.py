@@ -25,6 +25,7 @@ from protocol.consensus.messages import (
     Prepare,
     PrePrepare,
     ViewChange,
+    ViewQuery,
 )
 from protocol.consensus.viewchange import Selection
 from protocol.consensus.views import ViewChanging
@@ -55,6 +56,7 @@ class Replica(ViewChanging):
         elif isinstance(event, ev.SyncedTo):
             self._on_synced(event)
         self._progress()
+        self._maybe_query()
         self._arm_timers()
         out, self.out = self.out, []
         return out
@@ -74,7 +76,7 @@ class Replica(ViewChanging):
         if isinstance(msg, CommitProof):
             self._on_proof(msg.cert)
             return
-        if not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView):
+        if not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery):
             self._count("bad_message")
             return
         if msg.chain != self.chain or msg.index >= self.n:
@@ -88,6 +90,8 @@ class Replica(ViewChanging):
             self._on_viewchange(msg)
         elif isinstance(msg, NewView):
             self._on_newview(msg)
+        elif isinstance(msg, ViewQuery):
+            self._on_query(msg)
         else:
             self._on_vote(msg, verified=False)
 
@@ -114,6 +118,8 @@ class Replica(ViewChanging):
             return
         if not verified and not self._check_sig(msg):
             return
+        if msg.view > self.view:
+            self._note_vote_view(msg.index, msg.view)
         if not current:
             if self.buffer.add(msg) != ADDED:
                 self._count("dropped_buffer_full")
@@ -171,6 +177,7 @@ class Replica(ViewChanging):
         if not cert.verify(self.validators, self.chain, self._verify):
             self._count("invalid_signature")
             return
+        self._note_cert_view(cert)
         block = self.blocks.get(cert.block_hash)
         if cert.height == self.height and block is not None:
             self._decide(block, cert)
@@ -285,6 +292,7 @@ class Replica(ViewChanging):
 
     def _advance(self, height: int, block_hash: bytes, cert: CommitCertificate) -> None:
         self.committed, self.committed_hash, self.cert = height, block_hash, cert
+        self._note_cert_view(cert)
         self.synced_for = max(self.synced_for, height)
         self.book.clear()
         self.blocks.clear()
@@ -347,6 +355,7 @@ class Replica(ViewChanging):
                     self._send_all(m)
         if self.sync_target > self.committed:
             self._need_sync(self.sync_target, ())
+        self._maybe_query()
         if self.announce and self.cert is not None:
             self.announce = False  # lets observers and lagging validators of an idle chain catch up
             self._send_all(CommitProof(self.cert))
@@ -363,7 +372,8 @@ class Replica(ViewChanging):
         elif not want_view:
             self._cancel(ev.TIMER_VIEW)
         want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) or self.announce \
-            or self.sync_target > self.committed or (self.normal and self.my_nv is not None
+            or self.sync_target > self.committed or (self.index is not None and self.view_target() > self.view) \
+            or (self.normal and self.my_nv is not None
                                                       and self.my_nv.view == self.view
                                                       and self.height <= self.nv_start)
         if want_rt and ev.TIMER_RETRANSMIT not in self.timers:

@@ -1,20 +1,25 @@
-"""View change, NEW-VIEW installation and checkpoints of the replica (PBFT section 4.4 and 4.3).
+"""View change, NEW-VIEW installation, view catch-up and checkpoints of the replica (PBFT section 4.4
+and 4.3).
 
 Rule: after sending VIEW-CHANGE for w a validator times the new primary only with n - f VIEW-CHANGEs for w
 in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
-recomputes from the embedded VIEW-CHANGEs. No I/O, no clock, no set iteration.
+recomputes from the embedded VIEW-CHANGEs. A validator left behind in an installed view (a restart, a
+resync, a stalled loop) learns of it from quorum-backed evidence only (a commit certificate of a higher
+view, or validly signed votes of f + 1 validators in higher views) and asks for the NEW-VIEW with a
+VIEW-QUERY; it signs nothing that commits it. No I/O, no clock, no set iteration.
 """
 
 from __future__ import annotations
 
 from protocol.block import Block
 from protocol.consensus import events as ev
-from protocol.consensus.certs import CheckpointCertificate
+from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
 from protocol.consensus.core import ReplicaCore
 from protocol.consensus.messages import (
     Checkpoint,
     NewView,
     ViewChange,
+    ViewQuery,
 )
 from protocol.consensus.viewchange import Selection, newview_ok, select, viewchange_ok
 from protocol.consensus.wal import WalRecord
@@ -182,11 +187,52 @@ class ViewChanging(ReplicaCore):
         self._enter_height()
         self._replay()
 
+    # ---- view catch-up ---------------------------------------------------------------------------------
+
+    def _note_vote_view(self, index: int, view: int) -> None:
+        """A validly signed PRE-PREPARE/PREPARE/COMMIT of `index` in `view` (above ours)."""
+        if view > self.peer_views.get(index, -1):
+            self.peer_views[index] = view
+
+    def _note_cert_view(self, cert: CommitCertificate) -> None:
+        """q validators committed in `cert.view`: at least f + 1 honest ones have installed it."""
+        self.view_hint = max(self.view_hint, cert.view)
+
+    def view_target(self) -> int:
+        """The highest view quorum-backed evidence puts an honest validator in: a commit certificate's view,
+        or the (f + 1)-th highest view in which validators signed votes."""
+        views = sorted((v for v in self.peer_views.values() if v > self.view), reverse=True)
+        return max(self.view_hint, views[self.f] if len(views) > self.f else 0)
+
+    def _maybe_query(self) -> None:
+        """Behind in view: ask for the current NEW-VIEW (at most once per help interval)."""
+        if self.index is None or self.key is None or self.view_target() <= self.view:
+            return
+        if self.last_query is not None and self.now - self.last_query < self.p.help_interval_ms:
+            return
+        self.last_query = self.now
+        self._count("view_queries")
+        self._send_all(ViewQuery.create(self.key, self.chain, self.view, self.committed, self.index))
+
+    def _on_query(self, q: ViewQuery) -> None:
+        """Answer a lagging validator with our NEW-VIEW and/or newest commit certificate (`_help` bounds it)."""
+        behind = q.view < self.view and self.normal and self.nv_msg is not None
+        last = self.last_help.get(q.index)
+        if not (behind or q.height < self.committed) or (last is not None
+                                                           and self.now - last < self.p.help_interval_ms):
+            self._count("stale")
+            return
+        if self._check_sig(q):
+            self._help(q.index, q.height, q.view)
+
     def _prune_views(self) -> None:
         """Entering a higher view: forget what only mattered in lower views at this height."""
         v = self.view
         self.building = self.batch_due = False
         self._cancel(ev.TIMER_BATCH)
+        for idx in sorted(self.peer_views):
+            if self.peer_views[idx] <= v:
+                del self.peer_views[idx]
         for w in sorted(self.vcs):
             if w < v:
                 del self.vcs[w]

@@ -16,7 +16,9 @@ Interface (what the node, the API server and the CLI call):
 - `apply_block(state: StateView, header: BlockHeader, txs: Sequence[SignedTx]) -> BlockResult`
   Txs must already be signature-verified and chain-checked. Time comes only from `header.time`.
   `BlockResult.receipts`: one `Receipt` per tx in order; `BlockResult.events`: time-driven events
-  (risk_due_soon, risk_overdue, risk_default, collateral_seized, campaign_finalized/refunded, ...).
+  (risk_due_soon, risk_overdue, risk_default, collateral_seized, campaign_finalized/refunded, ...);
+  `receipt_bytes`, `events_bytes`: their canonical bytes; `results_root`: what the next header carries
+  (also saved in state under `m/results`; see `protocol.ledger.results`).
   `Receipt(tx_hash: bytes, status: "ok"|"failed", code: "ok"|<error code>, message: str,
   events: tuple[Event, ...])`; `Event(height, index, kind, tx: bytes|None, accounts: tuple[bytes, ...],
   data: dict)`. Both have `to_value()` (bytes kept, for msgpack) and `to_json()` (bytes as hex).

@@ -3,7 +3,10 @@
 Rule: the only clock is `header.time` (ms), floored at the previous block's time so time never runs
 backwards inside the ledger. A tx whose nonce is not its key's next nonce fails with `bad_nonce` and
 changes nothing; any other failure reverts the tx and bumps only the nonce. Unexpected exceptions
-(bugs) propagate: they are never turned into receipts.
+(bugs) propagate: they are never turned into receipts. The results roots of the block and of the one
+before it (receipts and time-driven events, protocol/results.py) are kept in state (`m/results`), so a
+node that joined from a snapshot at h can check the `results_root` of blocks h+1 and h+2, which carry
+them (a header carries the roots of the block two below it).
 """
 
 from __future__ import annotations
@@ -12,13 +15,14 @@ from collections.abc import Sequence
 
 from protocol.block import BlockHeader
 from protocol.errors import ProtocolError
-from protocol.ledger import keys
+from protocol.ledger import keys, results
 from protocol.ledger.errors import LedgerError
 from protocol.ledger.model import BlockCtx, BlockResult, Receipt, TxCtx
 from protocol.ledger.registry import KINDS
 from protocol.ledger.spec import KindSpec, static_check
 from protocol.ledger.store import load_int, load_params, participant, save, unpack
 from protocol.ledger.timed import run_schedule
+from protocol.results import results_root
 from protocol.state import StateReader, StateView
 from protocol.tx import SignedTx
 
@@ -109,4 +113,9 @@ def apply_block(state: StateView, header: BlockHeader, txs: Sequence[SignedTx]) 
     save(state, keys.HEIGHT, header.height)
     save(state, keys.TIME, now)
     save(state, keys.EVENT_CURSOR, [header.height, block.next_event])
-    return BlockResult(receipts=receipts, events=list(block.events))
+    receipt_bytes, events_bytes = results.encode(receipts, block.events)
+    root = results_root(receipt_bytes, events_bytes)
+    # the state root after this block commits to its results root and to its parent's
+    save(state, keys.RESULTS, [results.last_results_roots(state)[1], root])
+    return BlockResult(receipts=receipts, events=list(block.events), receipt_bytes=receipt_bytes,
+                       events_bytes=events_bytes, results_root=root)

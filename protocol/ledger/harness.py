@@ -36,6 +36,7 @@ class Harness:
         self.time = time
         self.blocks: list[tuple[BlockHeader, list[SignedTx]]] = []
         self.last_changes: dict[bytes, bytes | None] = {}
+        self.last_result: BlockResult | None = None
         self.spec: dict[str, Any] = {
             "participants": [{"id": self.id(n).hex(), "name": n, "roles": list(r), "kyc": 2}
                              for n, r in participants],
@@ -67,6 +68,7 @@ class Harness:
         other.blocks = list(self.blocks)
         other.spec = self.spec
         other.last_changes = {}
+        other.last_result = None
         return other
 
     def id(self, name: str) -> bytes:
@@ -87,9 +89,11 @@ class Harness:
         self.time += advance_ms
         self.height += 1
         header = BlockHeader(chain=CHAIN, height=self.height, parent=GENESIS_PARENT, proposer=b"\x00" * 32,
-                             view=0, time=self.time, tx_root=b"\x00" * 32, state_root=b"\x00" * 32)
+                             view=0, time=self.time, tx_root=b"\x00" * 32, state_root=b"\x00" * 32,
+                             results_root=b"\x00" * 32)
         ov = Overlay(self.state)
         result = apply_block(ov, header, list(txs))
+        self.last_result = result
         self.last_changes = ov.changes()
         self.state.apply(self.last_changes)
         self.blocks.append((header, list(txs)))

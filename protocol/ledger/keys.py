@@ -7,6 +7,7 @@ integers (so a range scan walks time or height in order). Ids are 32 raw bytes; 
 | prefix | key                                   | value (canonical msgpack)                          |
 |--------|---------------------------------------|----------------------------------------------------|
 | `m/`   | `m/params`, `m/height`, `m/time`, `m/ev` | params, last height, last block time ms, [height, next event index] |
+| `m/`   | `m/results`                           | [results root of the block before, of the last block] (protocol/results.py) |
 | `p/`   | `p/<id>`                              | participant: name, roles, kyc, frozen, key         |
 | `k/`   | `k/<signing key>`                     | participant id the key signs for (b"" = revoked)   |
 | `n/`   | `n/<signing key>`                     | next nonce of that key (int)                       |
@@ -54,6 +55,7 @@ PARAMS = b"m/params"
 HEIGHT = b"m/height"
 TIME = b"m/time"
 EVENT_CURSOR = b"m/ev"
+RESULTS = b"m/results"
 
 P_PARTICIPANT = b"p/"
 P_KEY = b"k/"

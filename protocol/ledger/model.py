@@ -141,6 +141,9 @@ class Receipt:
 class BlockResult:
     receipts: list[Receipt]
     events: list[Event]  # time-driven transitions, run before the block's txs
+    receipt_bytes: tuple[bytes, ...]  # canonical bytes of each receipt (what is stored and served)
+    events_bytes: bytes  # canonical bytes of `events` as a list
+    results_root: bytes  # protocol.results.results_root of the two: block height+2 carries it
 
     def to_value(self) -> dict[str, Any]:
         return {"receipts": [r.to_value() for r in self.receipts],

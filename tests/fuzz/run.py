@@ -26,7 +26,7 @@ KEY = PrivateKey(b"\x07" * 32)
 SAMPLE_TX = SignedTx.create(KEY, {"chain": "fuzz", "kind": "transfer", "nonce": 3, "to": b"\x01" * 32,
                                   "asset": "CNY.BANKA", "amount": 10})
 SAMPLE_BLOCK = Block.build(chain="fuzz", height=2, parent=GENESIS_PARENT, proposer=KEY.public_key, view=0,
-                           time=1, state_root=sha256(b""), txs=[SAMPLE_TX.raw])
+                           time=1, state_root=sha256(b""), results_root=sha256(b"r"), txs=[SAMPLE_TX.raw])
 
 
 def _decode_codec(data: bytes) -> None:

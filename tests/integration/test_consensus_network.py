@@ -12,7 +12,6 @@ import time
 
 import pytest
 
-from client.errors import ClientError
 from tests.integration.harness import Load, Net
 
 pytestmark = pytest.mark.integration
@@ -75,45 +74,6 @@ def test_a_backup_killed_and_restarted_under_load_catches_up_and_its_roots_match
     height, _root = net.common_root(ALL)
     net.assert_same_chain(ALL, height, start=max(1, height - 30))
     assert net.committed(backup, load.accepted) == set(load.accepted)
-
-
-def test_a_node_whose_data_was_wiped_state_syncs_and_matches(net: Net) -> None:
-    _set_consensus(net, checkpoint_interval=10)
-    net.start()
-    victim = "smeb" if net.primary() != "smeb" else "smea"
-    others = [n for n in ALL if n != victim]
-    with Load(net, [n for n in others if n != "regulator"], rate=150, max_seconds=40) as load:
-        net.wait_height(ALL, 25, timeout=30)
-        net.stop(victim)
-        net.wipe(victim)
-        h = max(net.height(n) for n in others)
-        net.wait_height(others, h + 15, timeout=20)
-        net.start(victim)
-        net.wait_height([victim], max(net.height(n) for n in others), timeout=30)
-        time.sleep(2)  # it takes part in new blocks too
-    height, _root = net.common_root(ALL)  # the victim included: same height, same state root
-    net.assert_same_chain(ALL, height, start=height)
-    with pytest.raises(ClientError):  # it holds no early blocks: it joined by a snapshot, not by replay
-        net.client(victim).block(1)
-    # every tx of a block the victim stores (those after its snapshot) is committed there too
-    first = _first_stored_block(net, victim, height)
-    ref = net.client(others[0])
-    later = [t for t in load.accepted if (ref.tx(t).height or 0) >= first]
-    assert later, "no tx was committed after the victim joined"
-    assert net.committed(victim, later) == set(later)
-
-
-def _first_stored_block(net: Net, name: str, head: int) -> int:
-    lo, hi = 1, head  # blocks lo-1 and below are missing, hi is stored
-    client = net.client(name)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        try:
-            client.block(mid)
-            hi = mid
-        except ClientError:
-            lo = mid + 1
-    return lo
 
 
 def test_stopping_f_plus_one_validators_halts_commits_and_starting_them_again_resumes(net: Net) -> None:

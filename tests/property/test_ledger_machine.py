@@ -22,7 +22,9 @@ from protocol.crypto import PrivateKey, sha256
 from protocol.ledger import KINDS, ROLE_MATRIX, keys
 from protocol.ledger.harness import Harness, replay, state_digest, state_root
 from protocol.ledger.model import DAY_MS, BlockResult, Receipt
+from protocol.ledger.results import index_entries
 from protocol.ledger.store import unpack
+from protocol.results import results_root
 from protocol.tx import SignedTx
 from tests.property.ledger_oracle import Oracle, Roles, snapshot
 
@@ -35,7 +37,7 @@ PEOPLE = [("reg", ["REGULATOR"]), ("bank1", ["BANK"]), ("bank2", ["BANK"]), ("sm
 ASSETS = [("CNY.B1", "bank1"), ("USD.B2", "bank2")]
 BALANCES = [(n, a, 5_000_000) for n, _ in PEOPLE for a, _ in ASSETS]
 PARAMS = {"grace_ms": 2 * DAY_MS, "due_soon_ms": DAY_MS, "max_contributors": 3, "max_collateral": 3}
-META = {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR}
+META = {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR, keys.RESULTS}
 
 # Legal status graphs; a step may take several edges (one block can run several transitions).
 GRAPHS: dict[bytes, dict[str, set[str]]] = {
@@ -529,6 +531,17 @@ class LedgerMachine(RuleBasedStateMachine):
         for _, r in self._scan(keys.P_RECEIVABLE):
             if r["offer"] is not None:
                 assert 0 < r["offer"]["price"] <= r["outstanding"], r
+
+    @invariant()
+    def indexes_rebuilt_from_the_last_blocks_results_equal_what_it_wrote(self) -> None:
+        res = self.h.last_result
+        if res is None:
+            return
+        assert results_root(res.receipt_bytes, res.events_bytes) == res.results_root
+        assert unpack(self.h.state.get(keys.RESULTS)) == res.results_root
+        wrote = {k: v for k, v in self.h.last_changes.items() if k.startswith(keys.INDEX_PREFIXES)}
+        rebuilt = dict(index_entries(self.h.height, res.receipt_bytes, res.events_bytes))
+        assert rebuilt == wrote
 
     def teardown(self) -> None:
         if not hasattr(self, "h"):

@@ -41,7 +41,7 @@ class Equivocator:
                 b = msg.block
                 alt = Block.build(chain=b.header.chain, height=b.height, parent=b.header.parent,
                                   proposer=b.header.proposer, view=b.header.view, time=b.header.time + 1,
-                                  state_root=b.header.state_root,
+                                  state_root=b.header.state_root, results_root=b.header.results_root,
                                   txs=(*reversed(b.txs), b"evil-%d" % sim.rng.randrange(1 << 30)))
                 self.alt[b.hash] = alt
                 sim.transmit(node, msg, half_a)

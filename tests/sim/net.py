@@ -44,8 +44,10 @@ from protocol.consensus import (
     WorkPending,
     compact_records,
     decode_message,
+    decode_record,
 )
 from protocol.crypto import PrivateKey, sha256, verify
+from protocol.results import GENESIS_RESULTS
 
 CHAIN = "sim-chain"
 GENESIS_ROOT = sha256(b"genesis-state")
@@ -91,6 +93,7 @@ class Faults:
     crashes: list[tuple[int, int, int]] = field(default_factory=list)  # (at, restart_at, node)
     skew: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> timer factor num/den
     execute: tuple[int, int] = (1, 3)  # ms a block's execution takes (always, not only during the faults)
+    wipe: list[int] = field(default_factory=list)  # nodes restarted with empty WAL and blocks when safe
 
 
 @dataclass
@@ -153,6 +156,10 @@ class Sim:
         self.double_signed: list[str] = []
         self.cert_ok: dict[tuple[int, int, bytes, tuple[tuple[int, bytes], ...]], bool] = {}
         self.overlapped = 0  # votes sent for a height while the block before it was still executing
+        self.commits: dict[int, list[tuple[int, int, int]]] = {}  # honest node -> own COMMITs (time, view, height)
+        self.restarted: dict[int, int] = {}  # node -> time of its last restart
+        self.wiped: list[int] = []
+        self.lagger = -1  # viewlag: the validator that comes back behind in view
 
     # ---------------------------------------------------------------- setup
 
@@ -206,6 +213,9 @@ class Sim:
                     node.crash_cut = False
                     self._down(node)
                 self.log("restart", nid)
+                if nid in self.faults.wipe and self._may_wipe(node):
+                    self._wipe(node)
+                self.restarted[nid] = self.now
                 self._boot(node)
             elif kind == "call":
                 payload()
@@ -317,7 +327,7 @@ class Sim:
         root = node.root_at(state_root_height(a.height))
         assert root is not None, (node.id, a.height, node.executed)  # the replica asks only then
         return Block.build(chain=CHAIN, height=a.height, parent=a.parent, proposer=node.key.public_key,
-                           view=a.view, time=self.now, state_root=root, txs=txs)
+                           view=a.view, time=self.now, state_root=root, results_root=GENESIS_RESULTS, txs=txs)
 
     def verify_cert(self, cert: CommitCertificate) -> bool:
         key = (cert.height, cert.view, cert.block_hash, cert.sigs)
@@ -384,7 +394,10 @@ class Sim:
         decoded = decode_message(codec.decode(codec.encode(value), codec.Limits(max_bytes=8 << 20, max_bin=1 << 20)))
         self.log("send", src.id, msg.T, getattr(msg, "sig", b"")[:4], len(dests))
         if src.honest and hasattr(msg, "sig") and msg.index == src.index:  # own, not relayed
-            self._check_single_signature(src, msg)
+            if msg.T != "viewquery":  # a VIEW-QUERY commits its signer to nothing: re-signing one is fine
+                self._check_single_signature(src, msg)
+            if msg.T == "commit":
+                self.commits.setdefault(src.id, []).append((self.now, msg.view, msg.height))
         f = self.faults
         faulty = self.now < f.until_ms
         for d in dests:
@@ -416,6 +429,21 @@ class Sim:
             return
         node.crash_cut = True  # the next handled event loses the tail of its actions
         self.schedule(restart_at, "restart", node.id, 0, None)
+
+    def _may_wipe(self, node: Node) -> bool:
+        """Wiping a validator's WAL loses what it signed; the simulator wipes only one that signed nothing
+        but view-0 votes at heights every other honest node has committed (so it can never contradict
+        itself), and never the view-0 primary."""
+        others = [m.height for m in self.nodes if m.honest and m.up and m.id != node.id]
+        records = [decode_record(r) for r in node.wal]
+        return node.index != 0 and bool(others) and all(
+            r.view == 0 and getattr(r.msg, "height", 0) <= min(others) for r in records)
+
+    def _wipe(self, node: Node) -> None:
+        self.log("wipe", node.id)
+        self.wiped.append(node.id)
+        node.wal, node.blocks, node.roots, node.height = [], {}, {}, 0
+        node.committed_txs = set()
 
     def _down(self, node: Node) -> None:
         self.log("down", node.id)

@@ -15,8 +15,9 @@ from tests.sim.byzantine import BEHAVIOURS
 from tests.sim.net import SIM_PARAMS, Faults, Sim
 
 SCENARIOS = ("normal", "lossy", "partition", "crash", "skew", "silent", "equivocate", "twins", "badsig",
-             "flood", "mixed", "pipeline")
+             "flood", "mixed", "pipeline", "viewlag")
 LIVENESS_MS = 40_000  # after the faults stop, every honest node commits the probes within this
+VIEW_CATCHUP_MS = 5_000  # viewlag: the restarted validator votes in the others' view within this of its restart
 
 
 @dataclass
@@ -28,6 +29,7 @@ class Result:
     safety: list[str] = field(default_factory=list)
     liveness: str | None = None
     memory: list[str] = field(default_factory=list)
+    lag: dict[str, int] = field(default_factory=dict)  # viewlag: what the restarted validator faced
     heights: list[int] = field(default_factory=list)
     recovery_ms: int = 0
     stats: dict[str, int] = field(default_factory=dict)
@@ -85,6 +87,8 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     rng = random.Random(f"{scenario}/{n}/{seed}")
     fault_ms = rng.randint(1_500, 3_500)
+    if scenario == "viewlag":
+        fault_ms = rng.randint(4_000, 8_000)  # time for the others to go through several views
     faults = Faults(until_ms=fault_ms)
     observers = 1 if scenario in ("normal", "partition") else 0
     # most runs propose as soon as a height opens (the default); a quarter wait for a fuller block
@@ -118,11 +122,32 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
         faults.crashes = _primary_crashes(rng, n, fault_ms) + (_crashes(rng, honest, fault_ms)
                                                                if rng.random() < 0.5 else [])
         faults.loss = max(faults.loss, rng.uniform(0.0, 0.1))
+    if scenario == "viewlag":
+        _view_lag(rng, sim, faults, fault_ms)
     if network in ("skew", "all"):
         choices = [(1, 2), (2, 3), (1, 1), (3, 2), (2, 1)]
         faults.skew = {i: rng.choice(choices) for i in range(len(sim.nodes))}
         faults.loss = max(faults.loss, rng.uniform(0.0, 0.05))
     return sim, fault_ms
+
+
+def _view_lag(rng: random.Random, sim: Sim, faults: Faults, fault_ms: int) -> None:
+    """One validator goes down early; while it is down, f of the others are cut off now and then, so the
+    rest (below a quorum) time out through several views; it comes back (its WAL and blocks wiped when
+    that is safe, see Sim._may_wipe) shortly before the faults stop, views behind the others."""
+    f = (sim.n - 1) // 3
+    lagger = rng.choice([i for i in range(1, sim.n)])
+    down_at, back_at = rng.randint(50, 300), fault_ms - rng.randint(50, 300)
+    faults.crashes = [(down_at, back_at, lagger)]
+    others = [i for i in range(sim.n) if i != lagger]
+    t = down_at + 100
+    while t + 700 < back_at - 100:
+        end = min(back_at - 100, t + rng.randint(600, 1_200))
+        faults.partitions.append((t, end, sorted(rng.sample(others, f))))
+        t = end + rng.randint(100, 300)
+    if rng.random() < 0.5:
+        faults.wipe = [lagger]
+    sim.lagger = lagger
 
 
 def run_seed(seed: int, scenario: str, n: int) -> Result:
@@ -150,11 +175,47 @@ def run_seed(seed: int, scenario: str, n: int) -> Result:
         late = [node.id for node in honest if not all(p in node.committed_txs for p in probes)]
         res.liveness = (f"honest nodes {late} did not commit the probes within {LIVENESS_MS} ms after the "
                         f"faults stopped (heights {[node.height for node in sim.nodes]})")
+    elif scenario == "viewlag":
+        res.liveness = _check_view_lag(sim, res, load_rng)
     if sim.storm:
         res.liveness = f"message storm: more than {sim.processed - 1} events by {sim.now} ms"
     check(sim, res)
     res.trace = sim.trace.hexdigest()
     return res
+
+
+def _installed_view(sim: Sim, lagger: int) -> int:
+    """The highest view the other honest validators have installed (a lone validator that timed out into
+    a view nobody else joined is ahead of the chain, not in it)."""
+    return max((m.replica.view for m in sim.nodes if m.honest and m.id != lagger and m.replica is not None
+                and m.replica.normal), default=0)
+
+
+def _check_view_lag(sim: Sim, res: Result, load_rng: random.Random) -> str | None:
+    """The restarted validator must vote (sign a COMMIT) in the view the others have installed within
+    VIEW_CATCHUP_MS of its restart; transfers keep coming so there is something to vote on."""
+    x = sim.nodes[sim.lagger]
+    back = sim.restarted.get(x.id)
+    if back is None:
+        return None
+    res.lag = {"node": x.id, "wiped": int(x.id in sim.wiped), "others_view": _installed_view(sim, x.id)}
+
+    def voted() -> bool:
+        view = _installed_view(sim, x.id)
+        return any(t >= back and v >= view for t, v, _h in sim.commits.get(x.id, []))
+
+    deadline = back + VIEW_CATCHUP_MS
+    while sim.now < deadline and not voted():
+        sim.submit(load_rng.randint(1, 4), "tx")
+        sim.run_until(min(deadline, sim.now + 100), stop=voted)
+    first = next((t for t, v, _h in sim.commits.get(x.id, []) if t >= back and v >= res.lag["others_view"]), None)
+    res.lag["voted_after_ms"] = -1 if first is None else first - back
+    if voted():
+        return None
+    assert x.replica is not None
+    return (f"node {x.id} restarted at {back} ms (wiped: {x.id in sim.wiped}) and did not vote in the view the "
+            f"others installed, {_installed_view(sim, x.id)}, within {VIEW_CATCHUP_MS} ms (its view: "
+            f"{x.replica.view})")
 
 
 def check(sim: Sim, res: Result) -> None:

@@ -72,7 +72,8 @@ def test_the_safety_checker_reports_two_blocks_at_one_height_and_a_broken_certif
     block, cert = node.blocks[1]
     other = Block.build(chain=block.header.chain, height=1, parent=block.header.parent,
                         proposer=block.header.proposer, view=0, time=block.header.time + 1,
-                        state_root=block.header.state_root, txs=(b"forged",))
+                        state_root=block.header.state_root, results_root=block.header.results_root,
+                        txs=(b"forged",))
     node.blocks[1] = (other, cert)
     res = Result(1, "normal", 4)
     check(sim, res)

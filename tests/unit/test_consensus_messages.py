@@ -19,6 +19,7 @@ from protocol.consensus import (
     PreparedCertificate,
     PrePrepare,
     ViewChange,
+    ViewQuery,
     WalRecord,
     compact_records,
     decode_message,
@@ -34,7 +35,8 @@ VALIDATORS = tuple(k.public_key for k in KEYS)
 
 def block(height: int = 1, view: int = 0, parent: bytes = GENESIS_PARENT, txs: tuple[bytes, ...] = (b"a",)) -> Block:
     return Block.build(chain=CHAIN, height=height, parent=parent, proposer=VALIDATORS[view % 4], view=view,
-                       time=1000 + height, state_root=sha256(b"root"), txs=txs)
+                       time=1000 + height, state_root=sha256(b"root"), results_root=sha256(b"results"),
+                       txs=txs)
 
 
 def cert(cls: type, b: Block, view: int = 0, signers: range = range(3)) -> CommitCertificate:
@@ -62,10 +64,14 @@ def test_every_consensus_message_survives_a_canonical_round_trip_unchanged() -> 
         Checkpoint.create(KEYS[3], CHAIN, 100, b1.hash, sha256(b"s"), 3),
         vc,
         NewView.create(KEYS[1], CHAIN, 1, 2, (vc.without_block(),), b2, 1),
+        ViewQuery.create(KEYS[3], CHAIN, 0, 7, 3),
         CommitProof(c1),
     ]
     for m in msgs:
         assert roundtrip(m) == m
+    q = msgs[-2]
+    assert isinstance(q, ViewQuery) and q.verify_sig(VALIDATORS[3])
+    assert not dataclasses.replace(q, height=8).verify_sig(VALIDATORS[3])
 
 
 def test_signatures_verify_for_the_signer_and_fail_after_any_change() -> None:

@@ -56,7 +56,7 @@ def replica(i: int | None, records: tuple[bytes, ...] = ()) -> Replica:
 def block(view: int = 0, txs: tuple[bytes, ...] = (b"tx",), height: int = 1,
           parent: bytes = GENESIS_PARENT) -> Block:
     return Block.build(chain=CHAIN, height=height, parent=parent, proposer=VALIDATORS[view % 4], view=view,
-                       time=5, state_root=ROOT, txs=txs)
+                       time=5, state_root=ROOT, results_root=ROOT, txs=txs)
 
 
 def recv(r: Replica, msg: Any, now: int = 0) -> list[Any]:
@@ -137,7 +137,8 @@ def test_with_a_batch_interval_a_partial_block_waits_out_its_rest_and_a_full_one
     out = r.handle(TimerFired(TIMER_BATCH, timer.token), 20)
     build = of(out, BuildBlock)[0]
     b2 = Block.build(chain=CHAIN, height=build.height, parent=build.parent, proposer=VALIDATORS[0], view=build.view,
-                     time=20, state_root=ROOT, txs=(b"b", b"c", b"d"))
+                     time=20, state_root=ROOT, results_root=ROOT,
+                     txs=(b"b", b"c", b"d"))
     out = r.handle(BlockBuilt(b2), 21)
     kinds = [type(a.msg if isinstance(a, Broadcast) else a).__name__ for a in out if isinstance(a, Persist | Broadcast)]
     assert kinds == ["Persist", "PrePrepare", "Persist", "Prepare"]

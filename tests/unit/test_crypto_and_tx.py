@@ -75,7 +75,7 @@ def test_a_from_field_that_does_not_match_the_key_is_refused_at_signing():
 def test_a_block_round_trips_and_its_tx_root_is_checked():
     txs = [transfer(i).raw for i in range(3)]
     block = Block.build(chain="test", height=1, parent=GENESIS_PARENT, proposer=KEY.public_key, view=0, time=5,
-                        state_root=sha256(b""), txs=txs)
+                        state_root=sha256(b""), results_root=sha256(b"r"), txs=txs)
     assert Block.decode(block.encode()) == block
     assert Block.decode(block.encode()).hash == block.hash
     value = block.to_value()

@@ -48,14 +48,14 @@ def test_a_wrong_nonce_fails_with_bad_nonce_and_changes_nothing():
     tx = h.tx("sme", "transfer", nonce=5, to=h.id("sme2"), asset="CNY.BANK", amount=1)
     r = h.block([tx]).receipts[0]
     assert r.code == "bad_nonce" and r.status == "failed"
-    assert set(h.last_changes) <= {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR}
+    assert set(h.last_changes) <= {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR, keys.RESULTS}
 
 
 def test_a_failed_tx_changes_only_its_nonce():
     h = chain()
     r = h.send("sme", "transfer", to=h.id("sme2"), asset="CNY.BANK", amount=10**7)
     assert r.code == "insufficient_funds" and r.events == ()
-    assert set(h.last_changes) - {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR} == {keys.nonce(h.id("sme"))}
+    assert set(h.last_changes) - {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR, keys.RESULTS} == {keys.nonce(h.id("sme"))}
     assert next_nonce(h.state, h.id("sme")) == 1
 
 
@@ -178,7 +178,7 @@ def test_block_time_never_runs_backwards_inside_the_ledger():
     h.advance(DAY_MS)
     later = h.time
     header = BlockHeader(chain="c", height=h.height + 1, parent=GENESIS_PARENT, proposer=b"\0" * 32, view=0,
-                         time=later - 5_000, tx_root=b"\0" * 32, state_root=b"\0" * 32)
+                         time=later - 5_000, tx_root=b"\0" * 32, state_root=b"\0" * 32, results_root=b"\0" * 32)
     ov = Overlay(h.state)
     apply_block(ov, header, [])
     assert unpack(ov.get(keys.TIME)) == later

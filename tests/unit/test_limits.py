@@ -40,7 +40,7 @@ def full_block(limits: SizeLimits, extra: int = 0) -> Block:
     txs = [bytes([i % 251]) * size for i in range(n - 1)]
     txs.append(b"\x07" * (total - size * (n - 1)))
     return Block.build(chain=CHAIN, height=TOP, parent=b"\xff" * 32, proposer=b"\xee" * 32, view=TOP, time=TOP,
-                       state_root=b"\xdd" * 32, txs=txs)
+                       state_root=b"\xdd" * 32, results_root=b"\xcc" * 32, txs=txs)
 
 
 def certs(keys: list[PrivateKey], block: Block) -> tuple[CommitCertificate, PreparedCertificate]:
@@ -85,7 +85,7 @@ def test_a_block_one_byte_over_the_limit_is_refused_by_validation() -> None:
     limits = SizeLimits.derive(2000, 4 * 1024 * 1024, 4)
     ex = BlockExecutor(CHAIN, None, max_future_ms=TOP, max_block_txs=limits.max_block_txs,  # type: ignore[arg-type]
                        max_block_bytes=limits.max_block_tx_bytes)
-    head = ChainHead(TOP - 1, b"\xff" * 32, b"\xdd" * 32, 0)
+    head = ChainHead(TOP - 1, b"\xff" * 32, b"\xdd" * 32, 0, b"\xcc" * 32)
     over = full_block(limits, extra=1)
     with pytest.raises(BlockRejected) as info:
         ex.precheck(over, head, TOP)

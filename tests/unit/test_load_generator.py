@@ -213,7 +213,7 @@ def test_block_tx_hashes_reads_time_and_tx_hashes_from_the_raw_block_answer() ->
     w = Wallet(PrivateKey(bytes(range(32))))
     signed = [sign_transfer(w, "c", i, bytes(32), "CNY.BANKA", 1) for i in range(3)]
     block = Block.build(chain="c", height=1, parent=GENESIS_PARENT, proposer=bytes(32), view=0, time=1234,
-                        state_root=bytes(32), txs=[raw for _h, raw in signed])
+                        state_root=bytes(32), results_root=bytes(32), txs=[raw for _h, raw in signed])
     body = codec.encode({"block": block.encode(), "certificate": b""})
     assert block_tx_hashes(body) == (1234, [h for h, _raw in signed])
     with pytest.raises(ValueError):

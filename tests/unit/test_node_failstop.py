@@ -227,7 +227,8 @@ async def test_a_validation_that_raced_a_commit_is_answered_stale_and_not_counte
         driver, store = node.parts.consensus, node.parts.store
         head = driver.pipeline.parent()
         wrong = Block.build(chain="smeledger-testnet", height=head.height + 5, parent=b"\x01" * 32,
-                            proposer=node.parts.key.public_key, view=0, time=1, state_root=b"\x02" * 32, txs=())
+                            proposer=node.parts.key.public_key, view=0, time=1, state_root=b"\x02" * 32,
+                            results_root=b"\x02" * 32, txs=())
         answers: list[Any] = []
         driver.inbox.put_internal = answers.append  # type: ignore[method-assign]
         store.commit_in_flight = True

@@ -16,6 +16,7 @@ from protocol import codec, merkle
 from protocol.block import Block, state_root_height
 from protocol.consensus import CommitCertificate
 from protocol.crypto import PrivateKey
+from protocol.results import GENESIS_RESULTS
 from protocol.tx import SignedTx
 from storage import schema
 from storage.blocks import BlockStore
@@ -56,6 +57,7 @@ class Chain:
         return Block.build(chain="test", height=h, parent=self.blocks.last_block_hash() or b"\x00" * 32,
                            proposer=KEY.public_key, view=0, time=h * 1000,
                            state_root=self.blocks.state_root_at(state_root_height(h)) or b"\x00" * 32,
+                           results_root=self.blocks.results_root_at(state_root_height(h)) or b"\x00" * 32,
                            txs=[t.raw for t in txs])
 
     def commit(self, changes: dict[bytes, bytes | None], n_txs: int = 3) -> Block:
@@ -116,7 +118,7 @@ def test_commits_must_extend_the_head_by_one_on_the_current_root(tmp_path: Path)
     chain.genesis({})
     block = chain.next_block([])
     skipped = Block.build(chain="test", height=2, parent=block.hash, proposer=KEY.public_key, view=0,
-                          time=1, state_root=chain.state.root(), txs=[])
+                          time=1, state_root=chain.state.root(), results_root=GENESIS_RESULTS, txs=[])
     with pytest.raises(HeightMismatch):
         chain.blocks.commit(skipped, b"", [], chain.state.stage({}))
     stale = chain.state.stage({b"x": b"1"})
@@ -124,7 +126,7 @@ def test_commits_must_extend_the_head_by_one_on_the_current_root(tmp_path: Path)
     with pytest.raises(StaleStage):
         chain.blocks.commit(chain.next_block([]), b"", [], stale)
     wrong_root = Block.build(chain="test", height=2, parent=b"\x00" * 32, proposer=KEY.public_key, view=0,
-                             time=1, state_root=b"\x07" * 32, txs=[])
+                             time=1, state_root=b"\x07" * 32, results_root=GENESIS_RESULTS, txs=[])
     with pytest.raises(StorageError) as info:
         chain.blocks.commit(wrong_root, b"", [], chain.state.stage({}))
     assert info.value.code == "bad_commit"

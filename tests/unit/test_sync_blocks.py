@@ -25,7 +25,12 @@ from protocol import codec
 from protocol.block import Block, state_root_height
 from protocol.consensus import CheckpointCertificate, CommitCertificate, checkpoint_bytes, vote_bytes
 from protocol.crypto import DOMAIN_CHECKPOINT, DOMAIN_CONSENSUS, PrivateKey, sha256
-from storage.blocks import BlockStore
+from protocol.ledger import keys
+from protocol.ledger.results import index_entries, parse_results_roots
+from protocol.ledger.store import enc
+from protocol.results import GENESIS_RESULTS, NO_EVENTS, results_root
+from storage import schema
+from storage.blocks import BlockStore, tx_hash_of
 from storage.db import Database
 from storage.state import StateStore
 from storage.wal import ConsensusWal
@@ -39,7 +44,7 @@ GENESIS_STATE = {b"acct/%05d" % i: b"balance-%d" % (i * 7919) for i in range(300
 NET = P2PSettings(handshake_timeout=2.0, backoff_initial=0.02, backoff_max=0.2, ping_interval=0.5, idle_timeout=10.0)
 FAST = SyncSettings(batch_blocks=8, request_timeout=2.0, stall_timeout=8.0, retry_interval=0.2,
                     busy_backoff=0.05, timeout_penalty=0.5, misbehave_penalty=30.0, manifest_timeout=1.0,
-                    chunk_bytes=1024)
+                    chunk_bytes=1024, history_batch_blocks=6)
 
 
 def sign_commit(block: Block, signers: Sequence[int] = (0, 1, 2), view: int = 0) -> CommitCertificate:
@@ -54,10 +59,38 @@ def sign_checkpoint(height: int, block_hash: bytes, root: bytes) -> CheckpointCe
     return CheckpointCertificate(height, block_hash, root, sigs)
 
 
-def changes_for(block: Block) -> dict[bytes, bytes | None]:
-    """The deterministic 'execution' of a block in these tests."""
+def fake_receipts(block: Block) -> tuple[bytes, ...]:
+    """The 'receipts' of a block in these tests: one ok receipt per tx with one event that echoes the tx
+    twice (so results can outgrow their block, as memos can)."""
+    out = []
+    for i, raw in enumerate(block.txs):
+        th = tx_hash_of(raw)
+        out.append(enc({"tx_hash": th, "status": "ok", "code": "ok", "message": "", "events": [
+            {"height": block.height, "index": i, "kind": "test_moved", "tx": th, "accounts": [sha256(raw)],
+             "data": {"n": i, "memo": raw, "copy": raw}}]}))
+    return tuple(out)
+
+
+def fake_results_root(block: Block) -> bytes:
+    return results_root(fake_receipts(block), NO_EVENTS)
+
+
+def changes_for(block: Block, before: bytes) -> dict[bytes, bytes | None]:
+    """The deterministic 'execution' of a block in these tests: its derived indexes, and the results roots
+    of the block before (`before`) and of this one kept in state, as the ledger keeps them."""
     h = block.height
-    return {b"height/%08d" % h: block.hash, b"acct/%05d" % (h * 37 % 300): b"v%d" % h}
+    receipts = fake_receipts(block)
+    return {b"height/%08d" % h: block.hash, b"acct/%05d" % (h * 37 % 300): b"v%d" % h,
+            keys.RESULTS: enc([before, fake_results_root(block)]), **dict(index_entries(h, receipts, NO_EVENTS))}
+
+
+def commit_fake(blocks: BlockStore, block: Block, cert: bytes, executed: Block | None = None,
+                raw: bytes | None = None) -> None:
+    """Commit `block` with the results of executing `executed` (default: itself), as a node would."""
+    done = executed or block
+    before = blocks.results_root_at(done.height - 1) or GENESIS_RESULTS
+    blocks.commit(block, cert, fake_receipts(block), blocks.state.stage(changes_for(done, before)),
+                  block_bytes=raw, block_events=NO_EVENTS, results_root=fake_results_root(done))
 
 
 @dataclass
@@ -87,10 +120,9 @@ class SyncNode:
         return self.signer.public_key
 
     def commit(self, block: Block, cert_bytes: bytes) -> None:
-        state = self.store.state
-        self.blocks.commit(block, cert_bytes, [], state.stage(changes_for(block)))
+        commit_fake(self.blocks, block, cert_bytes)
         self.store.set_head(self.store.read_head())
-        self.sync.note_committed(block.height, block.hash, state.root())
+        self.sync.note_committed(block.height, block.hash, self.store.state.root())
 
     async def deliver_block(self, block: Block, cert: CommitCertificate) -> None:
         assert block.height == self.blocks.height() + 1, "blocks must arrive in height order"
@@ -98,14 +130,20 @@ class SyncNode:
         self.commit(block, codec.encode(cert.to_value()))
         self.delivered.append(block.height)
 
-    async def install_snapshot(self, plan: SnapshotPlan) -> None:
-        plan.importer.finish(extra_ops=self.blocks.head_ops(plan.height, plan.block_hash, plan.state_root))
+    async def install_snapshot(self, plan: SnapshotPlan) -> None:  # as the consensus driver does
+        before, last = parse_results_roots(plan.importer.staged_value(keys.RESULTS))
+        extra = self.blocks.head_ops(plan.height, plan.block_hash, plan.state_root)
+        extra += [(schema.certificate_key(plan.height), codec.encode(plan.cert.to_value())),
+                  self.blocks.history_from_op(plan.height + 1), self.blocks.results_root_op(plan.height, last),
+                  self.blocks.results_root_op(plan.height - 1, before)]
+        plan.importer.finish(extra_ops=extra)
         self.store.set_head(self.store.read_head())
         self.installed.append(plan)
 
 
 def grow(node: SyncNode, count: int, *, stable_upto: int | None = None,
-         make: Callable[[SyncNode, int, bytes], tuple[Block, bytes]] | None = None) -> None:
+         make: Callable[[SyncNode, int, bytes], tuple[Block, bytes]] | None = None,
+         txs: Callable[[int], tuple[bytes, ...]] = lambda h: ()) -> None:
     """Append `count` certified blocks; checkpoints at multiples of K up to `stable_upto` become stable."""
     state = node.store.state
     for _ in range(count):
@@ -116,7 +154,8 @@ def grow(node: SyncNode, count: int, *, stable_upto: int | None = None,
             block, cert = make(node, h, parent)
         else:
             block = Block.build(chain=CHAIN, height=h, parent=parent, proposer=VALS[h % 4].public_key, view=0,
-                                time=1_000 * h, state_root=header_root(node, h), txs=())
+                                time=1_000 * h, state_root=header_root(node, h),
+                                results_root=header_results(node, h), txs=txs(h))
             cert = codec.encode(sign_commit(block).to_value())
         node.commit(block, cert)
         if h % 5 == 0 and stable_upto is not None and h <= stable_upto:
@@ -131,17 +170,23 @@ def header_root(node: SyncNode, height: int) -> bytes:
     return root
 
 
+def header_results(node: SyncNode, height: int) -> bytes:
+    """The results root block `height` carries: that of `state_root_height(height)`."""
+    root = node.blocks.results_root_at(state_root_height(height))
+    assert root is not None
+    return root
+
+
 def copy_chain(src: SyncNode, dst: SyncNode, upto: int,
                swap: Callable[[int, bytes, bytes], tuple[bytes, bytes]] | None = None) -> None:
     """Commit src's stored blocks 1..upto into dst (optionally replacing what is stored at some heights)."""
-    state = dst.store.state
     for h, raw, cert in src.blocks.iter_blocks(1, upto + 1):
         assert cert is not None
         good = Block.decode(raw)
         if swap is not None:
             raw, cert = swap(h, raw, cert)
         block = Block.decode(raw)
-        dst.blocks.commit(block, cert, [], state.stage(changes_for(good)), block_bytes=raw)
+        commit_fake(dst.blocks, block, cert, executed=good, raw=raw)
     dst.store.set_head(dst.store.read_head())
 
 
@@ -150,18 +195,21 @@ class Net:
         self.tmp = tmp
         self.nodes: list[SyncNode] = []
 
-    async def add(self, i: int, *, state_sync: bool = False, settings: SyncSettings = FAST) -> SyncNode:
+    async def add(self, i: int, *, state_sync: bool = False, settings: SyncSettings = FAST,
+                  p2p: P2PSettings = NET) -> SyncNode:
+        """A node over the database in n<i>/ (created with the genesis state, or reopened: a restart)."""
         home = self.tmp / f"n{i}"
-        home.mkdir()
+        home.mkdir(exist_ok=True)
         db = Database.open(home / "db")
-        state = StateStore(db)
+        state = StateStore(db, index_prefixes=keys.INDEX_PREFIXES)
         blocks = BlockStore(db, state)
-        blocks.commit_genesis(state.stage(dict(GENESIS_STATE)), GENESIS.hash)
+        if blocks.last_block_hash() is None:
+            blocks.commit_genesis(state.stage(dict(GENESIS_STATE)), GENESIS.hash)
         store = ChainStore(db, state, blocks, ConsensusWal(db))
-        p2p = P2P(VALS[i], CHAIN, validators=GENESIS.validator_keys, settings=NET)
-        await p2p.start()
-        node = SyncNode(store, p2p, VALS[i])
-        env = SyncEnv(store, p2p, CHAIN, tuple(GENESIS.validator_keys), node.status)
+        link = P2P(VALS[i], CHAIN, validators=GENESIS.validator_keys, settings=p2p)
+        await link.start()
+        node = SyncNode(store, link, VALS[i])
+        env = SyncEnv(store, link, CHAIN, tuple(GENESIS.validator_keys), node.status)
         node.sync = SyncService(env, node, checkpoint_interval=5, registry=node.registry,
                                 log=structlog.get_logger().bind(node=f"n{i}"), settings=settings,
                                 state_sync=state_sync)
@@ -174,6 +222,15 @@ class Net:
         a.p2p.dial_targets.append(target)
         a.p2p._spawn(a.p2p._dial_loop(target), "dial")
         await until(lambda: a.p2p.is_connected(b.key) and b.p2p.is_connected(a.key))
+
+    async def stop(self, node: SyncNode) -> None:
+        """Stop one node (its sync, P2P and database), as a process exit would."""
+        self.nodes.remove(node)
+        if node.task is not None:
+            node.task.cancel()
+            await asyncio.gather(node.task, return_exceptions=True)
+        await node.p2p.stop()
+        await node.store.close()
 
     async def close(self) -> None:
         for n in self.nodes:
