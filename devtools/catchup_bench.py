@@ -28,7 +28,7 @@ from node.executor import BlockExecutor
 from node.p2p import P2P, P2PSettings, PeerAddr
 from node.sync import SnapshotPlan, SyncEnv, SyncService
 from protocol import codec
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus import CommitCertificate, vote_bytes
 from protocol.crypto import DOMAIN_CONSENSUS, PrivateKey, sha256
 from protocol.ledger import apply_genesis, keys
@@ -90,7 +90,7 @@ class _Node:
     async def commit(self, block: Block, cert: bytes) -> None:
         """What ConsensusDriver._store_block does: decode, execute and commit on the writer thread."""
         txs = self.executor.decoded(block)
-        done = await self.store.write(self.executor.execute, block, cert, txs, self.store.state)
+        done = await self.store.execute(self.executor.execute, block, cert, txs, self.store.state)
         self.store.set_head(done.head)
 
     async def start(self) -> None:
@@ -122,10 +122,10 @@ async def _grow(src: _Node, harness: Harness, blocks: int, block_txs: int) -> in
             b = b if b != a else NAMES[(i + 1) % 6]
             txs.append(harness.tx(a, "transfer", nonce=nonce[a], to=harness.id(b), asset="CNY.BANKA", amount=1))
             nonce[a] += 1
-        head = src.store.head
+        head, base = src.store.head, state_root_height(height)  # a header carries the roots of height-2
         block = Block.build(chain=CHAIN, height=height, parent=head.block_hash, proposer=VALIDATORS[0].public_key,
-                            view=0, time=T0 + height * 1000, state_root=head.state_root,
-                            results_root=head.results_root, txs=[t.raw for t in txs])
+                            view=0, time=T0 + height * 1000, state_root=src.store.blocks.state_root_at(base) or b"",
+                            results_root=src.store.blocks.results_root_at(base) or b"", txs=[t.raw for t in txs])
         await src.commit(block, _certify(block))
         txs_total += len(txs)
     return txs_total

@@ -3,16 +3,18 @@ receipts and events from its peers, verifies them BACK along the hash chain, and
 history, until it holds everything from genesis on (docs/sync.md, "History backfill").
 
 The anchor is the highest height h not yet in history (`history_from - 1`) with what is certified about
-it: the header of block h+1, stored and certified, names h's hash (`parent`), results root
-(`results_root`) and the state root after h; while nothing was committed since the snapshot, h is the
-head, whose hash the snapshot's commit certificate names and whose results root its certified state
-holds (`m/results`). Going down, each block must have exactly the expected hash and a valid commit
+it: its hash, named by the stored (certified) block h+1 as its parent, or, while nothing was committed
+since the snapshot, the head hash the snapshot's commit certificate names; and the results roots of h
+and h-1 (a header carries the state and results roots of the height two below it): recorded when the
+snapshot was installed (its certified state holds them, `m/results`) or taken from the verified headers
+of the blocks two above. Going down, each block must have exactly the expected hash and a valid commit
 certificate, and the Merkle root over the receipts and events served for it must be the expected
-results root; its own header then anchors the height below. Blocks come by `sync_req` and results by
+results root; its own header then names its parent's hash and the roots of the height two below. Blocks come by `sync_req` and results by
 `res_req` (paged: a block's receipts may span several answers), in ranges of `history_batch_blocks`,
 one request in flight per peer; a piece that fails a check penalises the peer(s) that sent it and is
-asked for again elsewhere. Verified heights are written by `BlockStore.add_history` on the store's writer
-thread (never racing a commit) together with the lowered `history_from`. At height 1 the genesis events
+asked for again elsewhere. Verified heights are written by `storage.history.add_history` on the store's
+execution thread, the one that writes blocks (so never racing a commit), together with the lowered
+`history_from`. At height 1 the genesis events
 are rebuilt from the genesis file and history is complete (`history_from` 0).
 
 Rule: backfill never touches the head, the state or consensus; it only adds verified old history.
@@ -37,7 +39,7 @@ from node.sync.common import (
     release_all,
     wait_for_answer,
 )
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus.certs import plain_verifier
 from protocol.errors import ProtocolError
 from protocol.ledger.results import index_entries
@@ -52,8 +54,10 @@ from protocol.syncmsg import (
     SyncRequest,
     SyncResponse,
 )
-from storage.blocks import BlockStore, HistoryBlock
+from storage import schema
+from storage.blocks import BlockStore
 from storage.errors import DatabaseCorrupt, HeightMismatch
+from storage.history import HistoryBlock, add_history
 
 Entry = tuple[bytes, bytes]
 RID_BASE = 1 << 62  # history requests answer as sync_resp too: their rids never meet block sync's
@@ -65,9 +69,8 @@ DONE, STALLED, RESTART = "done", "stalled", "restart"
 @dataclass(frozen=True, slots=True)
 class Anchor:
     height: int  # the highest height not yet in history
-    block_hash: bytes
-    results_root: bytes
-    state_root: bytes  # state root after `height`
+    block_hash: bytes  # its certified hash
+    results: dict[int, bytes]  # certified results roots of `height` and `height - 1` (none below 0)
 
 
 def anchor_of(blocks: BlockStore, head: ChainHead) -> Anchor | None:
@@ -77,11 +80,21 @@ def anchor_of(blocks: BlockStore, head: ChainHead) -> Anchor | None:
         return None
     above = blocks.get_block(hf) if hf <= head.height else None
     if above is not None:
-        hd = above.header
-        return Anchor(hf - 1, hd.parent, hd.results_root, hd.state_root)
-    if hf == head.height + 1:
-        return Anchor(head.height, head.block_hash, head.results_root, head.state_root)
-    raise DatabaseCorrupt(f"history starts at {hf} but block {hf} is missing (head {head.height})")
+        block_hash = above.header.parent
+    elif hf == head.height + 1:
+        block_hash = head.block_hash
+    else:
+        raise DatabaseCorrupt(f"history starts at {hf} but block {hf} is missing (head {head.height})",
+                              key=schema.block_key(hf), path=blocks.db.path)
+    results: dict[int, bytes] = {}
+    for k in (hf - 1, hf - 2):
+        if k >= 0:
+            root = blocks.results_root_at(k)
+            if root is None:  # a snapshot install or the block two above recorded it
+                raise DatabaseCorrupt(f"history starts at {hf} but the results root of height {k} is missing",
+                                      key=schema.results_root_at_key(k), path=blocks.db.path)
+            results[k] = root
+    return Anchor(hf - 1, block_hash, results)
 
 
 @dataclass
@@ -100,7 +113,7 @@ class _Results:
 class Verified:
     blocks: list[HistoryBlock]
     index: list[Entry]
-    roots: dict[int, bytes]  # state root after each verified height
+    roots: dict[int, tuple[bytes, bytes]]  # (state root, results root) the verified headers carry
     anchor: Anchor  # what is certified about the height below the last verified one
     failure: tuple[str, int, str] | None  # (piece "block" | "results", height, reason)
 
@@ -108,34 +121,44 @@ class Verified:
 def verify_run(run: Sequence[tuple[bytes, bytes, tuple[bytes, ...], bytes]], anchor: Anchor, chain_id: str,
                validators: Sequence[bytes]) -> Verified:
     """Check consecutive heights anchor.height, anchor.height-1, ... (block, certificate, receipts,
-    events each) top-down; stops at the first failure and says which piece failed."""
+    events each) top-down; stops at the first failure and says which piece failed. A header carries the
+    state and results roots of the height two below it, so each verified block certifies what that
+    height's results must be."""
     verifier = plain_verifier(validators)
     out: list[HistoryBlock] = []
     index: list[Entry] = []
-    roots: dict[int, bytes] = {}
-    a = anchor
+    roots: dict[int, tuple[bytes, bytes]] = {}
+    known = dict(anchor.results)
+    h, expect = anchor.height, anchor.block_hash
+
+    def stop(piece: str, reason: str) -> Verified:
+        return Verified(out, index, roots, Anchor(h, expect, {k: known[k] for k in (h, h - 1) if k in known}),
+                        (piece, h, reason))
+
     for raw, raw_cert, receipts, events in run:
-        h = a.height
         try:
             block = Block.decode(raw)
             cert = decode_certificate(raw_cert)
         except ProtocolError:
-            return Verified(out, index, roots, a, ("block", h, "undecodable_block"))
-        if block.height != h or block.header.chain != chain_id or block.hash != a.block_hash:
-            return Verified(out, index, roots, a, ("block", h, "not_chained"))
+            return stop("block", "undecodable_block")
+        if block.height != h or block.header.chain != chain_id or block.hash != expect:
+            return stop("block", "not_chained")
         if cert.height != h or cert.block_hash != block.hash or not cert.verify(validators, chain_id, verifier):
-            return Verified(out, index, roots, a, ("block", h, "bad_certificate"))
-        if len(receipts) != len(block.txs) or results_root(receipts, events) != a.results_root:
-            return Verified(out, index, roots, a, ("results", h, "bad_results"))
+            return stop("block", "bad_certificate")
+        if len(receipts) != len(block.txs) or results_root(receipts, events) != known[h]:
+            return stop("results", "bad_results")
         try:
             entries = index_entries(h, receipts, events)
         except ProtocolError:  # certified yet unreadable: the chain's own results are malformed
-            return Verified(out, index, roots, a, ("results", h, "bad_results"))
+            return stop("results", "bad_results")
         out.append(HistoryBlock(block, raw, raw_cert, receipts, events))
         index.extend(entries)
-        roots[h] = a.state_root
-        a = Anchor(h - 1, block.header.parent, block.header.results_root, block.header.state_root)
-    return Verified(out, index, roots, a, None)
+        base = state_root_height(h)
+        if h >= 2:  # blocks 1 and 2 both carry the genesis roots: take them from block 2
+            roots[base] = (block.header.state_root, block.header.results_root)
+            known[base] = block.header.results_root
+        h, expect = h - 1, block.header.parent
+    return Verified(out, index, roots, Anchor(h, expect, {k: known[k] for k in (h, h - 1) if k in known}), None)
 
 
 class HistoryBackfill:
@@ -235,7 +258,7 @@ class HistoryBackfill:
             release_all(self.requests, self.book)
         entries = await asyncio.to_thread(self.genesis_index)
         try:
-            await self.env.store.write(self.env.store.blocks.add_history, [], entries, {0: anchor.state_root}, 0)
+            await self.env.store.execute(add_history, self.env.store.blocks, [], entries, {}, 0)
         except HeightMismatch:
             return RESTART
         self.env.status.history_from = 0
@@ -250,7 +273,7 @@ class HistoryBackfill:
         if v.blocks:
             store = self.env.store
             try:
-                await store.write(store.blocks.add_history, v.blocks, v.index, v.roots, v.anchor.height + 1)
+                await store.execute(add_history, store.blocks, v.blocks, v.index, v.roots, v.anchor.height + 1)
             except HeightMismatch:
                 return None
             for hb in v.blocks:

@@ -7,8 +7,7 @@ import dataclasses
 
 import pytest
 
-from node.chain import ChainHead
-from node.executor import BlockExecutor, BlockRejected
+from node.executor import BlockExecutor, BlockRejected, Parent
 from node.p2p.channel import OVERHEAD
 from protocol import codec
 from protocol.block import Block
@@ -85,7 +84,7 @@ def test_a_block_one_byte_over_the_limit_is_refused_by_validation() -> None:
     limits = SizeLimits.derive(2000, 4 * 1024 * 1024, 4)
     ex = BlockExecutor(CHAIN, None, max_future_ms=TOP, max_block_txs=limits.max_block_txs,  # type: ignore[arg-type]
                        max_block_bytes=limits.max_block_tx_bytes)
-    head = ChainHead(TOP - 1, b"\xff" * 32, b"\xdd" * 32, 0, b"\xcc" * 32)
+    head = Parent(TOP - 1, b"\xff" * 32, 0, b"\xdd" * 32, b"\xcc" * 32)
     over = full_block(limits, extra=1)
     with pytest.raises(BlockRejected) as info:
         ex.precheck(over, head, TOP)
