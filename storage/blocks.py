@@ -338,9 +338,9 @@ class BlockStore:
     def check_head(self, tail: int = HEAD_CHECK_BLOCKS) -> None:
         """Check the head region: the head meta values, nothing stored above the head, and the top `tail`
         blocks (fewer once HEAD_CHECK_TXS txs were checked) with their certificates, receipts, tx index
-        entries and state roots, following parent hashes down from the head hash (to height 1 or the
-        height a state sync installed). Bounded work: the rest of the chain is checked when it is read.
-        Raises DatabaseCorrupt."""
+        entries and the state and results roots their headers carry, following parent hashes down from
+        the head hash (to height 1 or the height a state sync installed). Bounded work: the rest of the
+        chain is checked when it is read. Raises DatabaseCorrupt."""
         if self.db.get(schema.META_HEIGHT) is None:
             return  # an empty database: genesis not applied yet
         head = self.height()
@@ -353,6 +353,8 @@ class BlockStore:
         for prefix, first_above in ((schema.BLOCK, schema.block_key(head + 1)),
                                     (schema.CERTIFICATE, schema.certificate_key(head + 1)),
                                     (schema.STATE_ROOT_AT, schema.state_root_at_key(head + 1)),
+                                    (schema.RESULTS_ROOT_AT, schema.results_root_at_key(head + 1)),
+                                    (schema.BLOCK_EVENTS, schema.block_events_key(head + 1)),
                                     (schema.RECEIPT, schema.receipt_key(head + 1, 0))):
             above = next(self.db.iterate(first_above, schema.prefix_end(prefix)), None)
             if above is not None:
@@ -381,6 +383,10 @@ class BlockStore:
             if below is not None and block.header.state_root != below:
                 raise self._corrupt(f"block {h} does not carry the state root stored for height {base}",
                                     schema.block_key(h))
+            results = self.results_root_at(base)
+            if results is not None and block.header.results_root != results:
+                raise self._corrupt(f"block {h} does not carry the results root stored for height {base}",
+                                    schema.results_root_at_key(base))
             expect = block.header.parent
 
     def _check_tx_records(self, height: int, block: Block) -> None:

@@ -12,12 +12,12 @@ from __future__ import annotations
 import re
 import threading
 import time
-from typing import Any
 
 import pytest
 
 from client.client import Client
 from client.errors import ClientError
+from protocol import api
 from tests.integration.harness import Load, Net
 from tests.integration.test_consensus_network import ALL, VALIDATORS, _set_consensus
 
@@ -26,25 +26,23 @@ pytestmark = pytest.mark.integration
 
 def metric(client: Client, name: str) -> float:
     """One sample of the node's /metrics (0 when absent)."""
-    _s, raw = client.request("GET", "/metrics")
-    text = raw.decode() if isinstance(raw, bytes) else str(raw)
-    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", text, re.M)
+    m = re.search(rf"^{re.escape(name)}(?:{{[^}}]*}})? ([0-9.e+-]+)$", client.metrics(), re.M)
     return float(m.group(1)) if m else 0.0
 
 
-def all_events(client: Client) -> list[dict[str, Any]]:
+def all_events(client: Client) -> list[api.Event]:
     """Every event the node serves on /events, in order (paged by height)."""
-    out: list[dict[str, Any]] = []
+    out: list[api.Event] = []
     h = 0
     while True:
-        page = client.get("/events", from_height=h, limit=1000)
-        evs = page["events"]
-        if not page["more"]:
+        page = client.events(from_height=h, limit=1000)
+        evs = page.events
+        if not page.more:
             return out + evs
-        last = evs[-1]["height"]
-        if evs[0]["height"] == last:
+        last = evs[-1].height
+        if evs[0].height == last:
             raise AssertionError(f"more than 1000 events at height {last}: cannot page by height")
-        out += [e for e in evs if e["height"] < last]
+        out += [e for e in evs if e.height < last]
         h = last
 
 
@@ -55,8 +53,8 @@ def assert_serves_the_same_history(net: Net, name: str, ref: str, height: int, t
     node, other = net.client(name, 10.0), net.client(ref, 10.0)
     for t in txs:
         mine, theirs = node.tx(t), other.tx(t)
-        assert mine["status"] == "committed" and mine == theirs, (t, mine, theirs)
-        assert node.get(f"/trace/{t}") == other.get(f"/trace/{t}")
+        assert mine.status == "committed" and mine == theirs, (t, mine, theirs)
+        assert node.query("trace", t) == other.query("trace", t)
     assert all_events(node) == all_events(other)
 
 

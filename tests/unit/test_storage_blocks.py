@@ -241,7 +241,8 @@ def test_a_block_must_carry_the_state_root_after_the_block_two_below_it(tmp_path
     assert chain.blocks.state_root_at(1) != chain.blocks.state_root_at(2)
     parent = chain.blocks.last_block_hash() or b""
     after_parent = Block.build(chain="test", height=3, parent=parent, proposer=KEY.public_key, view=0, time=3000,
-                               state_root=chain.blocks.state_root(), txs=[])  # the root after 2: one too new
+                               state_root=chain.blocks.state_root(), results_root=GENESIS_RESULTS,
+                               txs=[])  # the root after 2: one too new
     with pytest.raises(StorageError) as info:
         chain.blocks.commit(after_parent, b"", [], chain.state.stage({}))
     assert info.value.code == "bad_commit" and "after height 1" in info.value.message

@@ -41,7 +41,7 @@ def test_a_block_that_no_longer_hashes_to_its_index_is_db_corrupt_naming_the_blo
     chain, blocks = chain_of(tmp_path / "db", 3)
     other = Block.build(chain="test", height=2, parent=blocks[0].hash, proposer=blocks[1].header.proposer,
                         view=0, time=blocks[1].header.time + 1, state_root=blocks[1].header.state_root,
-                        txs=blocks[1].txs)
+                        results_root=blocks[1].header.results_root, txs=blocks[1].txs)
     chain.db.put(schema.block_key(2), other.encode())
     b = chain.blocks
     err = corrupt_read(lambda: b.get_block(2), schema.block_key(2))
@@ -116,7 +116,8 @@ def _replace_block(chain: Chain, blocks: list[Block], height: int) -> bytes:
     (the next block's parent, or the head hash) and its certificate still name the block committed."""
     old = blocks[height - 1]
     other = Block.build(chain="test", height=height, parent=old.header.parent, proposer=old.header.proposer,
-                        view=0, time=old.header.time + 1, state_root=old.header.state_root, txs=old.txs)
+                        view=0, time=old.header.time + 1, state_root=old.header.state_root,
+                        results_root=old.header.results_root, txs=old.txs)
     chain.db.write([(schema.block_key(height), other.encode()), (schema.block_hash_key(other.hash),
                                                                   schema.u64(height))])
     return schema.block_key(height)
@@ -136,6 +137,10 @@ HEAD_DAMAGE: dict[str, Callable[[Chain, list[Block]], bytes]] = {
         c.db.delete(schema.certificate_key(len(bs))), schema.certificate_key(len(bs)))[1],
     "the state root at the head is not the state root": lambda c, bs: (
         c.db.put(schema.state_root_at_key(len(bs)), b"\x42" * 32), schema.state_root_at_key(len(bs)))[1],
+    "a results root stored in the head region is not the one the header two above carries": lambda c, bs: (
+        c.db.put(schema.results_root_at_key(len(bs) - 2), b"\x42" * 32), schema.results_root_at_key(len(bs) - 2))[1],
+    "a results root is stored above the head": lambda c, bs: (
+        c.db.put(schema.results_root_at_key(len(bs) + 1), b"\x42" * 32), schema.results_root_at_key(len(bs) + 1))[1],
     "a block in the tail does not chain to the block above": lambda c, bs: _replace_block(c, bs, len(bs) - 2),
     "a certificate in the tail certifies another block": lambda c, bs: (
         c.db.put(schema.certificate_key(len(bs) - 2), cert(bs[-2])), schema.certificate_key(len(bs) - 2))[1],
@@ -165,7 +170,7 @@ def test_the_open_check_stops_at_the_height_a_state_sync_installed(tmp_path: Pat
     chain = Chain(tmp_path / "db")
     chain.genesis({b"a": b"1"})
     synced = Block.build(chain="test", height=5, parent=b"\x01" * 32, proposer=b"\x02" * 32, view=0, time=5,
-                         state_root=b"\x03" * 32, txs=[])  # the block itself is not stored by a state sync
+                         state_root=b"\x03" * 32, results_root=b"\x04" * 32, txs=[])  # the block itself is not stored by a state sync
     root = chain.state.root()
     chain.db.write([*chain.blocks.head_ops(5, synced.hash, root), (schema.certificate_key(5), cert(synced))])
     assert chain.blocks.get_certificate(5) == cert(synced)  # checked against the head hash
