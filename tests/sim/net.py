@@ -442,7 +442,7 @@ class Sim:
     def _wipe(self, node: Node) -> None:
         self.log("wipe", node.id)
         self.wiped.append(node.id)
-        node.wal, node.blocks, node.roots, node.height = [], {}, {}, 0
+        node.wal, node.blocks, node.roots, node.height, node.executed = [], {}, {}, 0, 0
         node.committed_txs = set()
 
     def _down(self, node: Node) -> None:

@@ -9,7 +9,7 @@ from protocol.block import Block
 from tests.sim.scenarios import SCENARIOS, Result, check, run_seed
 from tests.sim.soak import plan
 
-SEEDS = 33 * len(SCENARIOS)  # 363 runs: 33 per scenario, n = 4 and 7 alternating
+SEEDS = 33 * len(SCENARIOS)  # 33 runs per scenario, n = 4 and 7 alternating
 
 
 def _run(job: tuple[int, str, int]) -> Result:
@@ -83,7 +83,8 @@ def test_the_safety_checker_reports_two_blocks_at_one_height_and_a_broken_certif
 
 
 def test_agreement_overlaps_execution_and_primary_crashes_mid_pipeline_keep_safety_and_liveness() -> None:
-    jobs = [plan(seed) for seed in range(11, 11 + 12 * 16, 12)]  # the soak's "pipeline" seeds, n = 4 and 7
+    k = len(SCENARIOS)
+    jobs = [plan(seed) for seed in range(SCENARIOS.index("pipeline"), 16 * k, k)]  # the soak's "pipeline" seeds, n = 4 and 7
     assert {scenario for _, scenario, _ in jobs} == {"pipeline"}
     results = _run_all(jobs)
     for res in results:
