@@ -38,6 +38,15 @@ def write_file(path: str | Path, data: bytes, mode: int) -> None:
     os.replace(tmp, p)
 
 
+def fsync_dir(path: str | Path) -> None:
+    """Make the entries of directory `path` durable (a file created or renamed in it)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
 def write_private(path: str | Path, data: bytes) -> None:
     """A secret file: 0600 from creation on."""
     write_file(path, data, PRIVATE_FILE)

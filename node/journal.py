@@ -37,7 +37,7 @@ from typing import BinaryIO
 
 from node import failpoints
 from node.errors import NodeError
-from node.files import PRIVATE_FILE, make_private_dir
+from node.files import PRIVATE_FILE, fsync_dir, make_private_dir
 from protocol.tx import MAX_TX_BYTES
 
 MAGIC = b"smljrn\x00\x01"  # 8 bytes: name and format version
@@ -157,14 +157,6 @@ def read_frames(f: BinaryIO, max_record: int) -> Iterable[tuple[int, bytes | str
 
 # ---- the file (journal thread only) -----------------------------------------------------------------
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 class JournalFile:
     """The open journal file. Every method runs on the journal thread; OSError becomes JournalError."""
 
@@ -180,7 +172,7 @@ class JournalFile:
         try:
             if not self.directory.is_dir():
                 make_private_dir(self.directory, parents=True)  # 0700 whatever the umask (node/files.py)
-                _fsync_dir(self.directory.parent)  # the new directory's entry is durable too
+                fsync_dir(self.directory.parent)  # the new directory's entry is durable too
             if not self.path.exists() or self.path.stat().st_size < len(MAGIC):
                 self._create()
                 return Replayed(OrderedDict(), OrderedDict(), len(MAGIC))
@@ -262,7 +254,7 @@ class JournalFile:
         finally:
             os.close(fd)
         os.replace(tmp, self.path)
-        _fsync_dir(self.directory)
+        fsync_dir(self.directory)
         self.syncs += 1
         if self._fd >= 0:
             os.close(self._fd)

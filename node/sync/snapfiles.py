@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from node.files import fsync_dir
 from protocol import codec
 from protocol.consensus.certs import CheckpointCertificate, CommitCertificate
 from protocol.crypto import sha256
@@ -40,14 +41,6 @@ OFFER_LIMITS = codec.Limits(max_bytes=64 * 1024 * 1024, max_depth=6, max_str=64,
 
 class SnapshotFileError(Exception):
     """A snapshot on disk is unreadable or does not match its manifest."""
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _write_file(path: Path, data: bytes) -> None:
@@ -123,10 +116,10 @@ class SnapshotFiles:
                                   "checkpoint": checkpoint.to_value(), "commit": commit,
                                   "manifest": manifest.encode()})
             _write_file(tmp / OFFER, offer)
-            _fsync_dir(tmp)
+            fsync_dir(tmp)
             shutil.rmtree(final, ignore_errors=True)
             os.replace(tmp, final)
-            _fsync_dir(self.dir)
+            fsync_dir(self.dir)
         except OSError as exc:
             shutil.rmtree(tmp, ignore_errors=True)
             raise SnapshotFileError(f"cannot write snapshot {height} to {self.dir}: {exc.strerror or exc}") from None

@@ -54,7 +54,7 @@ def unchanged_but_nonce(h: Harness, before: dict[bytes, Any], r: Receipt) -> Non
     assert not r.ok
     from protocol.ledger import keys
     changed = {k for k in set(before) | set(state_of(h)) if before.get(k) != h.state.get(k)}
-    assert changed <= {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR} | {k for k in changed if k.startswith(b"n/")}
+    assert changed <= {keys.HEIGHT, keys.TIME, keys.EVENT_CURSOR, keys.RESULTS} | {k for k in changed if k.startswith(b"n/")}
 
 
 # ---- 1. value owed on a pledged receivable reaches the pledgee --------------------------------------
