@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import AsyncIterator
-from pathlib import Path
 
 import pytest
 
@@ -18,6 +16,7 @@ from protocol.messages import T_RES_REQ
 from protocol.syncmsg import ResultsRequest, ResultsResponse
 from storage import schema
 from storage.blocks import tx_hash_of
+from tests.unit import test_sync_blocks
 from tests.unit.test_sync_blocks import (
     NET,
     Net,
@@ -31,12 +30,8 @@ from tests.unit.test_sync_blocks import (
     until,
 )
 
+net = test_sync_blocks.net  # the loopback sync network fixture, shared
 
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    n = Net(tmp_path)
-    yield n
-    await n.close()
 
 
 def txs(h: int) -> tuple[bytes, ...]:

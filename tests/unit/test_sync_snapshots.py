@@ -4,7 +4,6 @@ when read, and served by a restarted node before its next checkpoint."""
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +13,7 @@ from protocol import codec
 from protocol.block import Block
 from protocol.consensus import CheckpointCertificate
 from protocol.results import GENESIS_RESULTS
+from tests.unit import test_sync_blocks
 from tests.unit.test_sync_blocks import (
     CHAIN,
     FAST,
@@ -27,14 +27,10 @@ from tests.unit.test_sync_blocks import (
     until,
 )
 
+net = test_sync_blocks.net  # the loopback sync network fixture, shared
+
 ROOT = b"\x02" * 32
 
-
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    n = Net(tmp_path)
-    yield n
-    await n.close()
 
 
 def files(tmp_path: Path, keep: int = 3, max_bytes: int = 1 << 30) -> SnapshotFiles:

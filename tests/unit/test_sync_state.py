@@ -3,17 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator
 from dataclasses import replace
-from pathlib import Path
-
-import pytest
 
 from node.sync.snapshots import Held
 from protocol import codec
 from protocol.consensus import CheckpointCertificate
 from protocol.crypto import sha256
 from storage.snapshot import SnapshotManifest
+from tests.unit import test_sync_blocks
 from tests.unit.test_sync_blocks import (
     FAST,
     Net,
@@ -24,12 +21,8 @@ from tests.unit.test_sync_blocks import (
     until,
 )
 
+net = test_sync_blocks.net  # the loopback sync network fixture, shared
 
-@pytest.fixture
-async def net(tmp_path: Path) -> AsyncIterator[Net]:
-    n = Net(tmp_path)
-    yield n
-    await n.close()
 
 
 async def two_sources(net: Net, height: int = 40, stable_upto: int = 35) -> tuple[SyncNode, SyncNode]:
