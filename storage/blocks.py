@@ -243,18 +243,16 @@ class BlockStore:
 
     def state_root_at(self, height: int) -> bytes | None:
         """State root after executing `height` (the genesis root at 0)."""
-        key = schema.state_root_at_key(height)
-        raw = self.db.get(key)
-        if raw is not None and len(raw) != HASH_SIZE:
-            raise self._corrupt(f"the state root stored for height {height} is not 32 bytes", key)
-        return raw
+        return self._root_at(schema.state_root_at_key(height), "state", height)
 
     def results_root_at(self, height: int) -> bytes | None:
         """Results root of `height` (what the header of height+2 carries; GENESIS_RESULTS at 0)."""
-        key = schema.results_root_at_key(height)
+        return self._root_at(schema.results_root_at_key(height), "results", height)
+
+    def _root_at(self, key: bytes, what: str, height: int) -> bytes | None:
         raw = self.db.get(key)
         if raw is not None and len(raw) != HASH_SIZE:
-            raise self._corrupt(f"the results root stored for height {height} is not 32 bytes", key)
+            raise self._corrupt(f"the {what} root stored for height {height} is not 32 bytes", key)
         return raw
 
     def block_events_at(self, height: int) -> bytes | None:
