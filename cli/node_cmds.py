@@ -24,6 +24,7 @@ from client.wallet import Wallet
 from devtools import devnet
 from devtools import testnet as testnet_mod
 from node import config as config_mod
+from node.byzantine import MODES as BYZANTINE_MODES
 from node.errors import NodeError
 from node.files import make_private_dir, write_private, write_public
 from node.keyfile import generate_token, save_node_key
@@ -76,7 +77,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     cfg = config_mod.load(args.home)
     configure(cfg.logging.level, node=cfg.node.name)
-    node = Node(cfg)
+    node = Node(cfg, byzantine=args.byzantine)
     try:
         asyncio.run(node.run(install_signals=True))
     except KeyboardInterrupt:
@@ -166,6 +167,8 @@ def add_parsers(sub: Any, common: argparse.ArgumentParser) -> None:
 
     p = sub.add_parser("run", parents=[common], help="run a node in the foreground")
     p.add_argument("--home", required=True)
+    p.add_argument("--byzantine", choices=BYZANTINE_MODES, default=None,
+                   help="TEST ONLY: make this validator misbehave (refused unless the chain id marks a testnet)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("status", parents=[common], help="status of the node, or of every node of the testnet")

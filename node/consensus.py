@@ -33,7 +33,7 @@ import time
 from collections import deque
 from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import CollectorRegistry
 
@@ -44,7 +44,7 @@ from node.executor import BlockExecutor, BlockRejected, Parent
 from node.genesis import Genesis
 from node.logging import Position
 from node.mempool import Mempool
-from node.p2p import P2P
+from node.p2p.node import Handler
 from node.pipeline import Pipeline
 from node.status import Health
 from node.sync import SnapshotPlan, SyncService
@@ -84,6 +84,17 @@ class _SyncedBlock:
 class _InstallSnapshot:
     plan: SnapshotPlan
     done: asyncio.Future[None]
+
+
+class Outbox(Protocol):
+    """What the driver needs of the P2P layer (the node passes `P2P`, or the test-only byzantine layer
+    around it: node/byzantine.py)."""
+
+    def register(self, msg_type: str, handler: Handler) -> None: ...
+
+    def send(self, peer: bytes, msg_type: str, body: Any) -> bool: ...
+
+    def broadcast(self, msg_type: str, body: Any, *, validators_only: bool = False) -> int: ...
 
 
 class _Work:
@@ -157,7 +168,7 @@ class ConsensusInbox:
 
 class ConsensusDriver:
     def __init__(self, *, genesis: Genesis, key: PrivateKey, params: ConsensusParams, store: ChainStore,
-                 mempool: Mempool, p2p: P2P, sync: SyncService, inbox: ConsensusInbox, chain: ChainStatus,
+                 mempool: Mempool, p2p: Outbox, sync: SyncService, inbox: ConsensusInbox, chain: ChainStatus,
                  health: Health, time_offset: TimeOffset, registry: CollectorRegistry, log: Any,
                  position: Position) -> None:
         self.genesis = genesis

@@ -35,6 +35,7 @@ from node import genesis as genesis_mod
 from node.acceptance import Acceptance, JournalLimits
 from node.api.keys import ApiDeps
 from node.api.server import ApiServer
+from node.byzantine import check_allowed, outbox_for
 from node.chain import ChainStatus, ChainStore, TimeOffset
 from node.config import Config
 from node.consensus import ConsensusDriver, ConsensusInbox
@@ -118,8 +119,9 @@ class Components:
 
 
 class Node:
-    def __init__(self, config: Config, *, log_stream: Any = None) -> None:
+    def __init__(self, config: Config, *, log_stream: Any = None, byzantine: str | None = None) -> None:
         self.config = config
+        self.byzantine = byzantine  # test-only misbehaviour (node/byzantine.py); refused off testnets
         self.ready = asyncio.Event()
         self.stopped = asyncio.Event()
         self._stop_requested = asyncio.Event()
@@ -238,6 +240,8 @@ class Node:
         if gen.chain_id != cfg.node.chain_id:
             raise ConfigError(f"config error: node.chain_id is {cfg.node.chain_id!r} but the genesis file "
                               f"{cfg.node.genesis_file} is for chain {gen.chain_id!r}")
+        if self.byzantine is not None:
+            check_allowed(self.byzantine, gen.chain_id)
         params, limits, frame = chain_limits(cfg, gen)
         key = load_node_key(cfg.node.key_file)
         check_admin_token(cfg.token_path)
@@ -280,6 +284,9 @@ class Node:
                                bucket_cache_bytes=mem.state_cache_mb * 1024 * 1024)
             blocks = BlockStore(db, state)
             wal = ConsensusWal(db, max_bytes=limits.wal_bytes, max_record_bytes=limits.wal_record_bytes)
+            if wal.cut:
+                log.warning("wal_tail_cut", records=len(wal.cut), first_seq=wal.cut[0], last_seq=wal.cut[-1],
+                            reason="damaged or truncated tail (a write cut short); never acted on")
             if blocks.last_block_hash() is None:
                 overlay = Overlay(state.reader(snapshot=False))
                 apply_genesis(overlay, gen.ledger)
@@ -344,7 +351,8 @@ class Node:
         sync = SyncService(SyncEnv(store, p2p, gen.chain_id, tuple(gen.validator_keys), chain), inbox,
                            checkpoint_interval=params.checkpoint_interval, registry=registry, log=log,
                            settings=sync_settings, genesis_index=lambda: genesis_index_entries(gen.ledger))
-        consensus = ConsensusDriver(genesis=gen, key=key, params=params, store=store, mempool=mempool, p2p=p2p,
+        outbox = outbox_for(self.byzantine, p2p, key, gen.chain_id, gen.validator_keys, log)
+        consensus = ConsensusDriver(genesis=gen, key=key, params=params, store=store, mempool=mempool, p2p=outbox,
                                     sync=sync, inbox=inbox, chain=chain, health=health, time_offset=time_offset,
                                     registry=registry, log=log, position=position)
         status = NodeStatus(name=cfg.node.name, node_id=key.public_key, genesis=gen, store=store, mempool=mempool,

@@ -18,7 +18,7 @@ fixed-width big-endian so that LevelDB's byte order is numeric order. To add a n
 | `s`    | `s` + logical state key               | state value bytes (ordered: the ledger's iter_range)|
 | `k`    | `k` + bucket u16                      | Merkle bucket blob: sorted (key hash + leaf hash)   |
 | `n`    | `n` + level u8 + index u16            | Merkle node hash (32); only level 16 is persisted   |
-| `W`    | `W` + sequence u64                    | consensus WAL record bytes                          |
+| `W`    | `W` + sequence u64                    | CRC-32 (4 bytes) + consensus WAL record bytes       |
 | `P`    | `P` + height u64                      | snapshot manifest (canonical msgpack map)           |
 | `X`    | `X` + `s`/`k` + as above              | snapshot import staging (wiped at import start)     |
 | `D`    | `D` + height u64                      | decided block not yet executed: {block, cert} map   |
@@ -61,7 +61,7 @@ TABLE: Final[dict[bytes, str]] = {
     STATE: "logical state key -> value",
     MERKLE_BUCKET: "bucket u16 -> sorted 64-byte (key hash + leaf hash) entries",
     MERKLE_NODE: "level u8 + index u16 -> node hash",
-    WAL: "sequence u64 -> consensus WAL record",
+    WAL: "sequence u64 -> CRC-32 + consensus WAL record",
     SNAPSHOT_META: "height u64 -> snapshot manifest (storage.snapshot.SnapshotManifest)",
     IMPORT_STAGING: "staging copy of s/k during a snapshot import",
     DECIDED: "height u64 -> decided block and its certificate, until executed (canonical msgpack map)",

@@ -150,10 +150,25 @@ class PeerIO:
             conn.close("write_failed")
 
     async def ping_loop(self, peer: Peer, conn: Connection) -> None:
+        """Heartbeat: a ping every `ping_interval`; a link that brought no byte for `idle_timeout` is dead
+        (a cut cable or a black-holed route sends no FIN: only silence shows it) and is closed, so the dial
+        loop redials it and `peers` tells the truth. Bytes of a frame still arriving count as life (a big
+        block on a slow link is not silence), and a round in which this node's own loop was stalled is not
+        judged: the bytes may be waiting unread in our socket."""
         loop = asyncio.get_running_loop()
+        interval = self.s.ping_interval
+        seen = conn.stream.bytes_in
+        due = loop.time() + interval
         while conn.close_reason is None:
-            await asyncio.sleep(self.s.ping_interval)
+            await asyncio.sleep(max(0.0, due - loop.time()))
             now = loop.time()
+            stalled = now - due > interval  # our loop ran late: judge nothing this round
+            due = now + interval
+            if conn.stream.bytes_in != seen:
+                seen = conn.stream.bytes_in
+                conn.last_rx = now
+            elif stalled:
+                conn.last_rx = max(conn.last_rx, now - interval)
             if now - conn.last_rx > self.s.idle_timeout:
                 conn.log.info("p2p_peer_idle", idle_s=round(now - conn.last_rx, 3))
                 conn.close("idle_timeout")

@@ -26,11 +26,15 @@ class P2PSettings:
     # whose peer has been silent (named no allowed key) the longest, else it is refused
     max_pending_handshakes: int = 64
     max_pending_handshakes_per_address: int = 8
-    connect_timeout: float = 5.0
-    ping_interval: float = 5.0
-    idle_timeout: float = 20.0  # nothing received for this long -> close
+    connect_timeout: float = 3.0
+    # heartbeat: a ping every `ping_interval`; a link that brought no byte for `idle_timeout` is closed and
+    # redialled (a dead route sends no FIN; only silence shows it, and `peers` must tell the truth)
+    ping_interval: float = 1.0
+    idle_timeout: float = 5.0
+    # redial back-off: a handful of known peers, so retrying every couple of seconds costs nothing and a
+    # healed partition is meshed again within about `backoff_max` + a handshake
     backoff_initial: float = 0.2
-    backoff_max: float = 10.0
+    backoff_max: float = 2.0
     read_chunk: int = 256 * 1024
     # tx gossip
     gossip_flush_interval: float = 0.005

@@ -107,3 +107,49 @@ def test_records_named_to_drop_leave_in_the_same_synced_append_and_free_their_ro
     db = Database.open(tmp_path / "db")
     assert ConsensusWal(db).entries() == [(2, b"h2-a"), (3, b"h2-b"), (4, b"h3-a")]
     db.close()
+
+
+def _damage(db: Database, seq: int, value: bytes) -> None:
+    from storage import schema
+
+    with db.batch(sync=True) as b:
+        b.put(schema.wal_key(seq), value)
+
+
+@pytest.mark.parametrize("damage", ["truncated", "flipped", "empty"])
+def test_a_damaged_tail_is_cut_at_open_and_reported_and_the_log_goes_on(tmp_path: Path, damage: str) -> None:
+    from storage import schema
+    from storage.wal import frame
+
+    db = Database.open(tmp_path / "db")
+    ConsensusWal(db).append_many([b"prepare v0 h1", b"commit v0 h1", b"prepare v0 h2", b"commit v0 h2"])
+    whole = frame(b"prepare v0 h2")
+    bad = {"truncated": whole[:-3], "flipped": whole[:-1] + bytes([whole[-1] ^ 1]), "empty": b""}[damage]
+    _damage(db, 2, bad)
+    _damage(db, 3, frame(b"commit v0 h2")[:2])
+    db.close()
+    db = Database.open(tmp_path / "db")
+    wal = ConsensusWal(db)
+    assert wal.cut == [2, 3]
+    assert wal.records() == [b"prepare v0 h1", b"commit v0 h1"]
+    assert db.get(schema.wal_key(2)) is None  # cut on disk, not only skipped
+    assert wal.append(b"prepare v0 h2 again") == 4
+    db.close()
+    with Database.open(tmp_path / "db") as db:
+        again = ConsensusWal(db)
+        assert again.cut == [] and again.records()[-1] == b"prepare v0 h2 again"
+
+
+def test_a_damaged_record_with_intact_records_after_it_is_a_corrupt_database_naming_the_way_out(
+        tmp_path: Path) -> None:
+    from storage.errors import DatabaseCorrupt
+
+    db = Database.open(tmp_path / "db")
+    ConsensusWal(db).append_many([b"prepare v0 h1", b"commit v0 h1", b"prepare v0 h2"])
+    _damage(db, 1, b"\x00\x00\x00\x00commit v0 h1")
+    db.close()
+    with Database.open(tmp_path / "db") as db, pytest.raises(DatabaseCorrupt) as err:
+        ConsensusWal(db)
+    assert err.value.code == "db_corrupt"
+    assert str(tmp_path / "db") in str(err.value) and "record 1" in str(err.value)
+    assert "move its data directory aside" in str(err.value)
