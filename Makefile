@@ -9,6 +9,9 @@ BASE_PORT ?= 7700
 SEEDS ?= 2000
 LEDGER_EXAMPLES ?= 3000
 JOBS ?= $(shell nproc 2>/dev/null || echo 2)
+DURATION ?= 600
+SEED ?= 1
+MODE ?= auto
 
 .PHONY: all venv lock testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
 
@@ -52,7 +55,7 @@ soak: venv
 	@SMELEDGER_LEDGER_RANDOM=1 SMELEDGER_LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/property/test_ledger_machine.py
 
 chaos: venv
-	@$(BIN)/pytest -p no:cacheprovider -m integration tests/integration
+	@$(PY) -m devtools.chaos --duration $(DURATION) --seed $(SEED) --mode $(MODE)
 
 fuzz: venv
 	@$(PY) -m tests.fuzz.run
