@@ -232,7 +232,9 @@ class ChaosRun:
     # ---- recovery probe ----------------------------------------------------------------------------------
 
     def _recover(self, t_heal: float) -> float | None:
-        """Seconds from the heal until a fresh probe tx is committed on every node."""
+        """Seconds from the heal until a fresh probe tx is committed on every node and every validator is
+        in the same view (a validator left alone in another view no longer votes: one more crash would
+        stall the chain, so it has not recovered)."""
         assert self.client is not None
         c = self.c
         if self._probe is None:
@@ -259,13 +261,17 @@ class ChaosRun:
         self.client.track(probe, accepted_by)
 
         def everywhere() -> bool:
+            views = set()
             for name in c.names:
                 try:
-                    if c.client(name, 2.0).tx(h).get("status") != "committed":
+                    cl = c.client(name, 2.0)
+                    if cl.tx(h).get("status") != "committed":
                         return False
+                    if name in c.validators:
+                        views.add(cl.status()["view"])
                 except ClientError:
                     return False
-            return True
+            return len(views) == 1
 
         if wait_until(everywhere, max(0.0, deadline - time.monotonic())) is None:
             return None
