@@ -77,11 +77,11 @@ def _is_zombie(pid: int) -> bool:
     return stat.rsplit(")", 1)[-1].split()[0] == "Z"
 
 
-def _command(home: Path) -> list[str]:
+def _command(home: Path, extra: tuple[str, ...] = ()) -> list[str]:
     script = Path(sys.executable).parent / "smeledger"
     if script.exists():
-        return [str(script), "run", "--home", str(home)]
-    return [sys.executable, "-m", "cli.main", "run", "--home", str(home)]
+        return [str(script), "run", "--home", str(home), *extra]
+    return [sys.executable, "-m", "cli.main", "run", "--home", str(home), *extra]
 
 
 def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
@@ -92,12 +92,13 @@ def tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
     return "\n".join(data.decode(errors="replace").splitlines()[-lines:])
 
 
-def start_node(home: Path) -> int:
+def start_node(home: Path, extra: tuple[str, ...] = ()) -> int:
+    """Start `smeledger run --home HOME [extra...]` detached; returns its pid."""
     home = home.resolve()
     log = os.open(home / LOG_FILE, os.O_WRONLY | os.O_CREAT | os.O_APPEND, PUBLIC_FILE)
     try:
         os.fchmod(log, PUBLIC_FILE)  # whatever the umask (node/files.py)
-        proc = subprocess.Popen(_command(home), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+        proc = subprocess.Popen(_command(home, extra), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                                 start_new_session=True, close_fds=True, cwd=str(home))
     finally:
         os.close(log)

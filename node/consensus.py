@@ -39,7 +39,7 @@ from prometheus_client import CollectorRegistry
 
 from node import failpoints
 from node.chain import ChainHead, ChainStatus, ChainStore, TimeOffset
-from node.consensus_metrics import ConsensusMetrics, StepClock
+from node.consensus_metrics import ConsensusMetrics, ReplicaStats, StepClock
 from node.executor import BlockExecutor, BlockRejected, Parent
 from node.genesis import Genesis
 from node.logging import Position
@@ -187,6 +187,7 @@ class ConsensusDriver:
         self.validators = tuple(genesis.validator_keys)
         self.metrics = ConsensusMetrics(registry)
         self.steps = StepClock(self.metrics)
+        registry.register(ReplicaStats(lambda: self.replica.stats))
         self.executor = BlockExecutor(genesis.chain_id, store.blocks, max_future_ms=MAX_CLOCK_DRIFT_MS,
                                       max_block_txs=params.max_block_txs, max_block_bytes=params.max_block_bytes)
         self._timers: dict[str, asyncio.TimerHandle] = {}

@@ -1,6 +1,7 @@
 """The consensus driver's metrics, and the clock that splits each height into steps.
 
-`ConsensusMetrics` is every Prometheus series the driver exports. `StepClock` turns what the driver sees
+`ConsensusMetrics` is every Prometheus series the driver exports; `ReplicaStats` exports the replica's
+own counters. `StepClock` turns what the driver sees
 (ready work, a block built or validated, a decision) into `smeledger_consensus_step_seconds{step}`
 observations, so an operator sees where a height's time goes (docs/bench.md, "Latency in stages"):
 
@@ -17,8 +18,11 @@ Rule: observation only: nothing here changes what the driver does; times come fr
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Iterator, Mapping
 
 from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 STEP_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
 STEPS = ("propose_wait", "agreement", "wal_append", "decided_write", "execute_wait")
@@ -46,6 +50,22 @@ class ConsensusMetrics:
                                 registry=registry)
         self.evidence = Counter("smeledger_consensus_evidence", "Conflicting signed messages seen",
                                 registry=registry)
+
+
+class ReplicaStats(Collector):
+    """The replica's own counters (messages dropped as stale, duplicate, beyond the future-view or height
+    window or past a sender's buffer; view changes ...), so a vote flood shows on /metrics."""
+
+    def __init__(self, stats: Callable[[], Mapping[str, int]]) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        fam = CounterMetricFamily("smeledger_consensus_replica_events", "Consensus messages and events as the "
+                                  "replica counted them, by what happened", labels=["what"])
+        stats = self._stats()
+        for what in sorted(stats):
+            fam.add_metric([what], stats[what])
+        yield fam
 
 
 class StepClock:

@@ -52,12 +52,12 @@ class Net:
     def client(self, name: str, timeout: float = 3.0) -> Client:
         return Client(self.nodes[name]["admin_url"], timeout=timeout)
 
-    def start(self, *names: str, env: dict[str, str] | None = None) -> None:
+    def start(self, *names: str, env: dict[str, str] | None = None, args: tuple[str, ...] = ()) -> None:
         for name in names or tuple(self.nodes):
             saved = dict(os.environ)
             try:
                 os.environ.update(env or {})
-                devnet.start_node(self.home(name))
+                devnet.start_node(self.home(name), args)
             finally:
                 os.environ.clear()
                 os.environ.update(saved)
