@@ -85,7 +85,7 @@ def _fault(kind: str, rng: random.Random, validators: list[str], nodes: list[str
         order = rng.sample(validators, len(validators))
         half = len(order) // 2
         side_a = tuple(sorted(order[:half] + [n for n in nodes if n not in validators]))
-        return Fault(kind, side_a + ("|",) + tuple(sorted(order[half:])))
+        return Fault(kind, (*side_a, "|", *sorted(order[half:])))
     if kind == "oneway":
         return Fault(kind, (someone(nodes),), {"direction": rng.choice(["in", "out"])})
     if kind == "links":

@@ -20,6 +20,7 @@ import pytest
 
 from client.errors import ClientError
 from client.wallet import Wallet, read_password
+from node.p2p import HandshakeError
 from node.p2p.handshake import handshake
 from node.p2p.stream import FrameStream
 from protocol.crypto import PrivateKey
@@ -114,7 +115,7 @@ async def stranger_flood(port: int, chain: str, stalled: int, workers: int, coun
                 await handshake(FrameStream(r, 1 << 16), w, PrivateKey(os.urandom(32)), chain, initiator=True,
                                 is_allowed=lambda _k: True, timeout=2.0)
                 counts["admitted"] += 1
-            except Exception:  # noqa: BLE001 - any refusal is the expected outcome; counted
+            except (HandshakeError, OSError):  # refused: what a stranger must get
                 counts["refused"] += 1
             finally:
                 w.transport.abort()
