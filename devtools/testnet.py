@@ -12,7 +12,9 @@ node/files.py (directories 0700, secrets 0600, config and genesis 0644), whateve
 from __future__ import annotations
 
 import json
+import random
 import shutil
+import socket
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -156,6 +158,30 @@ def _write(tmp: Path, final: Path, validators: int, observers: int, accounts: in
                      "public_key": s.key.public_key.hex()})
     write_public(tmp / NODES_FILE, (json.dumps(rows, indent=2) + "\n").encode("utf-8"))
     return rows
+
+
+def free_port_block(count: int, lo: int = 20000, hi: int = 32000) -> int:
+    """A base port B such that B+1..B+count and B+1001..B+1000+count are free on 127.0.0.1 right now.
+
+    Below the kernel's ephemeral range (32768+ here): a node restarted by a test must get its port
+    back, and an outgoing connection may take any free ephemeral port while the node is down."""
+    rng = random.Random()
+    for _ in range(200):
+        base = rng.randrange(lo, hi - 1100)
+        ports = [base + 1 + i for i in range(count)] + [base + 1001 + i for i in range(count)]
+        socks = []
+        try:
+            for p in ports:
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", p))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise RuntimeError("no free port block found")
 
 
 def load_nodes(directory: str | Path) -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import io
-import socket
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -17,35 +16,10 @@ from typing import Any
 import pytest
 
 from devtools import testnet as testnet_mod
+from devtools.testnet import free_port_block
 from node import config as config_mod
 from node.config import Config
 from node.service import Node
-
-
-def free_port_block(count: int, lo: int = 20000, hi: int = 32000) -> int:
-    """A base port B such that B+1..B+count and B+1001..B+1000+count are free on 127.0.0.1 right now.
-
-    Below the kernel's ephemeral range (32768+ here): a node restarted by a test must get its port
-    back, and an outgoing connection may take any free ephemeral port while the node is down."""
-    import random
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(lo, hi - 1100)
-        ports = [base + 1 + i for i in range(count)] + [base + 1001 + i for i in range(count)]
-        socks = []
-        try:
-            for p in ports:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block found")
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -40,29 +39,6 @@ ROOT = Path(__file__).resolve().parents[2]
 P2P_PORT = 7701
 API_PORT = 8701
 LOG_FILE = "node.log"
-
-
-def _free_base(count: int) -> int:
-    """A base port whose p2p (base+1..) and API (base+1001..) ports are free on 127.0.0.1 now (below the
-    ephemeral range, so a restarted node gets its port back)."""
-    import random
-
-    rng = random.Random()
-    for _ in range(200):
-        base = rng.randrange(20000, 30900)
-        socks = []
-        try:
-            for p in [base + 1 + i for i in range(count)] + [base + 1001 + i for i in range(count)]:
-                s = socket.socket()
-                socks.append(s)
-                s.bind(("127.0.0.1", p))
-            return base
-        except OSError:
-            continue
-        finally:
-            for s in socks:
-                s.close()
-    raise RuntimeError("no free port block on 127.0.0.1")
 
 
 class ProxyControl:
@@ -123,7 +99,7 @@ class Cluster:
     # ---- building ----------------------------------------------------------------------------------
 
     def create(self) -> None:
-        base = _free_base(5) if self.mode == "loopback" else P2P_PORT - 1
+        base = testnet_mod.free_port_block(5, hi=31000) if self.mode == "loopback" else P2P_PORT - 1
         rows = testnet_mod.create(self.dir / "net", validators=4, observers=1, accounts=self.accounts,
                                   base_port=base, kdf="min")
         self.names = [r["name"] for r in rows]

@@ -20,6 +20,8 @@ import re
 import shutil
 import subprocess
 
+from devtools.devnet import _alive
+
 TAG_PREFIX = "smc"
 SUBNET_BASE = "10.213"
 _OWN = re.compile(rf"^{TAG_PREFIX}(\d+)(?:br|[hpn]\d+|probe)$")
@@ -41,16 +43,6 @@ def available() -> tuple[bool, str]:
         return False, f"ip netns add failed: {made.stderr.strip()}"
     _ip("netns", "del", probe, check=False)
     return True, ""
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def sweep_stale() -> list[str]:

@@ -33,7 +33,7 @@ from protocol import codec
 from protocol.block import Block
 from protocol.consensus import CommitCertificate
 from protocol.errors import ProtocolError
-from protocol.ledger import apply_block, apply_genesis
+from protocol.ledger import BlockResult, apply_block, apply_genesis
 from protocol.ledger import keys as lkeys
 from protocol.ledger.audit import supply_problems
 from protocol.merkle import MemoryNodeStore, MerkleTree
@@ -167,39 +167,52 @@ def _reference_chain(by_node: dict[str, list[bytes | None]], height: int, genesi
     return chain
 
 
-def _replay(chain: list[Block | None], genesis: dict[str, Any], v: Verdict) -> tuple[MemoryState, bytes | None]:
-    """Apply genesis and the agreed blocks; returns the state and its root (None if the chain has a gap)."""
-    state = MemoryState()
-    nodes = MemoryNodeStore()
-    tree = MerkleTree(nodes)
+class Replay:
+    """A fresh in-memory ledger from a genesis spec, blocks applied as a node applies them (`apply_block` on
+    an overlay), and the Merkle state root a node would compute (derived indexes left out)."""
 
-    def commit(ov: Overlay) -> bytes:
+    def __init__(self, ledger_spec: dict[str, Any]) -> None:
+        self.state = MemoryState()
+        self._nodes = MemoryNodeStore()
+        self._tree = MerkleTree(self._nodes)
+        ov = Overlay(self.state)
+        apply_genesis(ov, ledger_spec)
+        self.root = self._commit(ov)
+
+    def _commit(self, ov: Overlay) -> bytes:
         changes = ov.changes()
-        state.apply(changes)
-        update = tree.update({k: x for k, x in changes.items() if not k.startswith(lkeys.INDEX_PREFIXES)})
-        nodes.apply_update(update)
+        self.state.apply(changes)
+        update = self._tree.update({k: x for k, x in changes.items() if not k.startswith(lkeys.INDEX_PREFIXES)})
+        self._nodes.apply_update(update)
         return update.root
 
-    ov = Overlay(state)
-    apply_genesis(ov, genesis["ledger"])
-    roots = [commit(ov)]
+    def apply(self, block: Block, txs: list[SignedTx]) -> BlockResult:
+        ov = Overlay(self.state)
+        result = apply_block(ov, block.header, txs)
+        self.root = self._commit(ov)
+        return result
+
+
+def _replay(chain: list[Block | None], genesis: dict[str, Any], v: Verdict) -> tuple[MemoryState, bytes | None]:
+    """Apply genesis and the agreed blocks; returns the state and its root (None if the chain has a gap)."""
+    replay = Replay(genesis["ledger"])
+    roots = [replay.root]
     for h, block in enumerate(chain, 1):
         if block is None:
             v.note("replay", f"stopped at height {h}: no node serves a trusted block there")
-            return state, None
+            return replay.state, None
         lag = h - STATE_ROOT_LAG
         if lag >= 0 and block.header.state_root != roots[lag]:
             v.note("invariant", f"height {h}: header state root differs from the replayed root after {lag}")
             v.invariants_ok = False
         txs = [SignedTx.from_wire(t) for t in block.txs]
-        ov = Overlay(state)
-        result = apply_block(ov, block.header, txs)
+        result = replay.apply(block, txs)
         for tx, receipt in zip(txs, result.receipts, strict=True):
             v.in_chain[tx.hash.hex()] = h
             if not receipt.ok:
                 v.failed_receipts += 1
-        roots.append(commit(ov))
-    return state, roots[-1]
+        roots.append(replay.root)
+    return replay.state, roots[-1]
 
 
 async def _api_agrees(api: Api, urls: dict[str, str], state: MemoryState, v: Verdict) -> None:

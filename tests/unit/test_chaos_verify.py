@@ -6,15 +6,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from devtools.chaos.verify import Verdict, _reference_chain, _replay
+from devtools.chaos.verify import Replay, Verdict, _reference_chain, _replay
 from protocol import codec
 from protocol.block import GENESIS_PARENT, Block
 from protocol.consensus import CommitCertificate, vote_bytes
 from protocol.crypto import DOMAIN_CONSENSUS, PrivateKey
-from protocol.ledger import apply_block, apply_genesis
+from protocol.ledger import apply_genesis
 from protocol.ledger import keys as lkeys
 from protocol.ledger.audit import supply_problems
-from protocol.merkle import MemoryNodeStore, MerkleTree
 from protocol.state import MemoryState, Overlay
 from protocol.tx import SignedTx
 
@@ -48,27 +47,15 @@ def entry(block: Block, cert: CommitCertificate) -> bytes:
 
 def chain(n: int) -> list[Block]:
     """n blocks of one transfer each, with the state roots a node would put in their headers."""
-    state, nodes = MemoryState(), MemoryNodeStore()
-    tree = MerkleTree(nodes)
-
-    def commit(ov: Overlay) -> bytes:
-        changes = ov.changes()
-        state.apply(changes)
-        update = tree.update({k: v for k, v in changes.items() if not k.startswith(lkeys.INDEX_PREFIXES)})
-        nodes.apply_update(update)
-        return update.root
-
-    ov = Overlay(state)
-    apply_genesis(ov, genesis()["ledger"])
-    root, parent, out = commit(ov), GENESIS_PARENT, []
+    replay = Replay(genesis()["ledger"])
+    parent, out = GENESIS_PARENT, []
     for h in range(1, n + 1):
         tx = SignedTx.create(ALICE, {"chain": CHAIN, "kind": "transfer", "nonce": h - 1, "to": BOB.public_key,
                                      "asset": "CNY.X", "amount": 10})
         block = Block.build(chain=CHAIN, height=h, parent=parent, proposer=VALIDATORS[0].public_key, view=0,
-                            time=T0 + h, state_root=root, txs=[tx.raw])
-        ov = Overlay(state)
-        assert apply_block(ov, block.header, [tx]).receipts[0].ok
-        root, parent = commit(ov), block.hash
+                            time=T0 + h, state_root=replay.root, txs=[tx.raw])
+        assert replay.apply(block, [tx]).receipts[0].ok
+        parent = block.hash
         out.append(block)
     return out
 

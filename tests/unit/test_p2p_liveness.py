@@ -12,20 +12,12 @@ import pytest
 from devtools.chaos.proxy import Proxy
 from node.p2p import P2P, P2PSettings, PeerAddr
 from protocol.crypto import PrivateKey
+from tests.unit.test_p2p_link import until
 
 CHAIN = "test-chain"
 KEYS = [PrivateKey(bytes([i + 1]) * 32) for i in range(2)]
 LIVE = P2PSettings(handshake_timeout=1.0, connect_timeout=1.0, backoff_initial=0.05, backoff_max=0.3,
                    ping_interval=0.1, idle_timeout=0.6)
-
-
-async def until(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while not pred():
-        if loop.time() > end:
-            raise AssertionError("condition not reached in time")
-        await asyncio.sleep(0.01)
 
 
 @pytest.fixture
