@@ -12,6 +12,7 @@ JOBS ?= $(shell nproc 2>/dev/null || echo 2)
 DURATION ?= 600
 SEED ?= 1
 MODE ?= auto
+RATE ?= 20
 
 .PHONY: all venv lock testnet testnet-stop testnet-clean test lint soak chaos fuzz bench clean
 
@@ -55,7 +56,7 @@ soak: venv
 	@SMELEDGER_LEDGER_RANDOM=1 SMELEDGER_LEDGER_EXAMPLES=$(LEDGER_EXAMPLES) $(BIN)/pytest -p no:cacheprovider tests/property/test_ledger_machine.py
 
 chaos: venv
-	@$(PY) -m devtools.chaos --duration $(DURATION) --seed $(SEED) --mode $(MODE)
+	@$(PY) -m devtools.chaos --duration $(DURATION) --seed $(SEED) --mode $(MODE) --rate $(RATE)
 
 fuzz: venv
 	@$(PY) -m tests.fuzz.run

@@ -11,12 +11,14 @@ Y dialled ("Y->X", direction back), so cutting a flow sets both. Cutting a node 
 to the bridge goes down (its API goes dark too); on loopback every flow to and from it is cut.
 
 Rule: every process and network object made here is undone by `close()`, which is safe to call twice and
-is called on every exit path; only processes this object started are signalled, by pid.
+is called on every exit path; only processes this object started are signalled, by pid, and each of them
+is also tied to the run's life (PR_SET_PDEATHSIG), so not even a SIGKILLed run leaves a node behind.
 """
 
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import json
 import os
 import signal
@@ -36,9 +38,23 @@ from devtools.chaos.netns import NetNs
 from node import config as config_mod
 
 ROOT = Path(__file__).resolve().parents[2]
+PR_SET_PDEATHSIG = 1
 P2P_PORT = 7701
 API_PORT = 8701
 LOG_FILE = "node.log"
+
+
+try:  # resolved once here: between fork and exec the child only makes this one call
+    _PRCTL = ctypes.CDLL(None, use_errno=True).prctl
+except (OSError, AttributeError):  # not Linux: close() is the only cleanup
+    _PRCTL = None
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: the kernel kills it if the run itself dies (even by SIGKILL), so no node
+    outlives the run that started it."""
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
 
 
 class ProxyControl:
@@ -48,7 +64,7 @@ class ProxyControl:
         self._log = log_path.open("ab")
         self.proc = subprocess.Popen([sys.executable, "-m", "devtools.chaos.proxy", str(seed)], cwd=ROOT,
                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=self._log,
-                                     text=True, start_new_session=True)
+                                     text=True, start_new_session=True, preexec_fn=_die_with_parent)
         self._lock = threading.Lock()
 
     def cmd(self, **doc: Any) -> dict[str, Any]:
@@ -161,7 +177,7 @@ class Cluster:
         with (self.home(name) / LOG_FILE).open("ab") as log:
             self.procs[name] = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=log,
                                                 stderr=subprocess.STDOUT, cwd=ROOT, env=env,
-                                                start_new_session=True)
+                                                start_new_session=True, preexec_fn=_die_with_parent)
         self.expected_down.discard(name)
         self.stopped.discard(name)
 

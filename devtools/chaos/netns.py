@@ -14,10 +14,12 @@ and is safe to call twice (the orchestrator calls it from `finally`, atexit and 
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import os
 import re
 import shutil
+import signal
 import subprocess
 
 from devtools.devnet import _alive
@@ -46,12 +48,16 @@ def available() -> tuple[bool, str]:
 
 
 def sweep_stale() -> list[str]:
-    """Delete namespaces and links of earlier runs whose process is gone; returns what was removed."""
+    """Delete namespaces and links of earlier runs whose process is gone (first killing what still runs
+    inside those namespaces: nodes that run started); returns what was removed."""
     removed = []
     for line in _ip("netns", "list", check=False).stdout.splitlines():
         name = line.split()[0] if line.strip() else ""
         m = _OWN.match(name)
         if m and not _alive(int(m.group(1))):
+            for pid in _ip("netns", "pids", name, check=False).stdout.split():
+                with contextlib.suppress(ProcessLookupError, ValueError):
+                    os.kill(int(pid), signal.SIGKILL)
             _ip("netns", "del", name, check=False)
             removed.append(name)
     for line in _ip("-o", "link", "show", check=False).stdout.splitlines():

@@ -44,7 +44,11 @@ START_TIMEOUT_S = 90.0
 SETTLE_S = 45.0  # after the load stops: give up waiting when nothing commits for this long
 PEER_CHECK_AFTER_S = 8.0  # a partition held this long must show in `peers` (heartbeat: 5 s idle timeout)
 ACCOUNTS = 25  # user01..user24 send the load, user25 sends the recovery probes
-DEFAULT_RSS_MIB = 1024
+DEFAULT_RSS_MIB = 512  # per node; a node on this testnet holds ~60-100 MiB
+
+
+class Stopped(Exception):
+    """SIGTERM or SIGHUP arrived: the run breaks off, still cleans up and still writes its report."""
 
 
 def log(t0: float, text: str) -> None:
@@ -382,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     atexit.register(cluster.close)
 
     def on_signal(signum: int, _frame: Any) -> None:
-        raise SystemExit(128 + signum)
+        raise Stopped(f"stopped by signal {signal.Signals(signum).name}")
 
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, on_signal)
@@ -393,9 +397,9 @@ def main(argv: list[str] | None = None) -> int:
         run.setup()
         run.play()
         report = run.finish()
-    except (RuntimeError, ClientError, OSError) as exc:
+    except (RuntimeError, ClientError, OSError, Stopped, KeyboardInterrupt) as exc:
         report = {"seed": args.seed, "mode": mode, "duration_s": args.duration, "faults": run.faults,
-                  "failures": [*run.failures, f"the run broke off: {exc}"]}
+                  "failures": [*run.failures, f"the run broke off: {exc or type(exc).__name__}"]}
     finally:
         problems = cluster.close()
         if problems:

@@ -6,6 +6,7 @@ The long run stays in `make chaos` (10 minutes by default)."""
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -62,3 +63,27 @@ def test_the_same_seed_draws_the_same_schedule() -> None:
     assert set(schedule.KINDS) <= set(kinds), "a 10-minute run meets every kind of fault"
     modes = {e.fault.params["mode"] for e in a.episodes if e.fault.kind == "byzantine"}
     assert modes == set(schedule.BYZANTINE_MODES)
+
+
+def test_a_chaos_run_stopped_midway_leaves_no_process_namespace_or_link_behind(tmp_path: Path) -> None:
+    before = _leftovers()
+    p = subprocess.Popen([sys.executable, "-m", "devtools.chaos", "--duration", "600", "--seed", str(SEED),
+                          "--out", str(tmp_path / "r.json")], cwd=ROOT, stdout=subprocess.PIPE,
+                         stderr=subprocess.STDOUT, text=True)
+    try:
+        assert p.stdout is not None
+        for line in p.stdout:  # bounded: the run prints this within its start timeout, or exits
+            if "episode 0" in line:
+                break
+        p.send_signal(signal.SIGTERM)
+        p.wait(60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
+    assert p.returncode != 0
+    report = json.loads((tmp_path / "r.json").read_text())
+    assert report["failures"] and "replay" in report
+    assert _leftovers() == before, "the stopped run left namespaces or links behind"
+    left = subprocess.run(["pgrep", "-f", f"smeledger-chaos-{SEED}-"], capture_output=True, text=True).stdout
+    assert not left.strip(), f"node processes outlived the run: {left}"
