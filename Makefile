@@ -57,6 +57,7 @@ soak: venv
 
 chaos: venv
 	@$(PY) -m devtools.chaos --duration $(DURATION) --seed $(SEED) --mode $(MODE) --rate $(RATE)
+	@$(BIN)/pytest -p no:cacheprovider -m chaos tests
 
 fuzz: venv
 	@$(PY) -m tests.fuzz.run
