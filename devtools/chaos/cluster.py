@@ -36,6 +36,7 @@ from client.errors import ClientError
 from devtools import testnet as testnet_mod
 from devtools.chaos.netns import NetNs
 from node import config as config_mod
+from protocol import api
 
 ROOT = Path(__file__).resolve().parents[2]
 PR_SET_PDEATHSIG = 1
@@ -238,7 +239,7 @@ class Cluster:
     def client(self, name: str, timeout: float = 1.0) -> Client:
         return Client(self.urls[name], timeout=timeout)
 
-    def status(self, name: str) -> dict[str, Any] | None:
+    def status(self, name: str) -> api.Status | None:
         try:
             return self.client(name).status()
         except ClientError:
@@ -249,8 +250,8 @@ class Cluster:
         votes: Counter[str] = Counter()
         for name in self.validators:
             st = self.status(name)
-            if st is not None and st.get("primary_name"):
-                votes[str(st["primary_name"])] += 1
+            if st is not None and st.primary_name:
+                votes[st.primary_name] += 1
         if votes:
             return votes.most_common(1)[0][0]
         return next((n for n in self.validators if n not in self.expected_down), self.validators[0])

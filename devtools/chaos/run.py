@@ -87,12 +87,12 @@ class ChaosRun:
         wallets = [Wallet.load(c.dir / "net" / "wallets" / f"user{i:02d}.json", pw) for i in range(1, ACCOUNTS + 1)]
         self.probe_wallet = wallets.pop()
         self.client = ChaosClient(c.genesis["chain_id"], wallets, c.urls, rate=self.rate, seed=self.plan.seed)
-        self._probe_nonce = int(c.client(c.names[0], 5).account(self.probe_wallet.account)["nonce"])
+        self._probe_nonce = c.client(c.names[0], 5).account(self.probe_wallet.account).nonce
         threading.Thread(target=self._monitor, name="chaos-monitor", daemon=True).start()
 
     def _healthy(self, name: str) -> bool:
         try:
-            return bool(self.c.client(name).health().get("ok"))
+            return self.c.client(name).health().ok
         except ClientError:
             return False
 
@@ -225,12 +225,12 @@ class ChaosRun:
         stale = []
         for name in self.c.names:
             try:
-                rows = self.c.client(name, 2.0).peers()["peers"]
+                rows = self.c.client(name, 2.0).peers().peers
             except ClientError:
                 continue  # a node cut off in its namespace cannot be asked; the others can
             for row in rows:
-                if (name, row["name"]) in pairs or (row["name"], name) in pairs:
-                    stale.append(f"{name} lists {row['name']}")
+                if (name, row.name) in pairs or (row.name, name) in pairs:
+                    stale.append(f"{name} lists {row.name}")
         return stale
 
     # ---- recovery probe ----------------------------------------------------------------------------------
@@ -252,10 +252,10 @@ class ChaosRun:
         while accepted_by is None and time.monotonic() < deadline:
             for name in c.names:
                 try:
-                    res = c.client(name, 2.0).submit([probe])["results"][0]
-                except (ClientError, KeyError, IndexError):
+                    rows = c.client(name, 2.0).submit([probe]).results
+                except ClientError:
                     continue
-                if res["accepted"] or res["code"] in ("duplicate", "already_committed", "nonce_too_low"):
+                if rows and (rows[0].accepted or rows[0].code in ("duplicate", "already_committed", "nonce_too_low")):
                     accepted_by = name
                     break
             if accepted_by is None:
@@ -269,10 +269,10 @@ class ChaosRun:
             for name in c.names:
                 try:
                     cl = c.client(name, 2.0)
-                    if cl.tx(h).get("status") != "committed":
+                    if cl.tx(h).status != "committed":
                         return False
                     if name in c.validators:
-                        views.add(cl.status()["view"])
+                        views.add(cl.status().view)
                 except ClientError:
                     return False
             return len(views) == 1

@@ -107,4 +107,4 @@ def test_a_wiped_node_killed_while_installing_a_snapshot_recovers_to_its_peers_s
     assert net.status(victim)["state_root"] == root
     ref = net.client(others[0])
     for h in range(max(1, height - 5), height + 1):
-        assert net.client(victim).block(h)["hash"] == ref.block(h)["hash"]
+        assert net.client(victim).block(h).hash == ref.block(h).hash

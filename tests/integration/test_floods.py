@@ -162,7 +162,7 @@ def test_strangers_and_stalled_handshakes_on_the_p2p_port_leave_the_node_serving
         flood.join(30)
     assert counts["admitted"] == 0 and counts["refused"] > 20, counts
     assert_honest_progress(net, load, watch, target)
-    assert net.client("smeb").peers()["count"] == 4
+    assert net.client("smeb").peers().count == 4
 
 
 async def slow_api_flood(port: int, slow: int, counts: dict[str, int]) -> None:
@@ -221,7 +221,7 @@ def test_one_sender_flooding_the_mempool_gets_its_share_and_others_keep_committi
     pw = read_password(net.dir / "wallets" / "PASSWORD")
     hog = Wallet.load(net.dir / "wallets" / "user08.json", pw)
     client = net.client(target, 30.0)
-    nonce = int(client.account(hog.account)["nonce"])
+    nonce = client.account(hog.account).nonce
     with Load(net, [target], rate=40, max_seconds=25, senders=6) as load, Watch(net, target, 25) as watch:
         net.wait_height(ALL, 2, timeout=30)
         codes: dict[str, int] = _Tally()
@@ -230,11 +230,11 @@ def test_one_sender_flooding_the_mempool_gets_its_share_and_others_keep_committi
                                          "to": hog.public_key, "asset": "CNY.BANKA", "amount": 1})
                for i in range(1500)]
         for start in range(0, len(txs), 500):
-            for row in client.submit(txs[start:start + 500])["results"]:
-                codes["accepted" if row["accepted"] else row["code"]] += 1
+            for row in client.submit(txs[start:start + 500]).results:
+                codes["accepted" if row.accepted else row.code] += 1
         time.sleep(5)
     assert codes["accepted"] <= 1000 and codes["sender_limit"] + codes["nonce_too_high"] >= 500, dict(codes)
-    assert net.client(target).health()["ok"], "gapped txs of one sender made the node report a stall"
+    assert net.client(target).health().ok, "gapped txs of one sender made the node report a stall"
     assert_honest_progress(net, load, watch, target)
 
 
@@ -248,8 +248,7 @@ def test_a_validator_flooding_votes_for_future_views_leaves_the_others_serving_a
     log = (net.home("smeb") / "node.log").read_text()
     assert '"byzantine_mode_on"' in log
     assert_honest_progress(net, load, watch, target)
-    metrics = net.client(target).request("GET", "/metrics")[1]
-    text = metrics.decode() if isinstance(metrics, bytes) else str(metrics)
+    text = net.client(target).metrics()
     refused = sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                   if line.startswith("smeledger_consensus_replica_events_total")
                   and ('"dropped_window"' in line or '"dropped_sender_limit"' in line))
