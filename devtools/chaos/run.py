@@ -35,6 +35,7 @@ from client.wallet import Wallet, read_password
 from devtools.chaos import netns, schedule
 from devtools.chaos.client import ASSET, ChaosClient
 from devtools.chaos.cluster import Cluster, wait_until
+from devtools.chaos.faults import apply_fault, heal_fault, stale_peers
 from devtools.chaos.verify import verify
 from protocol.tx import SignedTx
 
@@ -137,13 +138,13 @@ class ChaosRun:
             entry["target"] = "+".join(f.targets[:cut]) + " | " + "+".join(f.targets[cut + 1:])
         log(self.t0, f"episode {i}: {f.kind} {entry['target']} {f.params or ''} for {ep.hold_s} s"
                      + (f" (+ links {ep.links.params} on {len(ep.links.targets)})" if ep.links else ""))
-        self._apply(f, resolved)
+        apply_fault(self.c, f, resolved)
         if ep.links is not None:
             self.c.degrade(list(ep.links.targets), ep.links.params)
             entry["links"] = {"on": list(ep.links.targets), **ep.links.params}
         if f.kind in ("isolate", "split", "oneway") and ep.hold_s >= PEER_CHECK_AFTER_S + 1:
             time.sleep(PEER_CHECK_AFTER_S)
-            stale = self._stale_peers(f, resolved)
+            stale = stale_peers(self.c, f, resolved)
             entry["stale_peer_links"] = stale
             if stale:
                 self.failures.append(f"episode {i} ({f.kind}): `peers` still lists cut links after "
@@ -152,7 +153,7 @@ class ChaosRun:
         else:
             time.sleep(ep.hold_s)
         t_heal = time.monotonic()
-        self._heal(f, resolved)
+        heal_fault(self.c, f, resolved)
         self.c.clear_links(self.plan.base_links)
         entry["heal_t"] = round(t_heal - self.t0, 1)
         recovery = self._recover(t_heal)
@@ -165,73 +166,6 @@ class ChaosRun:
             self.failures.append(f"episode {i} ({f.kind} {entry['target']}): recovery took {recovery:.1f} s "
                                  f"(bound {RECOVERY_BOUND_S:g} s)")
         return entry
-
-    def _cut_pairs(self, f: schedule.Fault, resolved: list[str]) -> list[tuple[str, str]]:
-        names = self.c.names
-        if f.kind == "split":
-            cut = f.targets.index("|")
-            a, b = f.targets[:cut], f.targets[cut + 1:]
-            return [(x, y) for x in a for y in b] + [(y, x) for x in a for y in b]
-        if f.kind == "oneway":
-            x = resolved[0]
-            others = [y for y in names if y != x]
-            return [(x, y) for y in others] if f.params["direction"] == "out" else [(y, x) for y in others]
-        return []
-
-    def _apply(self, f: schedule.Fault, resolved: list[str]) -> None:
-        c = self.c
-        if f.kind in ("kill", "kill2"):
-            for n in resolved:
-                c.kill9(n)
-        elif f.kind == "pause":
-            c.pause(resolved[0])
-        elif f.kind == "isolate":
-            c.isolate(resolved[0], True)
-        elif f.kind in ("split", "oneway"):
-            for src, dst in self._cut_pairs(f, resolved):
-                c.set_flow(src, dst, cut=True)
-        elif f.kind == "links":
-            c.degrade(resolved, f.params)
-        elif f.kind == "clock_skew":
-            c.stop_gracefully(resolved[0])
-            c.start(resolved[0], skew_ms=int(f.params["skew_ms"]))
-        elif f.kind == "byzantine":
-            c.stop_gracefully(resolved[0])
-            c.start(resolved[0], byzantine=str(f.params["mode"]))
-
-    def _heal(self, f: schedule.Fault, resolved: list[str]) -> None:
-        c = self.c
-        if f.kind == "kill":
-            c.start(resolved[0])
-        elif f.kind == "kill2":
-            c.start(resolved[0])
-            time.sleep(float(f.params["stagger_s"]))
-            c.start(resolved[1])
-        elif f.kind == "pause":
-            c.resume(resolved[0])
-        elif f.kind == "isolate":
-            c.isolate(resolved[0], False)
-        elif f.kind in ("clock_skew", "byzantine"):
-            c.stop_gracefully(resolved[0])
-            c.start(resolved[0])
-        # split, oneway and links: clear_links() after every episode restores every link
-
-    def _stale_peers(self, f: schedule.Fault, resolved: list[str]) -> list[str]:
-        """Peer-table rows that claim a link the partition has cut ("a lists b")."""
-        pairs = set(self._cut_pairs(f, resolved))
-        if f.kind == "isolate":
-            x = resolved[0]
-            pairs = {(x, y) for y in self.c.names if y != x} | {(y, x) for y in self.c.names if y != x}
-        stale = []
-        for name in self.c.names:
-            try:
-                rows = self.c.client(name, 2.0).peers().peers
-            except ClientError:
-                continue  # a node cut off in its namespace cannot be asked; the others can
-            for row in rows:
-                if (name, row.name) in pairs or (row.name, name) in pairs:
-                    stale.append(f"{name} lists {row.name}")
-        return stale
 
     # ---- recovery probe ----------------------------------------------------------------------------------
 
