@@ -175,6 +175,8 @@ class ChaosRun:
         stall the chain, so it has not recovered)."""
         assert self.client is not None
         c = self.c
+        if self._probe is not None and self._committed_somewhere(self._probe.hash.hex()):
+            self._probe, self._probe_nonce = None, self._probe_nonce + 1  # a late probe: measure with a fresh one
         if self._probe is None:
             self._probe = SignedTx.create(self.probe_wallet.key, {
                 "chain": c.genesis["chain_id"], "kind": "transfer", "nonce": self._probe_nonce,
@@ -216,6 +218,15 @@ class ChaosRun:
         self._probe = None
         self._probe_nonce += 1
         return time.monotonic() - t_heal
+
+    def _committed_somewhere(self, h: str) -> bool:
+        for name in self.c.names:
+            try:
+                if self.c.client(name, 2.0).tx(h).status == "committed":
+                    return True
+            except ClientError:
+                continue
+        return False
 
     # ---- the end -------------------------------------------------------------------------------------
 
