@@ -8,7 +8,8 @@ After the run has healed, `verify` asks each node over its HTTP API only (DESIGN
    is a history hole; a height where nodes hold different blocks is a divergence, and so is a block whose
    commit certificate does not carry a quorum of the genesis validators' signatures;
 3. the agreed chain replayed from genesis with the ledger's own `apply_block` on a fresh in-memory state:
-   each header's state root must match the replayed root, the final root must equal every node's
+   each header's state root must match the replayed root after `protocol.block.state_root_height` of its
+   height (block h carries the root after h-2: pipelining, docs/consensus.md), the final root must equal every node's
    root, and money must be conserved (`protocol.ledger.audit.supply_problems`);
 4. every node's API agrees with the replay (each asset's supply, every account's balances), so the
    invariants hold on what the nodes serve, not only on the replay;
@@ -30,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from protocol import codec
-from protocol.block import Block
+from protocol.block import Block, state_root_height
 from protocol.consensus import CommitCertificate
 from protocol.errors import ProtocolError
 from protocol.ledger import BlockResult, apply_block, apply_genesis
@@ -43,7 +44,6 @@ from protocol.tx import SignedTx
 CONCURRENCY = 16
 REQUEST_TIMEOUT_S = 10.0
 RETRIES = 4
-STATE_ROOT_LAG = 1  # block h's header carries the state root after block h - STATE_ROOT_LAG
 MAX_DETAIL = 20  # examples kept per kind of problem
 
 
@@ -201,9 +201,9 @@ def _replay(chain: list[Block | None], genesis: dict[str, Any], v: Verdict) -> t
         if block is None:
             v.note("replay", f"stopped at height {h}: no node serves a trusted block there")
             return replay.state, None
-        lag = h - STATE_ROOT_LAG
-        if lag >= 0 and block.header.state_root != roots[lag]:
-            v.note("invariant", f"height {h}: header state root differs from the replayed root after {lag}")
+        after = state_root_height(h)
+        if block.header.state_root != roots[after]:
+            v.note("invariant", f"height {h}: header state root differs from the replayed root after {after}")
             v.invariants_ok = False
         txs = [SignedTx.from_wire(t) for t in block.txs]
         result = replay.apply(block, txs)

@@ -8,7 +8,7 @@ from typing import Any
 
 from devtools.chaos.verify import Replay, Verdict, _reference_chain, _replay
 from protocol import codec
-from protocol.block import GENESIS_PARENT, Block
+from protocol.block import GENESIS_PARENT, Block, state_root_height
 from protocol.consensus import CommitCertificate, vote_bytes
 from protocol.crypto import DOMAIN_CONSENSUS, PrivateKey
 from protocol.ledger import apply_genesis
@@ -46,15 +46,17 @@ def entry(block: Block, cert: CommitCertificate) -> bytes:
 
 
 def chain(n: int) -> list[Block]:
-    """n blocks of one transfer each, with the state roots a node would put in their headers."""
+    """n blocks of one transfer each, with the state roots a node would put in their headers (block h: the
+    root after h-2)."""
     replay = Replay(genesis()["ledger"])
-    parent, out = GENESIS_PARENT, []
+    parent, out, roots = GENESIS_PARENT, [], [replay.root]
     for h in range(1, n + 1):
         tx = SignedTx.create(ALICE, {"chain": CHAIN, "kind": "transfer", "nonce": h - 1, "to": BOB.public_key,
                                      "asset": "CNY.X", "amount": 10})
         block = Block.build(chain=CHAIN, height=h, parent=parent, proposer=VALIDATORS[0].public_key, view=0,
-                            time=T0 + h, state_root=replay.root, txs=[tx.raw])
+                            time=T0 + h, state_root=roots[state_root_height(h)], txs=[tx.raw])
         assert replay.apply(block, [tx]).receipts[0].ok
+        roots.append(replay.root)
         parent = block.hash
         out.append(block)
     return out
@@ -109,6 +111,18 @@ def test_a_header_whose_state_root_the_replay_does_not_reach_breaks_the_invarian
     entries: list[bytes | None] = [entry(blocks[0], certificate(blocks[0])), entry(bad, certificate(bad))]
     v = judge({"a": entries}, 2)
     assert not v.invariants_ok and any("header state root" in p for p in v.problems)
+
+
+def test_a_header_carrying_the_root_after_the_block_just_below_it_breaks_the_invariants() -> None:
+    blocks = chain(3)
+    replay = Replay(genesis()["ledger"])
+    for b in blocks[:2]:
+        replay.apply(b, [SignedTx.from_wire(t) for t in b.txs])
+    early = Block.build(chain=CHAIN, height=3, parent=blocks[1].hash, proposer=VALIDATORS[0].public_key, view=0,
+                        time=T0 + 3, state_root=replay.root, txs=list(blocks[2].txs))  # after 2, not after 1
+    entries: list[bytes | None] = [entry(b, certificate(b)) for b in (*blocks[:2], early)]
+    v = judge({"a": entries}, 3)
+    assert not v.invariants_ok and any("height 3: header state root" in p for p in v.problems)
 
 
 def test_the_audit_finds_money_from_nowhere_and_accepts_escrow_and_open_quotes() -> None:
