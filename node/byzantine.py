@@ -58,7 +58,7 @@ def check_allowed(mode: str, chain_id: str) -> None:
 
 
 class ByzantineOutbox:
-    """What the consensus driver sends through instead of the P2P layer (the same three calls)."""
+    """What the consensus driver sends through instead of the P2P layer (the same calls)."""
 
     def __init__(self, mode: str, p2p: P2P, key: PrivateKey, chain_id: str, validators: Sequence[bytes],
                  log: Any, seed: int | None = None) -> None:
@@ -90,6 +90,9 @@ class ByzantineOutbox:
             return self.p2p.broadcast(msg_type, body, validators_only=validators_only)
         peers = [p for p in self.p2p.connected() if not validators_only or self.p2p.is_validator(p)]
         return sum(self._out(body, peers))
+
+    def heard_validator_since(self, t: float) -> bool:
+        return self.p2p.heard_validator_since(t)
 
     # ---- behaviours ------------------------------------------------------------------------------------
 

@@ -12,7 +12,8 @@ blocks in height order on the store's execution thread, publishing each new head
 hears `BlockExecuted`. A node restarted with decided blocks not executed executes them before consensus
 starts.
 Block validation (against the last decided block and the state root after height-2, signatures in
-worker threads) runs in child tasks and answers through the inbox.
+worker threads) runs in child tasks and answers through the inbox. A view timer that runs out while no
+other validator has been heard is held until one is (`_timer_due`).
 
 Fail-stop (DESIGN section 7): there is no catch-all here. A failed WAL write, a failed commit or any
 unexpected exception ends `run()`, which ends the node: the node logs one line naming the cause and
@@ -64,6 +65,7 @@ from storage.errors import DatabaseCorrupt, SnapshotError
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
+CUT_OFF_POLL_S = 1.0  # a view timer held while no validator is heard checks again this often
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -95,6 +97,8 @@ class Outbox(Protocol):
     def send(self, peer: bytes, msg_type: str, body: Any) -> bool: ...
 
     def broadcast(self, msg_type: str, body: Any, *, validators_only: bool = False) -> int: ...
+
+    def heard_validator_since(self, t: float) -> bool: ...
 
 
 class _Work:
@@ -372,8 +376,28 @@ class ConsensusDriver:
         old = self._timers.pop(kind, None)
         if old is not None:
             old.cancel()
+        self._arm(kind, token, delay_ms / 1000, delay_ms / 1000, waiting=False)
+
+    def _arm(self, kind: str, token: int, after_s: float, delay_s: float, *, waiting: bool) -> None:
         loop = asyncio.get_running_loop()
-        self._timers[kind] = loop.call_later(delay_ms / 1000, self.inbox.put_internal, cs.TimerFired(kind, token))
+        self._timers[kind] = loop.call_later(after_s, self._timer_due, kind, token, delay_s, loop.time(), waiting)
+
+    def _timer_due(self, kind: str, token: int, delay_s: float, armed: float, waiting: bool) -> None:
+        """Hand a timer to the replica, except a view timer that ran out while no other validator could
+        be heard: a VIEW-CHANGE then reaches no one, and once links return it would leave this validator
+        alone in a view the others, still committing, never enter (PBFT never goes back a view). It waits
+        instead, polling; once a validator is heard again it runs one whole view timeout more (time for
+        sync to bring this node up to date, which resets the replica's timer) before it is handed over."""
+        if kind == cs.TIMER_VIEW and len(self.validators) > 1 and not self.p2p.heard_validator_since(armed):
+            if not waiting:
+                self.metrics.view_timer_held.inc()
+                self.log.info("view_change_held", reason="no validator heard during the view timeout",
+                              timeout_s=delay_s)
+            self._arm(kind, token, CUT_OFF_POLL_S, delay_s, waiting=True)
+        elif waiting:
+            self._arm(kind, token, delay_s, delay_s, waiting=False)
+        else:
+            self.inbox.put_internal(cs.TimerFired(kind, token))
 
     def _publish_position(self) -> None:
         r = self.replica

@@ -309,6 +309,12 @@ class Replica(ViewChanging):
         self._enter_height()
         self._replay()
         self._maybe_decide()
+        if cert.view > self.view:
+            # a quorum committed in a view we never entered (we restarted, or were cut off, while it
+            # changed): ask for that view. A peer in it answers our VIEW-CHANGE with its NEW-VIEW
+            # (`_help`); without this, commits learnt by sync keep resetting our view timer and we
+            # stay behind in view for good, one failure away from a stalled chain.
+            self._start_view_change(cert.view)
 
     def _on_executed(self, e: ev.BlockExecuted) -> None:
         if not self.executed < e.height <= self.committed:
