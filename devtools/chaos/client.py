@@ -10,7 +10,9 @@ A tx counts as accepted when a node answers `accepted`, or, for a tx sent again 
 `duplicate` / `already_committed` / `nonce_too_low` (some node took it: we never sign two txs with one
 nonce). Accepted txs are then only followed, never re-submitted: the run exists to find accepted txs a node
 loses, and re-sending them would hide exactly that. A follower thread reads each new block from whichever
-node answers (`GET /blocks/{h}`) and marks its txs committed.
+node answers (`GET /blocks/{h}`) and marks its txs committed. At the end, an accepted tx its node reports
+`dropped` (a final status: it will never commit) is not waited for; it is not in the chain, so it counts
+as lost, with the node's reason.
 
 Rule: bounded: at most `max_inflight` accepted-but-uncommitted txs per sender (a sender at the bound is
 skipped, the rest keep the load going), one POST per tick, every request with a short timeout; both
@@ -35,6 +37,8 @@ REQUEST_TIMEOUT_S = 2.0
 NODE_BACKOFF_S = 1.0
 TAKEN = ("duplicate", "already_committed", "nonce_too_low")  # a resent tx some node already holds
 RETRY_LATER = ("mempool_full", "sender_limit", "nonce_too_high", "nonce_conflict")  # ordinary under faults
+DROP_CHECK_S = 5.0  # while settling and stalled, ask this often whether the waited-for txs were dropped
+DROP_CHECK_MAX = 200  # txs asked about per check
 
 
 @dataclass
@@ -75,6 +79,7 @@ class ChaosClient:
         self.senders: list[Sender] = []
         self.accepted: dict[str, Accepted] = {}
         self.committed: dict[str, int] = {}  # tx hash -> height, as the follower saw it
+        self.dropped: dict[str, str] = {}  # accepted tx hash -> "node:reason" where a node dropped it
         self.tally = Tally()
         self.lock = threading.Lock()
         self._down_until: dict[str, float] = {}
@@ -233,18 +238,32 @@ class ChaosClient:
             return [h for h in self.accepted if h not in self.committed]
 
     def settle(self, timeout_s: float) -> int:
-        """Wait (load stopped) until every accepted tx is committed, or nothing commits for `timeout_s`;
-        returns how many are still uncommitted."""
-        last, since = -1, time.monotonic()
+        """Wait (load stopped) until every accepted tx is committed or dropped (a final answer: it will not
+        commit), or nothing changes for `timeout_s`; returns how many are still neither."""
+        last, since, asked = -1, time.monotonic(), time.monotonic()
         while True:
-            left = len(self.uncommitted())
-            if left == 0:
+            left = [h for h in self.uncommitted() if h not in self.dropped]
+            if not left:
                 return 0
-            if left != last:
-                last, since = left, time.monotonic()
+            if len(left) != last:
+                last, since = len(left), time.monotonic()
             elif time.monotonic() - since > timeout_s:
-                return left
+                return len(left)
+            if time.monotonic() - asked > DROP_CHECK_S:  # stalled a while: are they dropped?
+                self._ask_dropped(left[:DROP_CHECK_MAX])
+                asked = time.monotonic()
             time.sleep(0.5)
+
+    def _ask_dropped(self, hashes: list[str]) -> None:
+        """Record each of `hashes` that the node which accepted it now reports `dropped` (with its reason)."""
+        for h in hashes:
+            node = self.accepted[h].node
+            try:
+                doc = self.client(node).tx(h)
+            except ClientError:
+                continue
+            if doc.status == "dropped":
+                self.dropped[h] = f"{node}:{doc.reason}"
 
     def final_statuses(self, hashes: list[str]) -> dict[str, dict[str, str]]:
         """What every node says about each of `hashes` (`GET /txs/{hash}` status, or `unreachable`)."""

@@ -27,6 +27,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -259,7 +260,9 @@ class ChaosRun:
         max_recovery = None if None in recoveries else max(recoveries, default=0.0)
         rss_max = round(max(c.rss_mib.values(), default=0.0), 1)
         if lost:
-            self.failures.append(f"{len(lost)} accepted txs are not in the chain")
+            dropped = Counter(self.client.dropped[h].split(":", 1)[1] for h in lost if h in self.client.dropped)
+            self.failures.append(f"{len(lost)} accepted txs are not in the chain"
+                                 + (f" (dropped by their node: {dict(dropped)})" if dropped else ""))
         if verdict.divergences:
             self.failures.append(f"{verdict.divergences} divergences")
         if verdict.history_holes:
@@ -290,6 +293,7 @@ class ChaosRun:
                                     "t": self.client.accepted[h].t, "now": statuses.get(h)}
                                 for h in lost[:50]},
                 "posts": self.client.tally.posts, "unanswered_posts": self.client.tally.unanswered_posts,
+                "dropped": {h: r for h, r in sorted(self.client.dropped.items()) if h in lost},
                 "retried": dict(self.client.tally.retried), "rejected": dict(self.client.tally.rejected),
                 "unexpected_exits": c.unexpected_exits,
             },

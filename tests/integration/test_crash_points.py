@@ -1,7 +1,8 @@
 """Crash points on real processes: a node that dies at any named failpoint (the exit action: status 137, no
-cleanup, no flush, as under kill -9) in the consensus driver, the WAL, the commit path or a snapshot
-install comes back on a plain restart to the same chain and state root as its peers, and nothing any
-node accepted is lost.
+cleanup, no flush, as under kill -9) in the consensus driver, the WAL, the commit path (the decided block
+stored, then executed: pipelining) or a snapshot install comes back on a plain restart to the same chain
+and state root as its peers, and nothing any node accepted is lost. The accepted-tx journal's crash points
+are killed in tests/integration/test_durable_acceptance.py.
 
 Each test builds a fresh 4-validator + 1-observer testnet on free ports (the `net` fixture stops every
 process even when an assertion fails).
@@ -23,6 +24,7 @@ VALIDATORS = ["banka", "bankb", "smea", "smeb"]
 ALL = [*VALIDATORS, "regulator"]
 # (failpoint, pass on which it fires): late enough that the node has done some work under load
 RUNNING_POINTS = [("consensus.event", 300), ("wal.before_append", 12), ("wal.after_append", 12),
+                  ("commit.before_decided", 6), ("commit.after_decided", 6),
                   ("commit.before_batch", 6), ("commit.after_batch", 6)]
 INSTALL_POINTS = ["snapshot.before_install", "snapshot.after_install"]
 DEATH_TIMEOUT_S = 60.0
