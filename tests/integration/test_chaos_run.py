@@ -6,6 +6,7 @@ The long run stays in `make chaos` (10 minutes by default)."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -34,11 +35,17 @@ def _leftovers() -> str:
                      or line.startswith("smc"))
 
 
+def _tmpdir(tmp_path: Path) -> dict[str, str]:
+    """The run's environment with its work directory (kept when it fails) under the test's tmp_path."""
+    return {**os.environ, "TMPDIR": str(tmp_path)}
+
+
 def test_a_one_minute_seeded_chaos_run_loses_nothing_diverges_nowhere_and_cleans_up(tmp_path: Path) -> None:
     report_path = tmp_path / "chaos-report.json"
     before = _leftovers()
     p = subprocess.run([sys.executable, "-m", "devtools.chaos", "--duration", str(DURATION_S), "--seed", str(SEED),
-                        "--out", str(report_path)], cwd=ROOT, capture_output=True, text=True, timeout=900)
+                        "--out", str(report_path)], cwd=ROOT, capture_output=True, text=True, timeout=900,
+                       env=_tmpdir(tmp_path))
     report = json.loads(report_path.read_text())
     assert p.returncode == 0, f"{p.stdout[-4000:]}\n{p.stderr[-2000:]}"
     assert set(report) >= REPORT_KEYS
@@ -69,7 +76,7 @@ def test_a_chaos_run_stopped_midway_leaves_no_process_namespace_or_link_behind(t
     before = _leftovers()
     p = subprocess.Popen([sys.executable, "-m", "devtools.chaos", "--duration", "600", "--seed", str(SEED),
                           "--out", str(tmp_path / "r.json")], cwd=ROOT, stdout=subprocess.PIPE,
-                         stderr=subprocess.STDOUT, text=True)
+                         stderr=subprocess.STDOUT, text=True, env=_tmpdir(tmp_path))
     try:
         assert p.stdout is not None
         for line in p.stdout:  # bounded: the run prints this within its start timeout, or exits
