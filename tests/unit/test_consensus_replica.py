@@ -318,6 +318,11 @@ def test_a_validator_that_syncs_commits_made_in_a_later_view_asks_for_that_view_
     out = late.handle(SyncedTo(1, b1.hash, cert, ROOT), 50)
     asked = sent(out, ViewChange)
     assert late.committed == 1 and [(m.view, m.height) for m in asked] == [(1, 1)]
+    for i in (0, 1, 2):  # even holding a quorum of VIEW-CHANGEs for view 1, it does not time view 1's primary
+        recv(late, vcs[i], 55)
+    assert TIMER_VIEW not in late.timers
+    out = late.handle(TimerFired("retransmit", late.timers["retransmit"]), 1_100)
+    assert sent(out, ViewChange) == asked  # it keeps asking until the NEW-VIEW arrives
     answer = [a.msg for a in of(recv(peer, asked[0], 60), Send) if isinstance(a.msg, NewView)]
     assert answer == [nv]
     recv(late, nv, 70)
