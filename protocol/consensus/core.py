@@ -70,7 +70,6 @@ class ReplicaCore(ABC):
         self.my_nv: NewView | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.failures = 0             # consecutive view changes without a commit
-        self.catching_up = -1         # a view a quorum already committed in, asked for after missing it
         # current height
         self.book = VoteBook(params.per_sender_buffer)
         self.blocks: dict[bytes, Block] = {}

@@ -309,13 +309,6 @@ class Replica(ViewChanging):
         self._enter_height()
         self._replay()
         self._maybe_decide()
-        if cert.view > self.view:
-            # a quorum committed in a view we never entered (we restarted, or were cut off, while it
-            # changed): ask for that view. A peer in it answers our VIEW-CHANGE with its NEW-VIEW
-            # (`_help`); without this, commits learnt by sync keep resetting our view timer and we
-            # stay behind in view for good, one failure away from a stalled chain.
-            self.catching_up = cert.view
-            self._start_view_change(cert.view)
 
     def _on_executed(self, e: ev.BlockExecuted) -> None:
         if not self.executed < e.height <= self.committed:
@@ -371,10 +364,8 @@ class Replica(ViewChanging):
         if self.normal:
             want_view = self.pending_txs > 0 or bool(self.mine) or bool(self.proposal)
         else:  # PBFT: after our VIEW-CHANGE, wait for n - f of them before timing the new primary
-            # catching up with a view a quorum committed in: its primary is live and the VIEW-CHANGE
-            # (retransmitted) only asks for its NEW-VIEW, so there is no primary to time out
             mine = self.my_vc is not None and self.my_vc.view == self.view
-            want_view = (not mine or len(self.vcs.get(self.view, {})) >= self.q) and self.view != self.catching_up
+            want_view = not mine or len(self.vcs.get(self.view, {})) >= self.q
         want_view = want_view and self.index is not None
         if want_view and ev.TIMER_VIEW not in self.timers:
             self._set(ev.TIMER_VIEW, self.p.view_timeout(max(0, self.failures - (not self.normal))))

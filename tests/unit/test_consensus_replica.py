@@ -304,40 +304,6 @@ def test_a_replica_that_accepted_a_new_view_comes_back_into_that_view_after_a_re
     assert r3.view == 0 and r3.stats["bad_newview"] == 1
 
 
-def test_a_validator_that_syncs_commits_made_in_a_later_view_asks_for_that_view_and_rejoins_it() -> None:
-    vcs = tuple(ViewChange.create(KEYS[i], CHAIN, 1, 0, GENESIS_PARENT, None, None, None, i) for i in (0, 1, 2))
-    nv = NewView.create(KEYS[1], CHAIN, 1, 1, vcs, None, 1)
-    peer = replica(0)
-    recv(peer, nv)
-    assert peer.view == 1 and peer.normal
-    b1 = block(view=1)
-    cert = CommitCertificate(1, 1, b1.hash, tuple((i, Commit.create(KEYS[i], CHAIN, 1, 1, b1.hash, i).sig)
-                                                  for i in range(3)))
-    late = replica(3)  # restarted in view 0 while the others moved to view 1 and committed there
-    late.handle(WorkPending(1, 10), 0)
-    out = late.handle(SyncedTo(1, b1.hash, cert, ROOT), 50)
-    asked = sent(out, ViewChange)
-    assert late.committed == 1 and [(m.view, m.height) for m in asked] == [(1, 1)]
-    for i in (0, 1, 2):  # even holding a quorum of VIEW-CHANGEs for view 1, it does not time view 1's primary
-        recv(late, vcs[i], 55)
-    assert TIMER_VIEW not in late.timers
-    out = late.handle(TimerFired("retransmit", late.timers["retransmit"]), 1_100)
-    assert sent(out, ViewChange) == asked  # it keeps asking until the NEW-VIEW arrives
-    answer = [a.msg for a in of(recv(peer, asked[0], 60), Send) if isinstance(a.msg, NewView)]
-    assert answer == [nv]
-    recv(late, nv, 70)
-    assert late.view == 1 and late.normal
-    b2 = block(view=1, height=2, parent=b1.hash)
-    assert of(recv(late, PrePrepare.create(KEYS[1], CHAIN, 1, b2, 1), 80), ValidateBlock)
-    # a commit made in our own view (or an older one) changes no view
-    r = replica(3)
-    b0 = block()
-    cert0 = CommitCertificate(1, 0, b0.hash, tuple((i, Commit.create(KEYS[i], CHAIN, 0, 1, b0.hash, i).sig)
-                                                   for i in range(3)))
-    out = r.handle(SyncedTo(1, b0.hash, cert0, ROOT), 50)
-    assert r.view == 0 and r.normal and not sent(out, ViewChange)
-
-
 def test_a_validator_re_sends_its_old_view_change_to_a_peer_still_collecting_that_view_at_a_limited_rate() -> None:
     r = replica(2)
     r.handle(WorkPending(1, 10), 0)
