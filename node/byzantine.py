@@ -126,7 +126,7 @@ class ByzantineOutbox:
             b = msg.block
             alt = Block.build(chain=b.header.chain, height=b.height, parent=b.header.parent,
                               proposer=b.header.proposer, view=b.header.view, time=b.header.time + 1,
-                              state_root=b.header.state_root, txs=b.txs)
+                              state_root=b.header.state_root, results_root=b.header.results_root, txs=b.txs)
             self._remember(b.hash, alt)
             conflicting: Any = cs.PrePrepare.create(self.key, msg.chain, msg.view, alt, self.index).to_value()
         elif isinstance(msg, cs.Prepare | cs.Commit):

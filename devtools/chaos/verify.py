@@ -9,7 +9,8 @@ After the run has healed, `verify` asks each node over its HTTP API only (DESIGN
    commit certificate does not carry a quorum of the genesis validators' signatures;
 3. the agreed chain replayed from genesis with the ledger's own `apply_block` on a fresh in-memory state:
    each header's state root must match the replayed root after `protocol.block.state_root_height` of its
-   height (block h carries the root after h-2: pipelining, docs/consensus.md), the final root must equal every node's
+   height (block h carries the root after h-2: pipelining, docs/consensus.md), and so must its results
+   root (the receipts and events of block h-2), the final root must equal every node's
    root, and money must be conserved (`protocol.ledger.audit.supply_problems`);
 4. every node's API agrees with the replay (each asset's supply, every account's balances), so the
    invariants hold on what the nodes serve, not only on the replay;
@@ -38,6 +39,7 @@ from protocol.ledger import BlockResult, apply_block, apply_genesis
 from protocol.ledger import keys as lkeys
 from protocol.ledger.audit import supply_problems
 from protocol.merkle import MemoryNodeStore, MerkleTree
+from protocol.results import GENESIS_RESULTS
 from protocol.state import MemoryState, Overlay
 from protocol.tx import SignedTx
 
@@ -196,7 +198,7 @@ class Replay:
 def _replay(chain: list[Block | None], genesis: dict[str, Any], v: Verdict) -> tuple[MemoryState, bytes | None]:
     """Apply genesis and the agreed blocks; returns the state and its root (None if the chain has a gap)."""
     replay = Replay(genesis["ledger"])
-    roots = [replay.root]
+    roots, results = [replay.root], [GENESIS_RESULTS]
     for h, block in enumerate(chain, 1):
         if block is None:
             v.note("replay", f"stopped at height {h}: no node serves a trusted block there")
@@ -205,8 +207,12 @@ def _replay(chain: list[Block | None], genesis: dict[str, Any], v: Verdict) -> t
         if block.header.state_root != roots[after]:
             v.note("invariant", f"height {h}: header state root differs from the replayed root after {after}")
             v.invariants_ok = False
+        if block.header.results_root != results[after]:
+            v.note("invariant", f"height {h}: header results root differs from the replayed results of {after}")
+            v.invariants_ok = False
         txs = [SignedTx.from_wire(t) for t in block.txs]
         result = replay.apply(block, txs)
+        results.append(result.results_root)
         for tx, receipt in zip(txs, result.receipts, strict=True):
             v.in_chain[tx.hash.hex()] = h
             if not receipt.ok:

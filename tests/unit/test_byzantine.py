@@ -53,7 +53,7 @@ def outbox(mode: str, chain: str = CHAIN) -> tuple[ByzantineOutbox, FakeP2P]:
 
 def proposal() -> cs.PrePrepare:
     block = Block.build(chain=CHAIN, height=1, parent=GENESIS_PARENT, proposer=VALIDATORS[0], view=0,
-                        time=1_700_000_000_000, state_root=b"\x00" * 32, txs=[])
+                        time=1_700_000_000_000, state_root=b"\x00" * 32, results_root=b"\x00" * 32, txs=[])
     return cs.PrePrepare.create(KEYS[0], CHAIN, 0, block, 0)
 
 

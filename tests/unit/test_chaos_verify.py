@@ -14,6 +14,7 @@ from protocol.crypto import DOMAIN_CONSENSUS, PrivateKey
 from protocol.ledger import apply_genesis
 from protocol.ledger import keys as lkeys
 from protocol.ledger.audit import supply_problems
+from protocol.results import GENESIS_RESULTS
 from protocol.state import MemoryState, Overlay
 from protocol.tx import SignedTx
 
@@ -49,14 +50,17 @@ def chain(n: int) -> list[Block]:
     """n blocks of one transfer each, with the state roots a node would put in their headers (block h: the
     root after h-2)."""
     replay = Replay(genesis()["ledger"])
-    parent, out, roots = GENESIS_PARENT, [], [replay.root]
+    parent, out, roots, results = GENESIS_PARENT, [], [replay.root], [GENESIS_RESULTS]
     for h in range(1, n + 1):
         tx = SignedTx.create(ALICE, {"chain": CHAIN, "kind": "transfer", "nonce": h - 1, "to": BOB.public_key,
                                      "asset": "CNY.X", "amount": 10})
         block = Block.build(chain=CHAIN, height=h, parent=parent, proposer=VALIDATORS[0].public_key, view=0,
-                            time=T0 + h, state_root=roots[state_root_height(h)], txs=[tx.raw])
-        assert replay.apply(block, [tx]).receipts[0].ok
+                            time=T0 + h, state_root=roots[state_root_height(h)],
+                            results_root=results[state_root_height(h)], txs=[tx.raw])
+        result = replay.apply(block, [tx])
+        assert result.receipts[0].ok
         roots.append(replay.root)
+        results.append(result.results_root)
         parent = block.hash
         out.append(block)
     return out
@@ -90,7 +94,8 @@ def test_a_block_a_node_cannot_serve_is_a_history_hole() -> None:
 def test_two_blocks_at_one_height_are_a_divergence() -> None:
     blocks = chain(2)
     forked = Block.build(chain=CHAIN, height=2, parent=blocks[0].hash, proposer=VALIDATORS[1].public_key, view=0,
-                         time=T0 + 99, state_root=blocks[1].header.state_root, txs=[])
+                         time=T0 + 99, state_root=blocks[1].header.state_root,
+                         results_root=blocks[1].header.results_root, txs=[])
     honest: list[bytes | None] = [entry(b, certificate(b)) for b in blocks]
     v = judge({"a": honest, "b": list(honest), "c": [honest[0], entry(forked, certificate(forked))]}, 2)
     assert v.divergences == 1 and any("2 different blocks" in p for p in v.problems)
@@ -107,10 +112,21 @@ def test_a_certificate_without_a_quorum_is_a_divergence() -> None:
 def test_a_header_whose_state_root_the_replay_does_not_reach_breaks_the_invariants() -> None:
     blocks = chain(2)
     bad = Block.build(chain=CHAIN, height=2, parent=blocks[0].hash, proposer=VALIDATORS[0].public_key, view=0,
-                      time=T0 + 2, state_root=b"\x07" * 32, txs=list(blocks[1].txs))
+                      time=T0 + 2, state_root=b"\x07" * 32, results_root=blocks[1].header.results_root,
+                      txs=list(blocks[1].txs))
     entries: list[bytes | None] = [entry(blocks[0], certificate(blocks[0])), entry(bad, certificate(bad))]
     v = judge({"a": entries}, 2)
     assert not v.invariants_ok and any("header state root" in p for p in v.problems)
+
+
+def test_a_header_whose_results_root_the_replay_does_not_reach_breaks_the_invariants() -> None:
+    blocks = chain(3)
+    bad = Block.build(chain=CHAIN, height=3, parent=blocks[1].hash, proposer=VALIDATORS[0].public_key, view=0,
+                      time=T0 + 3, state_root=blocks[2].header.state_root, results_root=b"\x09" * 32,
+                      txs=list(blocks[2].txs))
+    entries: list[bytes | None] = [entry(b, certificate(b)) for b in (*blocks[:2], bad)]
+    v = judge({"a": entries}, 3)
+    assert not v.invariants_ok and any("height 3: header results root" in p for p in v.problems)
 
 
 def test_a_header_carrying_the_root_after_the_block_just_below_it_breaks_the_invariants() -> None:
@@ -119,7 +135,8 @@ def test_a_header_carrying_the_root_after_the_block_just_below_it_breaks_the_inv
     for b in blocks[:2]:
         replay.apply(b, [SignedTx.from_wire(t) for t in b.txs])
     early = Block.build(chain=CHAIN, height=3, parent=blocks[1].hash, proposer=VALIDATORS[0].public_key, view=0,
-                        time=T0 + 3, state_root=replay.root, txs=list(blocks[2].txs))  # after 2, not after 1
+                        time=T0 + 3, state_root=replay.root, results_root=blocks[2].header.results_root,
+                        txs=list(blocks[2].txs))  # the root after 2, not after 1
     entries: list[bytes | None] = [entry(b, certificate(b)) for b in (*blocks[:2], early)]
     v = judge({"a": entries}, 3)
     assert not v.invariants_ok and any("height 3: header state root" in p for p in v.problems)
