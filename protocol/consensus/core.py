@@ -22,6 +22,7 @@ from protocol.consensus.messages import (
     Prepare,
     PrePrepare,
     SignedMessage,
+    Suspect,
     ViewChange,
 )
 from protocol.consensus.params import VC_HISTORY, ConsensusParams, max_faulty, quorum
@@ -70,6 +71,8 @@ class ReplicaCore(ABC):
         self.my_nv: NewView | None = None
         self.vcs: dict[int, dict[int, ViewChange]] = {}
         self.failures = 0             # consecutive view changes without a commit
+        self.suspects: dict[int, Suspect] = {}  # validator -> its newest SUSPECT (ours included)
+        self.my_suspect: Suspect | None = None
         # current height
         self.book = VoteBook(params.per_sender_buffer)
         self.blocks: dict[bytes, Block] = {}
@@ -118,7 +121,8 @@ class ReplicaCore(ABC):
                 "checkpoints": sum(len(v) for v in self.ckpts.values()), "blocks": len(self.blocks),
                 "evidence": len(self.evidence), "sig_cache": len(self._sigs), "help": len(self.last_help) + len(self.last_vc_help),
                 "mine": len(self.mine), "valid": len(self.valid), "proposal": len(self.proposal),
-                "vc_history": len(self.vc_history), "peer_views": len(self.peer_views)}
+                "vc_history": len(self.vc_history), "peer_views": len(self.peer_views),
+                "suspects": len(self.suspects)}
 
     def size_bounds(self) -> dict[str, int]:
         p, n = self.p, self.n
@@ -127,7 +131,8 @@ class ReplicaCore(ABC):
                 "checkpoints": n * (p.future_height_window // p.checkpoint_interval + 1),
                 "blocks": n * p.per_sender_buffer + 2, "evidence": p.max_evidence, "sig_cache": p.sig_cache_size,
                 "help": 2 * n, "mine": 6, "valid": n * p.per_sender_buffer + 2,
-                "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY, "peer_views": n}
+                "proposal": n * p.per_sender_buffer + 1, "vc_history": VC_HISTORY, "peer_views": n,
+                "suspects": n}
 
     def _restore(self, records: Sequence[bytes]) -> None:
         recs = [decode_record(r) for r in records]

@@ -303,10 +303,9 @@ def newview_bytes(chain: str, view: int, height: int, vcs: tuple[ViewChange, ...
 
 
 @dataclass(frozen=True, slots=True)
-class ViewQuery(Signed):
-    """"My view is `view` and my height `height`, but validators are voting in a higher view": asks the
-    receivers for their NEW-VIEW (and newest commit certificate). Signed so a receiver answers the
-    validator it names; it commits its signer to nothing, so re-signing one is never equivocation."""
+class _ViewAtHeight(Signed):
+    """A signed (view, height) of one validator that commits its signer to nothing, so re-signing one is
+    never equivocation. `T` names the kind."""
 
     chain: str
     view: int
@@ -314,7 +313,7 @@ class ViewQuery(Signed):
     index: int
     sig: bytes
 
-    T = "viewquery"
+    T: ClassVar[str] = ""
 
     def signed_bytes(self) -> bytes:
         return codec.encode({"t": self.T, "chain": self.chain, "view": self.view, "height": self.height,
@@ -325,17 +324,35 @@ class ViewQuery(Signed):
                 "sig": self.sig}
 
     @classmethod
-    def from_value(cls, v: Any) -> ViewQuery:
+    def from_value(cls, v: Any) -> Self:
         m = expect_map(v, cls.T)
         chain, index, sig = _common(m, {"t", "chain", "view", "height", "from", "sig"}, cls.T)
         return cls(chain=chain, view=req_int(m, "view", lo=0, hi=MAX_VIEW),
                    height=req_int(m, "height", lo=0, hi=MAX_HEIGHT), index=index, sig=sig)
 
     @classmethod
-    def create(cls, key: PrivateKey, chain: str, view: int, height: int, index: int) -> ViewQuery:
+    def create(cls, key: PrivateKey, chain: str, view: int, height: int, index: int) -> Self:
         unsigned = cls(chain=chain, view=view, height=height, index=index, sig=b"")
         return cls(chain=chain, view=view, height=height, index=index,
                    sig=key.sign(DOMAIN_CONSENSUS, unsigned.signed_bytes()))
+
+
+@dataclass(frozen=True, slots=True)
+class ViewQuery(_ViewAtHeight):
+    """"My view is `view` and my height `height`, but validators are voting in a higher view": asks the
+    receivers for their NEW-VIEW (and newest commit certificate)."""
+
+    T: ClassVar[str] = "viewquery"
+
+
+@dataclass(frozen=True, slots=True)
+class Suspect(_ViewAtHeight):
+    """"My view timer ran out at height `height`: I would move to view `view`." A validator leaves its view
+    only when n - f validators suspect it (f + 1 pull the others along), so one with slow links, whose
+    timer runs out while the others still commit, stays in their view and keeps voting. Before it, a
+    validator sends no VIEW-CHANGE, which would bind it to leave."""
+
+    T: ClassVar[str] = "suspect"
 
 
 @dataclass(frozen=True, slots=True)
@@ -356,13 +373,13 @@ class CommitProof:
         return cls(cert=CommitCertificate.from_value(m.get("cert")))
 
 
-SignedMessage = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery
+SignedMessage = PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery | Suspect
 Message = SignedMessage | CommitProof
 
 _DECODERS: dict[str, Any] = {
     PrePrepare.T: PrePrepare.from_value, Prepare.T: Prepare.from_value, Commit.T: Commit.from_value,
     Checkpoint.T: Checkpoint.from_value, ViewChange.T: ViewChange.from_value, NewView.T: NewView.from_value,
-    ViewQuery.T: ViewQuery.from_value, CommitProof.T: CommitProof.from_value,
+    ViewQuery.T: ViewQuery.from_value, Suspect.T: Suspect.from_value, CommitProof.T: CommitProof.from_value,
 }
 
 

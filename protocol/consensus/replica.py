@@ -24,6 +24,7 @@ from protocol.consensus.messages import (
     NewView,
     Prepare,
     PrePrepare,
+    Suspect,
     ViewChange,
     ViewQuery,
 )
@@ -76,7 +77,7 @@ class Replica(ViewChanging):
         if isinstance(msg, CommitProof):
             self._on_proof(msg.cert)
             return
-        if not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery):
+        if not isinstance(msg, PrePrepare | Prepare | Commit | Checkpoint | ViewChange | NewView | ViewQuery | Suspect):
             self._count("bad_message")
             return
         if msg.chain != self.chain or msg.index >= self.n:
@@ -92,6 +93,8 @@ class Replica(ViewChanging):
             self._on_newview(msg)
         elif isinstance(msg, ViewQuery):
             self._on_query(msg)
+        elif isinstance(msg, Suspect):
+            self._on_suspect(msg)
         else:
             self._on_vote(msg, verified=False)
 
@@ -303,6 +306,7 @@ class Replica(ViewChanging):
         self.building = self.batch_due = False
         self.pending_txs = self.pending_bytes = 0
         self.failures = 0
+        self._drop_stale_suspects()
         self._cancel(ev.TIMER_BATCH)
         if self.normal:
             self._cancel(ev.TIMER_VIEW)
@@ -339,11 +343,17 @@ class Replica(ViewChanging):
         if kind == ev.TIMER_BATCH:
             self.batch_due = True
         elif kind == ev.TIMER_VIEW:
-            self._start_view_change(self.view + 1)
+            self._suspect(self.view + 1)
         elif kind == ev.TIMER_RETRANSMIT:
             self._retransmit()
 
+    def _suspecting(self) -> bool:
+        s = self.my_suspect
+        return s is not None and s.view > self.view and s.height >= self.height
+
     def _retransmit(self) -> None:
+        if self.my_suspect is not None and self._suspecting():
+            self._send_all(self.my_suspect)
         if not self.normal and self.my_vc is not None and self.my_vc.view == self.view:
             self._send_all(self.my_vc)
         if self.normal and self.my_nv is not None and self.my_nv.view == self.view and self.height <= self.nv_start:
@@ -372,6 +382,7 @@ class Replica(ViewChanging):
         elif not want_view:
             self._cancel(ev.TIMER_VIEW)
         want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) or self.announce \
+            or self._suspecting() \
             or self.sync_target > self.committed or (self.index is not None and self.view_target() > self.view) \
             or (self.normal and self.my_nv is not None
                                                       and self.my_nv.view == self.view

@@ -1,8 +1,11 @@
 """View change, NEW-VIEW installation, view catch-up and checkpoints of the replica (PBFT section 4.4
 and 4.3).
 
-Rule: after sending VIEW-CHANGE for w a validator times the new primary only with n - f VIEW-CHANGEs for w
-in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
+Rule: a validator whose view timer runs out sends a SUSPECT for the next view and keeps voting in its view;
+it leaves (signs a VIEW-CHANGE) only when n - f validators suspect the view at its height, and joins the
+suspicion of f + 1 (one of them is honest). A validator with slow links alone thus never leaves a view the
+others still commit in (PBFT never goes back a view). After sending VIEW-CHANGE for w a validator times
+the new primary only with n - f VIEW-CHANGEs for w in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
 recomputes from the embedded VIEW-CHANGEs. A validator left behind in an installed view (a restart, a
 resync, a stalled loop) learns of it from quorum-backed evidence only (a commit certificate of a higher
 view, or validly signed votes of f + 1 validators in higher views) and asks for the NEW-VIEW with a
@@ -18,6 +21,7 @@ from protocol.consensus.core import ReplicaCore
 from protocol.consensus.messages import (
     Checkpoint,
     NewView,
+    Suspect,
     ViewChange,
     ViewQuery,
 )
@@ -101,7 +105,69 @@ class ViewChanging(ReplicaCore):
         elif vc.height < self.committed:
             self._help(vc.index, vc.height, w)
         self._pull_along()
+        self._count_suspects()
         self._maybe_new_view()
+
+    # ---- suspicion: leaving a view takes n - f validators ----------------------------------------------
+
+    def _suspect(self, w: int) -> None:
+        """Our view timer ran out (in view w - 1, or waiting for its NEW-VIEW): say so, and stay."""
+        if self.index is None or self.key is None or w <= self.view:
+            return
+        s = self.my_suspect
+        if s is None or (s.height, s.view) < (self.height, w):
+            s = Suspect.create(self.key, self.chain, w, self.height, self.index)
+            self.my_suspect = self.suspects[self.index] = s
+            self._count("suspects")
+        self._send_all(s)
+        self._count_suspects()
+
+    def _on_suspect(self, s: Suspect) -> None:
+        if self.index is None:
+            return  # an observer takes no part in view changes
+        if s.view <= self.view or s.height < self.height:
+            self._count("stale")
+            return
+        if s.view > self.view + self.p.future_view_window or s.height > self.height + self.p.future_height_window:
+            self._count("dropped_window")
+            return
+        old = self.suspects.get(s.index)
+        if old is not None and (old.height, old.view) >= (s.height, s.view):
+            self._count("duplicate")
+            return
+        if not self._check_sig(s):
+            return
+        self.suspects[s.index] = s
+        self._count_suspects()
+
+    def _count_suspects(self) -> None:
+        """n - f validators suspecting views above ours at our height or above (a VIEW-CHANGE suspects its
+        view): leave for the highest view n - f of them want; f + 1: join the f + 1 highest."""
+        if self.index is None:
+            return
+        want: dict[int, int] = {}
+        for idx in sorted(self.suspects):
+            s = self.suspects[idx]
+            if s.view > self.view and s.height >= self.height:
+                want[idx] = s.view
+        for w in sorted(self.vcs):
+            if w > self.view:
+                for idx in sorted(self.vcs[w]):
+                    want[idx] = max(want.get(idx, 0), w)
+        views = sorted(want.values(), reverse=True)
+        if len(views) >= self.q:
+            self._start_view_change(views[self.q - 1])
+        elif len(views) > self.f and want.get(self.index, 0) < views[self.f]:
+            self._suspect(views[self.f])
+
+    def _drop_stale_suspects(self) -> None:
+        """After a commit or a view change: suspicions of lower heights or views no longer count."""
+        for idx in sorted(self.suspects):
+            s = self.suspects[idx]
+            if s.view <= self.view or s.height < self.height:
+                del self.suspects[idx]
+        if self.my_suspect is not None and self.my_suspect.index not in self.suspects:
+            self.my_suspect = None
 
     def _pull_along(self) -> None:
         """f + 1 validators asking for views above ours: at least one is honest, so follow them."""
@@ -228,6 +294,7 @@ class ViewChanging(ReplicaCore):
     def _prune_views(self) -> None:
         """Entering a higher view: forget what only mattered in lower views at this height."""
         v = self.view
+        self._drop_stale_suspects()
         self.building = self.batch_due = False
         self._cancel(ev.TIMER_BATCH)
         for idx in sorted(self.peer_views):

@@ -94,6 +94,7 @@ class Faults:
     skew: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> timer factor num/den
     execute: tuple[int, int] = (1, 3)  # ms a block's execution takes (always, not only during the faults)
     wipe: list[int] = field(default_factory=list)  # nodes restarted with empty WAL and blocks when safe
+    slow: dict[int, tuple[int, int]] = field(default_factory=dict)  # node -> extra delay range (ms) on its links
 
 
 @dataclass
@@ -394,7 +395,7 @@ class Sim:
         decoded = decode_message(codec.decode(codec.encode(value), codec.Limits(max_bytes=8 << 20, max_bin=1 << 20)))
         self.log("send", src.id, msg.T, getattr(msg, "sig", b"")[:4], len(dests))
         if src.honest and hasattr(msg, "sig") and msg.index == src.index:  # own, not relayed
-            if msg.T != "viewquery":  # a VIEW-QUERY commits its signer to nothing: re-signing one is fine
+            if msg.T not in ("viewquery", "suspect"):  # these commit their signer to nothing: re-signing is fine
                 self._check_single_signature(src, msg)
             if msg.T == "commit":
                 self.commits.setdefault(src.id, []).append((self.now, msg.view, msg.height))
@@ -412,6 +413,9 @@ class Sim:
             for _ in range(copies):
                 lo, hi = f.delay if faulty else (1, 10)
                 delay = self.rng.randint(lo, hi) + (self.rng.randint(0, f.jitter) if faulty and f.jitter else 0)
+                extra = (f.slow.get(src.id) or f.slow.get(d)) if faulty else None
+                if extra is not None:
+                    delay += self.rng.randint(*extra)
                 self.schedule(self.now + delay, "msg", d, 0, decoded)
 
     def _check_single_signature(self, src: Node, msg: Any) -> None:

@@ -15,9 +15,10 @@ from tests.sim.byzantine import BEHAVIOURS
 from tests.sim.net import SIM_PARAMS, Faults, Sim
 
 SCENARIOS = ("normal", "lossy", "partition", "crash", "skew", "silent", "equivocate", "twins", "badsig",
-             "flood", "mixed", "pipeline", "viewlag")
+             "flood", "mixed", "pipeline", "viewlag", "slowlink")
 LIVENESS_MS = 40_000  # after the faults stop, every honest node commits the probes within this
 VIEW_CATCHUP_MS = 5_000  # viewlag: the restarted validator votes in the others' view within this of its restart
+# (slowlink: the validator with slow links, within this of the links turning prompt again)
 
 
 @dataclass
@@ -87,7 +88,7 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
         raise ValueError(f"unknown scenario {scenario!r}; choose from {', '.join(SCENARIOS)}")
     rng = random.Random(f"{scenario}/{n}/{seed}")
     fault_ms = rng.randint(1_500, 3_500)
-    if scenario == "viewlag":
+    if scenario in ("viewlag", "slowlink"):
         fault_ms = rng.randint(4_000, 8_000)  # time for the others to go through several views
     faults = Faults(until_ms=fault_ms)
     observers = 1 if scenario in ("normal", "partition") else 0
@@ -124,6 +125,8 @@ def build(seed: int, scenario: str, n: int) -> tuple[Sim, int]:
         faults.loss = max(faults.loss, rng.uniform(0.0, 0.1))
     if scenario == "viewlag":
         _view_lag(rng, sim, faults, fault_ms)
+    if scenario == "slowlink":
+        _slow_link(rng, sim, faults)
     if network in ("skew", "all"):
         choices = [(1, 2), (2, 3), (1, 1), (3, 2), (2, 1)]
         faults.skew = {i: rng.choice(choices) for i in range(len(sim.nodes))}
@@ -148,6 +151,18 @@ def _view_lag(rng: random.Random, sim: Sim, faults: Faults, fault_ms: int) -> No
     if rng.random() < 0.5:
         faults.wipe = [lagger]
     sim.lagger = lagger
+
+
+def _slow_link(rng: random.Random, sim: Sim, faults: Faults) -> None:
+    """One validator's links (both ways) turn slow and jittery, around the view timeout: it hears the
+    others, late, and its view timer runs out while theirs do not. It must not leave their view on its
+    own (a view change needs a quorum that suspects the primary), and it votes in their view afterwards."""
+    slow = rng.randrange(sim.n)
+    t = sim.params.view_timeout_ms
+    faults.slow = {slow: (t // 4, t + t // 2)}
+    faults.jitter = rng.randint(0, t // 4)
+    faults.loss = rng.choice((0.0, 0.0, rng.uniform(0.0, 0.05)))
+    sim.lagger = slow
 
 
 def run_seed(seed: int, scenario: str, n: int) -> Result:
@@ -175,8 +190,8 @@ def run_seed(seed: int, scenario: str, n: int) -> Result:
         late = [node.id for node in honest if not all(p in node.committed_txs for p in probes)]
         res.liveness = (f"honest nodes {late} did not commit the probes within {LIVENESS_MS} ms after the "
                         f"faults stopped (heights {[node.height for node in sim.nodes]})")
-    elif scenario == "viewlag":
-        res.liveness = _check_view_lag(sim, res, load_rng)
+    elif scenario in ("viewlag", "slowlink"):
+        res.liveness = _check_view_lag(sim, res, load_rng, fault_ms if scenario == "slowlink" else None)
     if sim.storm:
         res.liveness = f"message storm: more than {sim.processed - 1} events by {sim.now} ms"
     check(sim, res)
@@ -191,11 +206,12 @@ def _installed_view(sim: Sim, lagger: int) -> int:
                 and m.replica.normal), default=0)
 
 
-def _check_view_lag(sim: Sim, res: Result, load_rng: random.Random) -> str | None:
-    """The restarted validator must vote (sign a COMMIT) in the view the others have installed within
-    VIEW_CATCHUP_MS of its restart; transfers keep coming so there is something to vote on."""
+def _check_view_lag(sim: Sim, res: Result, load_rng: random.Random, healed: int | None) -> str | None:
+    """The restarted validator (slowlink: the one with slow links) must vote (sign a COMMIT) in the view the
+    others have installed within VIEW_CATCHUP_MS of its restart (of `healed`); transfers keep coming so
+    there is something to vote on."""
     x = sim.nodes[sim.lagger]
-    back = sim.restarted.get(x.id)
+    back = sim.restarted.get(x.id) if healed is None else healed
     if back is None:
         return None
     res.lag = {"node": x.id, "wiped": int(x.id in sim.wiped), "others_view": _installed_view(sim, x.id)}
@@ -213,6 +229,9 @@ def _check_view_lag(sim: Sim, res: Result, load_rng: random.Random) -> str | Non
     if voted():
         return None
     assert x.replica is not None
+    if healed is not None:
+        return (f"node {x.id} (slow links until {back} ms) did not vote in the view the others installed, "
+                f"{_installed_view(sim, x.id)}, within {VIEW_CATCHUP_MS} ms (its view: {x.replica.view})")
     return (f"node {x.id} restarted at {back} ms (wiped: {x.id in sim.wiped}) and did not vote in the view the "
             f"others installed, {_installed_view(sim, x.id)}, within {VIEW_CATCHUP_MS} ms (its view: "
             f"{x.replica.view})")

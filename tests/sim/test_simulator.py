@@ -38,6 +38,7 @@ def test_hundreds_of_seeds_across_all_scenarios_keep_safety_liveness_and_the_mem
     assert by["badsig"]["invalid_signature"] > 0
     assert by["flood"]["dropped_window"] > 0 and by["flood"]["dropped_buffer_full"] > 0
     assert by["silent"]["view_changes"] > 0 and by["partition"]["view_changes"] > 0
+    assert by["slowlink"]["suspects"] > 0, "the slow validator's view timer did run out"
     assert all(agg["stable_checkpoint"] > 0 for agg in by.values())
     assert all(agg["committed_heights"] > 0 for agg in by.values())
 

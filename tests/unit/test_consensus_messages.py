@@ -18,6 +18,7 @@ from protocol.consensus import (
     Prepare,
     PreparedCertificate,
     PrePrepare,
+    Suspect,
     ViewChange,
     ViewQuery,
     WalRecord,
@@ -65,13 +66,17 @@ def test_every_consensus_message_survives_a_canonical_round_trip_unchanged() -> 
         vc,
         NewView.create(KEYS[1], CHAIN, 1, 2, (vc.without_block(),), b2, 1),
         ViewQuery.create(KEYS[3], CHAIN, 0, 7, 3),
+        Suspect.create(KEYS[2], CHAIN, 4, 9, 2),
         CommitProof(c1),
     ]
     for m in msgs:
         assert roundtrip(m) == m
-    q = msgs[-2]
+    q = msgs[-3]
     assert isinstance(q, ViewQuery) and q.verify_sig(VALIDATORS[3])
     assert not dataclasses.replace(q, height=8).verify_sig(VALIDATORS[3])
+    s = msgs[-2]
+    assert isinstance(s, Suspect) and s.verify_sig(VALIDATORS[2])
+    assert not Suspect(CHAIN, 0, 7, 3, q.sig).verify_sig(VALIDATORS[3]), "a VIEW-QUERY's signature is no SUSPECT's"
 
 
 def test_signatures_verify_for_the_signer_and_fail_after_any_change() -> None:

@@ -33,6 +33,7 @@ from protocol.consensus import (
     Send,
     SetTimer,
     StableCheckpoint,
+    Suspect,
     SyncedTo,
     TimerFired,
     ValidateBlock,
@@ -69,6 +70,16 @@ def of(actions: list[Any], cls: type) -> list[Any]:
 
 def sent(actions: list[Any], cls: type) -> list[Any]:
     return [a.msg for a in of(actions, Broadcast) if isinstance(a.msg, cls)]
+
+
+def time_out(r: Replica, now: int) -> list[Any]:
+    """r's view timer runs out and two other validators suspect the view too (n - f = 3): r leaves it."""
+    assert r.index is not None
+    w, h = r.view + 1, r.height
+    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), now)
+    for i in [i for i in range(4) if i != r.index][:2]:
+        out += recv(r, Suspect.create(KEYS[i], CHAIN, w, h, i), now)
+    return out
 
 
 def accept_and_validate(r: Replica, b: Block, view: int = 0) -> list[Any]:
@@ -113,7 +124,7 @@ def test_a_replica_rebuilt_from_its_records_never_prepares_a_second_block_for_th
 def test_a_replica_rebuilt_after_a_view_change_stays_in_that_view_and_resends_the_same_view_change() -> None:
     r = replica(2)
     r.handle(WorkPending(1, 10), 0)
-    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    out = time_out(r, 100)
     vc = sent(out, ViewChange)[0]
     records = tuple(a.record for a in of(out, Persist))
     again = replica(2, records)
@@ -183,7 +194,7 @@ def test_view_timeouts_double_per_failed_view_up_to_the_cap_and_reset_after_a_co
     out = r.handle(WorkPending(1, 10), 0)
     assert [a.delay_ms for a in of(out, SetTimer) if a.kind == TIMER_VIEW] == [100]
     assert r.failures == 0
-    r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    time_out(r, 100)
     assert r.failures == 1 and r.view == 1
     # the proof of a commit resets the back-off
     b = block()
@@ -202,6 +213,72 @@ def test_f_plus_one_view_changes_for_a_higher_view_pull_a_replica_along() -> Non
     out = recv(r, vc[1])
     mine = sent(out, ViewChange)
     assert mine and mine[0].view == 2 and mine[0].index == 3
+
+
+def test_a_validator_whose_view_timer_runs_out_alone_suspects_the_view_and_keeps_voting_in_it() -> None:
+    r = replica(2)
+    r.handle(WorkPending(1, 10), 0)
+    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    [s] = sent(out, Suspect)
+    assert (s.view, s.height, s.index) == (1, 1, 2) and s.verify_sig(VALIDATORS[2])
+    assert not sent(out, ViewChange) and not of(out, Persist), "a suspicion binds to nothing: no WAL record"
+    assert r.view == 0 and r.normal
+    out = recv(r, Suspect.create(KEYS[3], CHAIN, 1, 1, 3), 110)  # f + 1 = 2 suspect: not yet n - f
+    assert not sent(out, ViewChange) and r.view == 0
+    b = block()
+    out = accept_and_validate(r, b)  # the slow primary's proposal arrives: it still votes in view 0
+    assert sent(out, Prepare)[0].block_hash == b.hash
+    out = r.handle(TimerFired("retransmit", r.timers["retransmit"]), 300)
+    assert sent(out, Suspect) == [s], "the suspicion is re-sent until the height moves"
+
+
+def test_n_minus_f_validators_suspecting_the_view_make_a_validator_leave_it() -> None:
+    r = replica(2)
+    r.handle(WorkPending(1, 10), 0)
+    out = time_out(r, 100)
+    [vc] = sent(out, ViewChange)
+    assert vc.view == 1 and r.view == 1 and not r.normal
+
+
+def test_f_plus_one_suspects_pull_a_validator_whose_timer_has_not_run_out_into_the_suspicion() -> None:
+    r = replica(3)
+    assert not sent(recv(r, Suspect.create(KEYS[1], CHAIN, 1, 1, 1)), Suspect | ViewChange)
+    out = recv(r, Suspect.create(KEYS[2], CHAIN, 1, 1, 2))
+    assert [(s.view, s.index) for s in sent(out, Suspect)] == [(1, 3)]
+    assert [vc.view for vc in sent(out, ViewChange)] == [1], "with its own suspicion n - f suspect: it leaves"
+
+
+def test_suspicions_of_a_height_that_then_committed_no_longer_count() -> None:
+    r = replica(3)
+    recv(r, Suspect.create(KEYS[1], CHAIN, 1, 1, 1))
+    b = block()
+    cert_sigs = tuple((i, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i).sig) for i in range(3))
+    r.handle(SyncedTo(1, b.hash, CommitCertificate(1, 0, b.hash, cert_sigs), ROOT), 50)
+    assert r.committed == 1 and r.suspects == {}
+    out = recv(r, Suspect.create(KEYS[2], CHAIN, 1, 1, 2))  # late: about height 1
+    assert not sent(out, Suspect | ViewChange) and r.stats["stale"] >= 1
+    out = recv(r, Suspect.create(KEYS[2], CHAIN, 1, 2, 2))  # one validator stuck at height 2: not enough
+    assert not sent(out, Suspect | ViewChange) and r.view == 0
+
+
+def test_forged_or_repeated_suspects_count_for_nothing() -> None:
+    r = replica(3)
+    good = Suspect.create(KEYS[1], CHAIN, 1, 1, 1)
+    recv(r, good)
+    assert recv(r, good) == [] and r.stats["duplicate"] == 1
+    forged = Suspect(CHAIN, 1, 1, 2, KEYS[2].sign(b"x", b"something else"))
+    assert not sent(recv(r, forged), Suspect | ViewChange)
+    assert r.stats["invalid_signature"] == 1 and 2 not in r.suspects
+    far = Suspect.create(KEYS[2], CHAIN, 1 + PARAMS.future_view_window + 1, 1, 2)
+    assert recv(r, far) == [] and r.stats["dropped_window"] == 1
+    assert r.view == 0 and r.sizes()["suspects"] <= r.size_bounds()["suspects"]
+
+
+def test_an_observer_ignores_suspects() -> None:
+    r = replica(None)
+    for i in (0, 1, 2):
+        assert recv(r, Suspect.create(KEYS[i], CHAIN, 1, 1, i)) == []
+    assert r.view == 0 and r.suspects == {}
 
 
 def test_invalid_signatures_are_dropped_and_counted() -> None:
@@ -307,7 +384,7 @@ def test_a_replica_that_accepted_a_new_view_comes_back_into_that_view_after_a_re
 def test_a_validator_re_sends_its_old_view_change_to_a_peer_still_collecting_that_view_at_a_limited_rate() -> None:
     r = replica(2)
     r.handle(WorkPending(1, 10), 0)
-    out = r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)
+    out = time_out(r, 100)
     vc1 = sent(out, ViewChange)[0]
     for i in (0, 1):
         recv(r, ViewChange.create(KEYS[i], CHAIN, 2, 0, GENESIS_PARENT, None, None, None, i), 110)
