@@ -91,9 +91,6 @@ class ByzantineOutbox:
         peers = [p for p in self.p2p.connected() if not validators_only or self.p2p.is_validator(p)]
         return sum(self._out(body, peers))
 
-    def heard_validator_since(self, t: float) -> bool:
-        return self.p2p.heard_validator_since(t)
-
     # ---- behaviours ------------------------------------------------------------------------------------
 
     def _out(self, body: Any, peers: list[bytes]) -> list[bool]:

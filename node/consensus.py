@@ -12,8 +12,7 @@ blocks in height order on the store's execution thread, publishing each new head
 hears `BlockExecuted`. A node restarted with decided blocks not executed executes them before consensus
 starts.
 Block validation (against the last decided block and the state root after height-2, signatures in
-worker threads) runs in child tasks and answers through the inbox. A view timer is handed over only once
-another validator is heard after it ran out (`_timer_due`): a cut-off validator holds it.
+worker threads) runs in child tasks and answers through the inbox.
 
 Fail-stop (DESIGN section 7): there is no catch-all here. A failed WAL write, a failed commit or any
 unexpected exception ends `run()`, which ends the node: the node logs one line naming the cause and
@@ -65,9 +64,6 @@ from storage.errors import DatabaseCorrupt, SnapshotError
 MAX_CLOCK_DRIFT_MS = 30_000  # a proposal's time may lead this node's clock by at most this much
 NETWORK_QUEUE = 20_000  # consensus messages waiting for the driver; beyond it new ones are dropped
 MAX_VALIDATIONS = 16  # concurrent block validations
-CUT_OFF_AFTER_S = 1.5  # no byte from any other validator this long after a view timeout: cut off (heartbeats
-CUT_OFF_POLL_S = 1.0  # come every 1 s); a view timer held while cut off checks again this often
-_RUNNING, _LISTENING, _HELD = "running", "listening", "held"  # phases of a view timer in the driver
 
 # Testing hook for the clock-skew fault test: shifts this node's consensus clock (not the OS clock).
 CLOCK_SKEW_MS = int(os.environ.get("SMELEDGER_CLOCK_SKEW_MS", "0") or 0)
@@ -99,8 +95,6 @@ class Outbox(Protocol):
     def send(self, peer: bytes, msg_type: str, body: Any) -> bool: ...
 
     def broadcast(self, msg_type: str, body: Any, *, validators_only: bool = False) -> int: ...
-
-    def heard_validator_since(self, t: float) -> bool: ...
 
 
 class _Work:
@@ -378,36 +372,8 @@ class ConsensusDriver:
         old = self._timers.pop(kind, None)
         if old is not None:
             old.cancel()
-        self._arm(kind, token, delay_ms / 1000, delay_ms / 1000, _RUNNING, 0.0)
-
-    def _arm(self, kind: str, token: int, after_s: float, delay_s: float, phase: str, since: float) -> None:
-        self._timers[kind] = asyncio.get_running_loop().call_later(after_s, self._timer_due, kind, token, delay_s,
-                                                                   phase, since)
-
-    def _timer_due(self, kind: str, token: int, delay_s: float, phase: str, since: float) -> None:
-        """Hand a timer to the replica; a view timer only once another validator has been heard after it
-        ran out. A validator that hears none for `CUT_OFF_AFTER_S` is cut off: its VIEW-CHANGE would reach
-        no one, and delivered once links return it would leave it alone in a view the others, still
-        committing, never enter (PBFT never goes back a view). The timer is then held, polled each
-        `CUT_OFF_POLL_S`, and once a validator is heard again it runs one whole view timeout more (time
-        for sync to bring this node up to date, which resets the replica's timer)."""
-        now = asyncio.get_running_loop().time()
-        if kind != cs.TIMER_VIEW or len(self.validators) < 2:
-            self.inbox.put_internal(cs.TimerFired(kind, token))
-        elif phase == _RUNNING:  # ran out: wait for a byte from a validator (heartbeats come every second)
-            self._arm(kind, token, CUT_OFF_POLL_S / 4, delay_s, _LISTENING, now)
-        elif phase == _LISTENING and self.p2p.heard_validator_since(since):
-            self.inbox.put_internal(cs.TimerFired(kind, token))
-        elif phase == _LISTENING and now - since < CUT_OFF_AFTER_S:
-            self._arm(kind, token, CUT_OFF_POLL_S / 4, delay_s, _LISTENING, since)
-        elif phase == _LISTENING:
-            self.metrics.view_timer_held.inc()
-            self.log.info("view_change_held", reason="no validator heard", silent_s=CUT_OFF_AFTER_S)
-            self._arm(kind, token, CUT_OFF_POLL_S, delay_s, _HELD, now)
-        elif self.p2p.heard_validator_since(since):  # held, and contact is back
-            self._arm(kind, token, delay_s, delay_s, _RUNNING, 0.0)
-        else:
-            self._arm(kind, token, CUT_OFF_POLL_S, delay_s, _HELD, now)
+        loop = asyncio.get_running_loop()
+        self._timers[kind] = loop.call_later(delay_ms / 1000, self.inbox.put_internal, cs.TimerFired(kind, token))
 
     def _publish_position(self) -> None:
         r = self.replica

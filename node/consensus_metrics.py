@@ -50,8 +50,6 @@ class ConsensusMetrics:
                                 registry=registry)
         self.evidence = Counter("smeledger_consensus_evidence", "Conflicting signed messages seen",
                                 registry=registry)
-        self.view_timer_held = Counter("smeledger_consensus_view_changes_held", "View timeouts held back "
-                                       "because no other validator was heard", registry=registry)
 
 
 class ReplicaStats(Collector):

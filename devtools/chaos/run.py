@@ -3,8 +3,7 @@
 `python -m devtools.chaos --duration 600 --seed 1 [--mode auto|netns|loopback] [--rate 20]` builds the
 testnet (devtools/chaos/cluster.py), starts the independent client (devtools/chaos/client.py), plays the
 schedule the seed draws (devtools/chaos/schedule.py) and after each episode measures recovery: the time
-from the heal until a fresh probe tx is committed on every node and the validators share one view (the
-one run byzantine may be a view ahead, noted as the episode's `view_ahead`). At the end it heals everything, stops the
+from the heal until a fresh probe tx is committed on every node and the validators share one view. At the end it heals everything, stops the
 load, lets the accepted txs settle and checks the chain (devtools/chaos/verify.py). It writes
 `chaos-report.json` with `seed`, `mode`, `duration_s`, `faults` [{t, kind, target, ...}], `txs_accepted`,
 `txs_committed`, `txs_lost`, `divergences`, `history_holes`, `invariants_ok`, `max_recovery_s`,
@@ -71,7 +70,6 @@ class ChaosRun:
         self._probe: SignedTx | None = None
         self._probe_nonce = 0
         self._stop_monitor = threading.Event()
-        self._was_byzantine: str | None = None  # the validator once run byzantine (may stay a view ahead)
 
     # ---- setup ---------------------------------------------------------------------------------------
 
@@ -159,12 +157,7 @@ class ChaosRun:
         heal_fault(self.c, f, resolved)
         self.c.clear_links(self.plan.base_links)
         entry["heal_t"] = round(t_heal - self.t0, 1)
-        if f.kind == "byzantine":
-            self._was_byzantine = resolved[0]
-        ahead: list[str] = []
-        recovery = self._recover(t_heal, self._was_byzantine, ahead)
-        if ahead:
-            entry["view_ahead"] = ahead[0]
+        recovery = self._recover(t_heal)
         entry["recovery_s"] = None if recovery is None else round(recovery, 2)
         log(self.t0, f"  healed; recovered in {entry['recovery_s']} s")
         if recovery is None:
@@ -177,15 +170,11 @@ class ChaosRun:
 
     # ---- recovery probe ----------------------------------------------------------------------------------
 
-    def _recover(self, t_heal: float, was_byzantine: str | None = None, ahead: list[str] | None = None
-                 ) -> float | None:
+    def _recover(self, t_heal: float) -> float | None:
         """Seconds from the heal until a fresh probe tx is committed on every node and every validator is
         in the same view (a validator left alone in another view no longer votes: one more crash would
-        stall the chain, so it has not recovered). One exception: a validator that was byzantine in an
-        episode so far may be in a higher view than the others. Its replica may have signed a VIEW-CHANGE while its
-        messages were garbled or withheld, and PBFT never lets a validator go back a view (a crash cannot
-        unsign it either); it rejoins at the others' next view change, which its VIEW-CHANGE already counts
-        towards. Its name is put in `ahead` (the report's `view_ahead`)."""
+        stall the chain, so it has not recovered; a validator leaves a view only with n - f suspecting it,
+        so none may be left ahead, the one once run byzantine included)."""
         assert self.client is not None
         c = self.c
         if self._probe is not None and self._committed_somewhere(self._probe.hash.hex()):
@@ -224,14 +213,7 @@ class ChaosRun:
                         views[name] = cl.status().view
                 except ClientError:
                     return False
-            honest = {v for n, v in views.items() if n != was_byzantine}
-            if len(honest) != 1:
-                return False
-            if was_byzantine is None or views[was_byzantine] in honest:
-                return True
-            if views[was_byzantine] > max(honest) and ahead is not None and not ahead:
-                ahead.append(was_byzantine)
-            return views[was_byzantine] > max(honest)
+            return len(set(views.values())) == 1
 
         if wait_until(everywhere, max(0.0, deadline - time.monotonic())) is None:
             return None
@@ -262,7 +244,7 @@ class ChaosRun:
             if proc is None or proc.poll() is not None:
                 c.start(name)
         self.client.stop_load()
-        recovery = self._recover(time.monotonic(), self._was_byzantine)
+        recovery = self._recover(time.monotonic())
         if recovery is None:
             self.failures.append("after the final heal: no probe tx committed on every node within "
                                  f"{RECOVERY_TIMEOUT_S:.0f} s")

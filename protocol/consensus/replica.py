@@ -57,6 +57,7 @@ class Replica(ViewChanging):
         elif isinstance(event, ev.SyncedTo):
             self._on_synced(event)
         self._progress()
+        self._count_suspects()  # a commit or sync may have brought us to the height others suspect at
         self._maybe_query()
         self._arm_timers()
         out, self.out = self.out, []

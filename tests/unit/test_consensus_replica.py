@@ -261,6 +261,20 @@ def test_suspicions_of_a_height_that_then_committed_no_longer_count() -> None:
     assert not sent(out, Suspect | ViewChange) and r.view == 0
 
 
+def test_a_validator_whose_suspicion_lapsed_by_catching_up_joins_the_others_suspecting_the_new_height() -> None:
+    keys = [sim_key(i) for i in range(7)]  # n = 7: f + 1 = 3 join, n - f = 5 leave
+    r = Replica(CHAIN, tuple(k.public_key for k in keys), keys[6], PARAMS, 0, GENESIS_PARENT)
+    r.handle(WorkPending(1, 10), 0)
+    r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)  # suspects view 0 at height 1
+    for i in (0, 1, 2):  # three already at height 2, stuck there
+        recv(r, Suspect.create(keys[i], CHAIN, 1, 2, i), 110)
+    b = block()
+    cert_sigs = tuple((i, Commit.create(keys[i], CHAIN, 0, 1, b.hash, i).sig) for i in range(5))
+    out = r.handle(SyncedTo(1, b.hash, CommitCertificate(1, 0, b.hash, cert_sigs), ROOT), 150)
+    assert r.committed == 1 and r.view == 0
+    assert [(s.view, s.height) for s in sent(out, Suspect)] == [(1, 2)], "its own suspicion of height 1 lapsed"
+
+
 def test_forged_or_repeated_suspects_count_for_nothing() -> None:
     r = replica(3)
     good = Suspect.create(KEYS[1], CHAIN, 1, 1, 1)
