@@ -88,13 +88,30 @@ class Net:
         while devnet._alive(pid) and time.monotonic() < deadline:
             time.sleep(0.02)
 
-    def stop(self, name: str) -> None:
+    def stop(self, name: str) -> int | None:
+        """SIGTERM; the exit status once the node has ended (None: it was not running, or still runs 8 s
+        later)."""
         pid = self.pid(name)
-        if pid is not None:
-            os.kill(pid, signal.SIGTERM)
-            deadline = time.monotonic() + 8
-            while devnet._alive(pid) and time.monotonic() < deadline:
-                time.sleep(0.05)
+        if pid is None:
+            return None
+        os.kill(pid, signal.SIGTERM)
+        return self.wait_exit(pid, 8.0)
+
+    @staticmethod
+    def wait_exit(pid: int, timeout: float) -> int | None:
+        """The exit status of node process `pid` (started by this process) once it has ended; None while it
+        still runs after `timeout` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                done, status = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:  # not our child, or reaped elsewhere: only whether it ended is known
+                raise AssertionError(f"pid {pid} is not a child of the test; its exit status is lost") from None
+            if done:
+                return os.waitstatus_to_exitcode(status)
+            if time.monotonic() > deadline:
+                return None
+            time.sleep(0.05)
 
     def wipe(self, name: str) -> None:
         data = self.home(name) / "data"

@@ -39,12 +39,9 @@ def _die_at(net: Net, name: str, spec: str) -> int:
     finally:
         os.environ.clear()
         os.environ.update(saved)
-    deadline = time.monotonic() + DEATH_TIMEOUT_S
-    while time.monotonic() < deadline:
-        done, status = os.waitpid(pid, os.WNOHANG)
-        if done:
-            return os.waitstatus_to_exitcode(status)
-        time.sleep(0.1)
+    status = net.wait_exit(pid, DEATH_TIMEOUT_S)
+    if status is not None:
+        return status
     net.kill9(name)
     raise AssertionError(f"{name} did not reach failpoint {spec} within {DEATH_TIMEOUT_S:.0f} s:\n"
                          f"{devnet.tail(net.home(name) / 'node.log')}")
