@@ -79,7 +79,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure(cfg.logging.level, node=cfg.node.name)
     node = Node(cfg, byzantine=args.byzantine)
     try:
-        asyncio.run(node.run(install_signals=True))
+        asyncio.run(node.run(install_signals=True, exit_deadline=True))  # this process is the node's
     except KeyboardInterrupt:
         return 0
     except Exception as exc:

@@ -352,7 +352,9 @@ class Acceptance:
         return records()
 
     async def _close(self) -> None:
-        """Write what is queued (unless the journal failed), then close the file and the thread."""
+        """Write what is queued (unless the journal failed), then close the file and the thread. Cancelled
+        while it waits for a write (the node's stop ran out of time), it stops waiting: that write is left
+        to its thread, unanswered, as a crash would leave it (its waiters never heard `accepted`)."""
         self._closed = True
         try:
             if self._inflight is not None:  # the flush that was cancelled: its write still answers
@@ -361,11 +363,18 @@ class Acceptance:
             if self._failed is None and self._queue:
                 await self._flush()
         finally:
-            for w in self._waiters:
+            closed = JournalError("the node stopped before the journal write", code="journal_closed")
+            abandoned = self._inflight
+            for w in [*self._waiters, *(abandoned.waiters if abandoned is not None else ())]:
                 if not w.done():
-                    w.set_exception(JournalError("the node stopped before the journal write", code="journal_closed"))
-            await asyncio.get_running_loop().run_in_executor(self._thread, self.file.close)
-            self._thread.shutdown(wait=True)
+                    w.set_exception(closed)
+            if abandoned is None:  # the journal thread is idle: the file is closed on it
+                await asyncio.get_running_loop().run_in_executor(self._thread, self.file.close)
+                self._thread.shutdown(wait=True)
+            else:
+                self.log.warning("journal_write_abandoned", waited_s=round(time.monotonic() - abandoned.started, 3),
+                                 answers=len(abandoned.waiters))
+                self._thread.shutdown(wait=False)
 
     def close_now(self) -> None:
         """Synchronous close for start-up failures (run() never started)."""

@@ -13,7 +13,13 @@ storage work, closes the database and raises, so `smeledger run` exits non-zero 
 (the WAL restores consensus). Ordered shutdown on SIGTERM/SIGINT or `request_stop()`: intake closes (the
 API answers 503), consensus and sync stop, then gossip and P2P, the API drains, the mempool stops, the journal
 writes what is queued and closes, and only after every started write and read has finished is the database
-closed; within `SHUTDOWN_BUDGET_S`.
+closed; within `SHUTDOWN_BUDGET_S`. When the ordered stop has not ended `ORDERLY_STOP_S` after it began, the
+node logs `node_stop_timeout` naming the components still running and cancels every one of them (again:
+a component waiting for its own work, such as a journal write in flight, stops waiting), so no later
+component is left running. The process that owns the node (`run(exit_deadline=True)`, the CLI) also ends
+at `SHUTDOWN_BUDGET_S` after the stop request whatever still runs (a thread stuck in a write would
+otherwise hold the exit forever): `node_stop_abandoned`, exit status `STOP_ABANDONED_EXIT`. That is safe
+because nothing is acknowledged before it is durable (the crash-point tests kill the node at every write).
 
 Rule: this module owns lifetimes only; it holds no protocol logic.
 """
@@ -22,7 +28,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable
 from dataclasses import dataclass
@@ -64,7 +73,10 @@ from storage.meta import ChainMeta
 from storage.state import StateStore
 from storage.wal import ConsensusWal
 
-SHUTDOWN_BUDGET_S = 5.0
+SHUTDOWN_BUDGET_S = 5.0  # from the stop request to the end of the process
+ORDERLY_STOP_S = SHUTDOWN_BUDGET_S - 1.0  # the ordered stop; then whatever still runs is cancelled again
+STOP_ORDER = (("consensus", "sync"), ("gossip", "p2p"), ("api",), ("mempool",), ("journal",))
+STOP_ABANDONED_EXIT = 1
 P2P_STOP_TIMEOUT_S = 1.5
 
 
@@ -138,13 +150,16 @@ class Node:
     def request_stop(self) -> None:
         self._stop_requested.set()
 
-    async def run(self, *, install_signals: bool = False) -> None:
+    async def run(self, *, install_signals: bool = False, exit_deadline: bool = False) -> None:
         """Build, start every component, serve until `request_stop()` (or a signal) or a component fails,
-        then shut down in order. Raises the first failure after logging it as `node_failed`."""
+        then shut down in order. Raises the first failure after logging it as `node_failed`.
+        `exit_deadline`: the caller owns the process, which ends `SHUTDOWN_BUDGET_S` after a stop request
+        at the latest (see the module docstring); never set it in a process that outlives the node."""
         loop = asyncio.get_running_loop()
         if install_signals:
             for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.request_stop)
+        deadline = loop.create_task(self._arm_exit_deadline(), name="exit-deadline") if exit_deadline else None
         t0 = time.monotonic()
         try:
             parts = await self._build()
@@ -165,6 +180,8 @@ class Node:
             if install_signals:
                 for sig in (signal.SIGTERM, signal.SIGINT):
                     loop.remove_signal_handler(sig)
+            if deadline is not None:
+                deadline.cancel()  # a no-op once a stop request armed the thread
             self.stopped.set()
 
     def _log_failure(self, component: str, exc: BaseException) -> None:
@@ -224,13 +241,38 @@ class Node:
         parts.health.accepting = False
         parts.log.info("node_stopping")
         try:
-            async with asyncio.timeout(SHUTDOWN_BUDGET_S - 0.5):
-                for group in (("consensus", "sync"), ("gossip", "p2p"), ("api",), ("mempool",), ("journal",)):
+            async with asyncio.timeout(ORDERLY_STOP_S):
+                for group in STOP_ORDER:
                     for name in group:
                         tasks[name].cancel()
                     await asyncio.wait([tasks[name] for name in group])
         except TimeoutError:
-            parts.log.warning("node_stop_timeout", budget_s=SHUTDOWN_BUDGET_S)
+            # every component still running is cancelled, the groups not reached yet included: left
+            # running, they would hold the TaskGroup (and the process) open for good
+            running = [name for name, task in tasks.items() if not task.done()]
+            parts.log.warning("node_stop_timeout", budget_s=SHUTDOWN_BUDGET_S, orderly_s=ORDERLY_STOP_S,
+                              running=running)
+            for name in running:
+                tasks[name].cancel()
+
+    async def _arm_exit_deadline(self) -> None:
+        """After a stop request, a thread ends the process at `SHUTDOWN_BUDGET_S` if it is still alive then
+        (a thread, not a task: the loop may be the thing that waits)."""
+        await self._stop_requested.wait()
+        log = self.log
+
+        def expire() -> None:
+            time.sleep(SHUTDOWN_BUDGET_S)
+            waiting = sorted(t.name for t in threading.enumerate() if t is not threading.current_thread())
+            if log is not None:
+                log.error("node_stop_abandoned", budget_s=SHUTDOWN_BUDGET_S, threads=waiting,
+                          note="work still running was abandoned; nothing acknowledged is lost")
+            for stream in (sys.stdout, sys.stderr):
+                with contextlib.suppress(OSError, ValueError):
+                    stream.flush()
+            os._exit(STOP_ABANDONED_EXIT)
+
+        threading.Thread(target=expire, name="exit-deadline", daemon=True).start()
 
     # ---- building the tree ---------------------------------------------------------------------------
 
