@@ -173,8 +173,8 @@ class ChaosRun:
     def _recover(self, t_heal: float) -> float | None:
         """Seconds from the heal until a fresh probe tx is committed on every node and every validator is
         in the same view (a validator left alone in another view no longer votes: one more crash would
-        stall the chain, so it has not recovered; a validator leaves a view only with n - f suspecting it,
-        so none may be left ahead, the one once run byzantine included)."""
+        stall the chain, so it has not recovered; the one once run byzantine included: its own replica is
+        honest and leaves a view only with a quorum, docs/consensus.md)."""
         assert self.client is not None
         c = self.c
         if self._probe is not None and self._committed_somewhere(self._probe.hash.hex()):

@@ -127,11 +127,6 @@ class P2P:
     def is_validator(self, peer: bytes) -> bool:
         return peer in self.validators
 
-    def heard_validator_since(self, t: float) -> bool:
-        """True when a link to another validator brought a byte at or after loop time `t` (a live link
-        carries at least a heartbeat every `ping_interval`)."""
-        return any(p.validator and p.conn is not None and p.conn.last_rx >= t for p in self._peers.values())
-
     def peers(self) -> list[PeerInfo]:
         out = []
         for pk in sorted(self._peers):

@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 MAX_VALIDATORS = 1024
 VC_HISTORY = 8  # own VIEW-CHANGEs of this many most recent views are kept (and re-sent to restarted peers)
+SUSPECT_KEEP_HEIGHTS = 8  # SUSPECTs of this many heights below ours are kept: they count once a VIEW-CHANGE shows
+#                           that a validator left on a quorum that raced a commit (docs/consensus.md)
 
 
 @dataclass(frozen=True, slots=True)

@@ -56,8 +56,8 @@ class Replica(ViewChanging):
             self._on_executed(event)
         elif isinstance(event, ev.SyncedTo):
             self._on_synced(event)
-        self._progress()
         self._count_suspects()  # a commit or sync may have brought us to the height others suspect at
+        self._progress()
         self._maybe_query()
         self._arm_timers()
         out, self.out = self.out, []

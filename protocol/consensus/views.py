@@ -2,9 +2,10 @@
 and 4.3).
 
 Rule: a validator whose view timer runs out sends a SUSPECT for the next view and keeps voting in its view;
-it leaves (signs a VIEW-CHANGE) only when n - f validators suspect the view at its height, and joins the
-suspicion of f + 1 (one of them is honest). A validator with slow links alone thus never leaves a view the
-others still commit in (PBFT never goes back a view). After sending VIEW-CHANGE for w a validator times
+it leaves (signs a VIEW-CHANGE) when n - f validators suspect the view at its height (or f + 1 signed
+VIEW-CHANGEs for higher views), and joins the suspicion of f + 1 (one of them is honest). Once it holds a
+VIEW-CHANGE for a higher view, SUSPECTs of the last few heights count too, so a quorum that raced a commit
+moves everyone rather than leaving one validator alone ahead (PBFT never goes back a view). After sending VIEW-CHANGE for w a validator times
 the new primary only with n - f VIEW-CHANGEs for w in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
 recomputes from the embedded VIEW-CHANGEs. A validator left behind in an installed view (a restart, a
 resync, a stalled loop) learns of it from quorum-backed evidence only (a commit certificate of a higher
@@ -25,6 +26,7 @@ from protocol.consensus.messages import (
     ViewChange,
     ViewQuery,
 )
+from protocol.consensus.params import SUSPECT_KEEP_HEIGHTS
 from protocol.consensus.viewchange import Selection, newview_ok, select, viewchange_ok
 from protocol.consensus.wal import WalRecord
 
@@ -125,11 +127,11 @@ class ViewChanging(ReplicaCore):
     def _on_suspect(self, s: Suspect) -> None:
         if self.index is None:
             return  # an observer takes no part in view changes
-        if s.view <= self.view or s.height < self.height:
+        if s.view <= self.view or s.height < self.height - SUSPECT_KEEP_HEIGHTS:
             self._count("stale")
             return
-        if s.view > self.view + self.p.future_view_window or s.height > self.height + self.p.future_height_window:
-            self._count("dropped_window")
+        if s.view > self.view + self.p.future_view_window or s.height > self.height + 1:
+            self._count("dropped_window")  # an honest validator suspects at its own height; ahead, we sync
             return
         old = self.suspects.get(s.index)
         if old is not None and (old.height, old.view) >= (s.height, s.view):
@@ -141,19 +143,23 @@ class ViewChanging(ReplicaCore):
         self._count_suspects()
 
     def _count_suspects(self) -> None:
-        """n - f validators suspecting views above ours at our height or above (a VIEW-CHANGE suspects its
-        view): leave for the highest view n - f of them want; f + 1: join the f + 1 highest."""
+        """n - f validators suspecting views above ours (a VIEW-CHANGE suspects its view): leave for the
+        highest view n - f of them want; f + 1: join the f + 1 highest. SUSPECTs count from our height up,
+        or, once a VIEW-CHANGE for a higher view is in, from `SUSPECT_KEEP_HEIGHTS` below: its sender left
+        on a quorum (honest) and the suspicions it counted may have lapsed here by a commit that raced them;
+        counting them moves us along instead of leaving it alone ahead (a timeout certificate)."""
         if self.index is None:
             return
         want: dict[int, int] = {}
-        for idx in sorted(self.suspects):
-            s = self.suspects[idx]
-            if s.view > self.view and s.height >= self.height:
-                want[idx] = s.view
         for w in sorted(self.vcs):
             if w > self.view:
                 for idx in sorted(self.vcs[w]):
                     want[idx] = max(want.get(idx, 0), w)
+        low = self.height - SUSPECT_KEEP_HEIGHTS if want else self.height
+        for idx in sorted(self.suspects):
+            s = self.suspects[idx]
+            if s.view > self.view and s.height >= low:
+                want[idx] = max(want.get(idx, 0), s.view)
         views = sorted(want.values(), reverse=True)
         if len(views) >= self.q:
             self._start_view_change(views[self.q - 1])
@@ -161,12 +167,14 @@ class ViewChanging(ReplicaCore):
             self._suspect(views[self.f])
 
     def _drop_stale_suspects(self) -> None:
-        """After a commit or a view change: suspicions of lower heights or views no longer count."""
+        """After a commit or a view change: suspicions of views up to ours, or of heights more than
+        `SUSPECT_KEEP_HEIGHTS` below, go; our own stops being re-sent once its height committed."""
         for idx in sorted(self.suspects):
             s = self.suspects[idx]
-            if s.view <= self.view or s.height < self.height:
+            if s.view <= self.view or s.height < self.height - SUSPECT_KEEP_HEIGHTS:
                 del self.suspects[idx]
-        if self.my_suspect is not None and self.my_suspect.index not in self.suspects:
+        mine = self.my_suspect
+        if mine is not None and (mine.index not in self.suspects or mine.height < self.height):
             self.my_suspect = None
 
     def _pull_along(self) -> None:

@@ -192,11 +192,31 @@ def run_seed(seed: int, scenario: str, n: int) -> Result:
                         f"faults stopped (heights {[node.height for node in sim.nodes]})")
     elif scenario in ("viewlag", "slowlink"):
         res.liveness = _check_view_lag(sim, res, load_rng, fault_ms if scenario == "slowlink" else None)
+    if res.liveness is None:
+        res.liveness = _check_one_view(sim, load_rng)
     if sim.storm:
         res.liveness = f"message storm: more than {sim.processed - 1} events by {sim.now} ms"
     check(sim, res)
     res.trace = sim.trace.hexdigest()
     return res
+
+
+def _check_one_view(sim: Sim, load_rng: random.Random) -> str | None:
+    """Every honest validator ends in one installed view (a validator alone in another view no longer
+    votes: one more fault would stall the chain), within VIEW_CATCHUP_MS while transfers keep coming."""
+    validators = [m for m in sim.nodes if m.honest and m.index is not None]
+
+    def one_view() -> bool:
+        return len({(m.replica.view, m.replica.normal) for m in validators if m.replica is not None}) == 1
+
+    deadline = sim.now + VIEW_CATCHUP_MS
+    while sim.now < deadline and not one_view():
+        sim.submit(load_rng.randint(1, 4), "tx")
+        sim.run_until(min(deadline, sim.now + 100), stop=one_view)
+    if one_view():
+        return None
+    views = {m.id: (m.replica.view, m.replica.normal) for m in validators if m.replica is not None}
+    return f"honest validators in different views {VIEW_CATCHUP_MS} ms after the probes committed: {views}"
 
 
 def _installed_view(sim: Sim, lagger: int) -> int:

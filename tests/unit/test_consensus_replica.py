@@ -248,17 +248,41 @@ def test_f_plus_one_suspects_pull_a_validator_whose_timer_has_not_run_out_into_t
     assert [vc.view for vc in sent(out, ViewChange)] == [1], "with its own suspicion n - f suspect: it leaves"
 
 
-def test_suspicions_of_a_height_that_then_committed_no_longer_count() -> None:
+def test_suspicions_of_a_height_that_then_committed_no_longer_count_on_their_own() -> None:
     r = replica(3)
     recv(r, Suspect.create(KEYS[1], CHAIN, 1, 1, 1))
     b = block()
     cert_sigs = tuple((i, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i).sig) for i in range(3))
     r.handle(SyncedTo(1, b.hash, CommitCertificate(1, 0, b.hash, cert_sigs), ROOT), 50)
-    assert r.committed == 1 and r.suspects == {}
+    assert r.committed == 1
     out = recv(r, Suspect.create(KEYS[2], CHAIN, 1, 1, 2))  # late: about height 1
-    assert not sent(out, Suspect | ViewChange) and r.stats["stale"] >= 1
+    assert not sent(out, Suspect | ViewChange) and r.view == 0
     out = recv(r, Suspect.create(KEYS[2], CHAIN, 1, 2, 2))  # one validator stuck at height 2: not enough
     assert not sent(out, Suspect | ViewChange) and r.view == 0
+
+
+def test_a_view_change_that_raced_a_commit_moves_the_validators_whose_suspicions_lapsed() -> None:
+    """0, 1 and 3 suspect view 0 at height 1, then height 1 commits before 1's SUSPECT reaches 3; 2 got the
+    SUSPECTs first and left for view 1. Its VIEW-CHANGE makes the lapsed suspicions count again, so 3 (and
+    likewise the others) follows it instead of leaving it alone in view 1 for good."""
+    r = replica(3)
+    r.handle(WorkPending(1, 10), 0)
+    r.handle(TimerFired(TIMER_VIEW, r.timers[TIMER_VIEW]), 100)  # 3 suspects (1, 1)
+    recv(r, Suspect.create(KEYS[0], CHAIN, 1, 1, 0), 110)
+    b = block()
+    cert_sigs = tuple((i, Commit.create(KEYS[i], CHAIN, 0, 1, b.hash, i).sig) for i in range(3))
+    r.handle(SyncedTo(1, b.hash, CommitCertificate(1, 0, b.hash, cert_sigs), ROOT), 120)
+    assert r.committed == 1 and r.view == 0 and r.normal
+    out = recv(r, Suspect.create(KEYS[1], CHAIN, 1, 1, 1), 130)  # late, kept
+    assert not sent(out, ViewChange) and r.view == 0, "lapsed suspicions alone move no one"
+    out = recv(r, ViewChange.create(KEYS[2], CHAIN, 1, 0, GENESIS_PARENT, None, None, None, 2), 140)
+    assert [vc.view for vc in sent(out, ViewChange)] == [1] and r.view == 1
+
+
+def test_suspicions_older_than_the_kept_heights_or_ahead_of_ours_are_not_taken() -> None:
+    r = replica(3)
+    assert recv(r, Suspect.create(KEYS[1], CHAIN, 1, 3, 1)) == [] and r.stats["dropped_window"] == 1
+    assert 1 not in r.suspects, "an honest validator suspects at its own height: one far ahead is not kept"
 
 
 def test_a_validator_whose_suspicion_lapsed_by_catching_up_joins_the_others_suspecting_the_new_height() -> None:
