@@ -404,6 +404,7 @@ class Mempool:
         """Drop committed txs (SignedTx or hashes) and every pending tx whose nonce is now stale.
         Each committed tx advances its sender's next nonce past it (failed txs consume a nonce too);
         `account_nonces` (sender -> next nonce from the ledger) overrides. Returns how many were removed."""
+        ready_before = (self._ready_txs, self._ready_bytes)
         touched: dict[bytes, int] = {}
         gone: list[SignedTx] = []
         stale_txs: list[SignedTx] = []
@@ -436,14 +437,15 @@ class Mempool:
             self._recount(sender)
         self._removed(gone, COMMITTED)
         self._removed(stale_txs, NONCE_USED)
-        if gone or stale_txs:
-            self._changed()
+        if gone or stale_txs or (self._ready_txs, self._ready_bytes) != ready_before:
+            self._changed()  # also when only the ready run moved: a tx a block's nonces made ready is work
         return len(gone) + len(stale_txs)
 
     def resync_nonces(self) -> int:
         """Re-read every pending sender's committed next nonce (after a state sync replaced the state under
         the pool): txs below it are dropped as `nonce_used`, ready runs recounted. Returns how many were
         removed."""
+        ready_before = (self._ready_txs, self._ready_bytes)
         removed: list[SignedTx] = []
         for sender in list(self._senders):
             s = self._senders[sender]
@@ -454,7 +456,7 @@ class Mempool:
                 self.stats.evicted_stale += 1
             self._recount(sender)
         self._removed(removed, NONCE_USED)
-        if removed:
+        if removed or (self._ready_txs, self._ready_bytes) != ready_before:
             self._changed()
         return len(removed)
 

@@ -69,6 +69,35 @@ async def test_after_a_snapshot_the_resync_drops_txs_whose_nonces_were_used_as_n
     assert pool.ready_txs == 1 and pool.get(txs[2].hash) is not None
 
 
+async def test_a_tx_that_the_executed_blocks_nonces_make_ready_is_announced_as_work(
+        pool: Mempool, nonces: dict[bytes, int]) -> None:
+    """Pipelined commit: a block's txs leave the pool when it is decided, the ledger's nonces follow once
+    it is executed. A tx of the same sender arriving in between waits behind the old nonce; when the
+    executed block's nonces make it ready, consensus must hear of it (before, nothing told it, and a
+    one-validator chain with no further txs never proposed it: the tx stayed pending)."""
+    changes: list[tuple[int, int]] = []
+    pool.add_change_listener(lambda txs, nbytes: changes.append((txs, nbytes)))
+    first, second = tx(ALICE, 0), tx(ALICE, 1)
+    await pool.add_many([first.raw])
+    pool.remove_committed([first])  # decided: it leaves, and ALICE with it (no txs of hers left)
+    await pool.add_many([second.raw])  # the state still says nonce 0: nonce 1 waits
+    assert pool.ready_txs == 0
+    changes.clear()
+    nonces[ALICE.public_key] = 1
+    pool.remove_committed((), {ALICE.public_key: 1})  # executed: the ledger's nonces arrive
+    assert pool.ready_txs == 1 and changes, "the listeners heard that there is ready work"
+
+
+async def test_a_resync_that_makes_a_waiting_tx_ready_is_announced_as_work(
+        pool: Mempool, nonces: dict[bytes, int]) -> None:
+    changes: list[tuple[int, int]] = []
+    waiting = tx(ALICE, 2)
+    await pool.add_many([waiting.raw])
+    pool.add_change_listener(lambda txs, nbytes: changes.append((txs, nbytes)))
+    nonces[ALICE.public_key] = 2
+    assert pool.resync_nonces() == 0 and pool.ready_txs == 1 and changes
+
+
 async def test_refused_and_duplicate_txs_are_no_removal_and_nothing_is_reported(pool: Mempool, heard: Heard) -> None:
     a = tx(ALICE, 0)
     await pool.add_many([a.raw, a.raw, tx(ALICE, 0, chain="other").raw])
