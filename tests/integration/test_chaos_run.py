@@ -23,16 +23,19 @@ REPORT_KEYS = {"seed", "mode", "duration_s", "faults", "txs_accepted", "txs_comm
                "history_holes", "invariants_ok", "max_recovery_s", "rss_mib_max", "failures", "replay"}
 
 
-def _leftovers() -> str:
-    """Namespaces and links chaos runs made that still exist (run tags: smc<pid>)."""
+def _leftovers(pid: int) -> str:
+    """Namespaces and links the chaos run of process `pid` made that still exist (its run tag: smc<pid>;
+    other runs on the machine are not this test's business)."""
+    tag = f"smc{pid}"
     out = []
     for args in (["ip", "netns", "list"], ["ip", "-o", "link", "show"]):
         try:
             out.append(subprocess.run(args, capture_output=True, text=True, timeout=10).stdout)
         except (OSError, subprocess.TimeoutExpired):
             continue
-    return "\n".join(line for text in out for line in text.splitlines() if " smc" in " " + line.split(":")[-1]
-                     or line.startswith("smc"))
+    return "\n".join(line for text in out for line in text.splitlines()
+                     if any(word.startswith(tag) and not word[len(tag):len(tag) + 1].isdigit()
+                            for word in line.replace(":", " ").replace("@", " ").split()))
 
 
 def _tmpdir(tmp_path: Path) -> dict[str, str]:
@@ -42,12 +45,17 @@ def _tmpdir(tmp_path: Path) -> dict[str, str]:
 
 def test_a_one_minute_seeded_chaos_run_loses_nothing_diverges_nowhere_and_cleans_up(tmp_path: Path) -> None:
     report_path = tmp_path / "chaos-report.json"
-    before = _leftovers()
-    p = subprocess.run([sys.executable, "-m", "devtools.chaos", "--duration", str(DURATION_S), "--seed", str(SEED),
-                        "--out", str(report_path)], cwd=ROOT, capture_output=True, text=True, timeout=900,
-                       env=_tmpdir(tmp_path))
+    p = subprocess.Popen([sys.executable, "-m", "devtools.chaos", "--duration", str(DURATION_S), "--seed", str(SEED),
+                          "--out", str(report_path)], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True, env=_tmpdir(tmp_path))
+    try:
+        stdout, stderr = p.communicate(timeout=900)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait(10)
     report = json.loads(report_path.read_text())
-    assert p.returncode == 0, f"{p.stdout[-4000:]}\n{p.stderr[-2000:]}"
+    assert p.returncode == 0, f"{stdout[-4000:]}\n{stderr[-2000:]}"
     assert set(report) >= REPORT_KEYS
     assert report["seed"] == SEED and report["mode"] in ("netns", "loopback")
     assert report["txs_lost"] == 0 and report["divergences"] == 0 and report["history_holes"] == 0
@@ -56,7 +64,7 @@ def test_a_one_minute_seeded_chaos_run_loses_nothing_diverges_nowhere_and_cleans
     assert report["faults"] and all({"t", "kind", "target"} <= set(f) for f in report["faults"])
     assert report["max_recovery_s"] is not None and report["max_recovery_s"] <= 10
     assert f"SEED={SEED}" in report["replay"]
-    assert _leftovers() == before, "the run left namespaces or links behind"
+    assert _leftovers(p.pid) == "", "the run left namespaces or links behind"
 
 
 def test_the_same_seed_draws_the_same_schedule() -> None:
@@ -73,7 +81,6 @@ def test_the_same_seed_draws_the_same_schedule() -> None:
 
 
 def test_a_chaos_run_stopped_midway_leaves_no_process_namespace_or_link_behind(tmp_path: Path) -> None:
-    before = _leftovers()
     p = subprocess.Popen([sys.executable, "-m", "devtools.chaos", "--duration", "600", "--seed", str(SEED),
                           "--out", str(tmp_path / "r.json")], cwd=ROOT, stdout=subprocess.PIPE,
                          stderr=subprocess.STDOUT, text=True, env=_tmpdir(tmp_path))
@@ -91,6 +98,6 @@ def test_a_chaos_run_stopped_midway_leaves_no_process_namespace_or_link_behind(t
     assert p.returncode != 0
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["failures"] and "replay" in report
-    assert _leftovers() == before, "the stopped run left namespaces or links behind"
+    assert _leftovers(p.pid) == "", "the stopped run left namespaces or links behind"
     left = subprocess.run(["pgrep", "-f", f"smeledger-chaos-{SEED}-"], capture_output=True, text=True).stdout
     assert not left.strip(), f"node processes outlived the run: {left}"
