@@ -56,7 +56,8 @@ class Replica(ViewChanging):
             self._on_executed(event)
         elif isinstance(event, ev.SyncedTo):
             self._on_synced(event)
-        self._count_suspects()  # a commit or sync may have brought us to the height others suspect at
+        self._count_suspects()  # after any event: a SUSPECT or VIEW-CHANGE came in, or a commit or sync
+        #                         brought us to the height others suspect at
         self._progress()
         self._maybe_query()
         self._arm_timers()
@@ -348,13 +349,15 @@ class Replica(ViewChanging):
         elif kind == ev.TIMER_RETRANSMIT:
             self._retransmit()
 
-    def _suspecting(self) -> bool:
+    def _open_suspicion(self) -> Suspect | None:
+        """Our SUSPECT while it still stands (its view above ours, its height not committed)."""
         s = self.my_suspect
-        return s is not None and s.view > self.view and s.height >= self.height
+        return s if s is not None and s.view > self.view and s.height >= self.height else None
 
     def _retransmit(self) -> None:
-        if self.my_suspect is not None and self._suspecting():
-            self._send_all(self.my_suspect)
+        s = self._open_suspicion()
+        if s is not None:
+            self._send_all(s)
         if not self.normal and self.my_vc is not None and self.my_vc.view == self.view:
             self._send_all(self.my_vc)
         if self.normal and self.my_nv is not None and self.my_nv.view == self.view and self.height <= self.nv_start:
@@ -383,7 +386,7 @@ class Replica(ViewChanging):
         elif not want_view:
             self._cancel(ev.TIMER_VIEW)
         want_rt = (not self.normal and self.my_vc is not None) or bool(self.mine) or self.announce \
-            or self._suspecting() \
+            or self._open_suspicion() is not None \
             or self.sync_target > self.committed or (self.index is not None and self.view_target() > self.view) \
             or (self.normal and self.my_nv is not None
                                                       and self.my_nv.view == self.view

@@ -5,9 +5,9 @@ Rule: a validator whose view timer runs out sends a SUSPECT for the next view an
 it leaves (signs a VIEW-CHANGE) when n - f validators suspect the view at its height (or f + 1 signed
 VIEW-CHANGEs for higher views), and joins the suspicion of f + 1 (one of them is honest). Once it holds a
 VIEW-CHANGE for a higher view, SUSPECTs of the last few heights count too, so a quorum that raced a commit
-moves everyone rather than leaving one validator alone ahead (PBFT never goes back a view). After sending VIEW-CHANGE for w a validator times
-the new primary only with n - f VIEW-CHANGEs for w in hand; f + 1 VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection
-recomputes from the embedded VIEW-CHANGEs. A validator left behind in an installed view (a restart, a
+moves everyone rather than leaving one validator alone ahead (PBFT never goes back a view). After sending
+VIEW-CHANGE for w a validator times the new primary only with n - f VIEW-CHANGEs for w in hand; f + 1
+VIEW-CHANGEs for higher views pull it along; a NEW-VIEW is accepted only if its selection recomputes from the embedded VIEW-CHANGEs. A validator left behind in an installed view (a restart, a
 resync, a stalled loop) learns of it from quorum-backed evidence only (a commit certificate of a higher
 view, or validly signed votes of f + 1 validators in higher views) and asks for the NEW-VIEW with a
 VIEW-QUERY; it signs nothing that commits it. No I/O, no clock, no set iteration.
@@ -107,7 +107,6 @@ class ViewChanging(ReplicaCore):
         elif vc.height < self.committed:
             self._help(vc.index, vc.height, w)
         self._pull_along()
-        self._count_suspects()
         self._maybe_new_view()
 
     # ---- suspicion: leaving a view takes n - f validators ----------------------------------------------
@@ -122,7 +121,7 @@ class ViewChanging(ReplicaCore):
             self.my_suspect = self.suspects[self.index] = s
             self._count("suspects")
         self._send_all(s)
-        self._count_suspects()
+        self._count_suspects()  # our own may complete the quorum within this event
 
     def _on_suspect(self, s: Suspect) -> None:
         if self.index is None:
@@ -139,8 +138,7 @@ class ViewChanging(ReplicaCore):
             return
         if not self._check_sig(s):
             return
-        self.suspects[s.index] = s
-        self._count_suspects()
+        self.suspects[s.index] = s  # counted by `handle` after every event (`_count_suspects`)
 
     def _count_suspects(self) -> None:
         """n - f validators suspecting views above ours (a VIEW-CHANGE suspects its view): leave for the
